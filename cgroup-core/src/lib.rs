@@ -1,0 +1,59 @@
+//! cgroups for capsule launches, on cgroup v2, v1 and hybrid hosts: detect the layout, check
+//! limits, create, attach, read statistics, freeze, kill and remove.
+//!
+//! - [`detect`] reads `/proc/self/mountinfo` into a [`Layout`] (v1, v2 or hybrid).
+//! - [`Layout::validate`] checks [`Limits`] against what the host can give and lists every
+//!   problem as a [`LimitError`], before anything is created.
+//! - [`Cgroup`] is one launch's cgroup across all the hierarchies it uses:
+//!   [`create`](Cgroup::create), [`add_task`](Cgroup::add_task), [`stats`](Cgroup::stats),
+//!   [`freeze`](Cgroup::freeze), [`kill`](Cgroup::kill), [`remove`](Cgroup::remove); and for
+//!   cleaning up after a crash, [`list`](Cgroup::list) and [`open`](Cgroup::open).
+//!
+//! Our cgroups live in a `capsule` directory at the root of each hierarchy; nothing outside it is
+//! ever written. Each controller's files are handled in their own module under `v1/` and `v2/`.
+//!
+//! This crate knows no launch plans or policies, does not talk to systemd, and does not delegate
+//! cgroups to unprivileged users: it needs to be root (or own the hierarchies).
+//!
+//! ```no_run
+//! use cgroup_core::{Cgroup, Limits, detect};
+//!
+//! let layout = detect()?;
+//! let limits = Limits { memory: Some(256 << 20), pids: Some(64), ..Limits::default() };
+//! if let Err(problems) = layout.validate(&limits) {
+//!     for problem in problems {
+//!         eprintln!("{problem}");
+//!     }
+//!     return Ok(());
+//! }
+//! let cgroup = Cgroup::create(&layout, "job-42", &limits)?;
+//! let mut child = std::process::Command::new("sleep").arg("1").spawn().expect("spawn");
+//! cgroup.add_task(i32::try_from(child.id()).expect("pid fits i32"))?;
+//! child.wait().expect("wait");
+//! let stats = cgroup.stats()?;
+//! println!("peak memory: {:?} bytes", stats.memory_peak_bytes);
+//! cgroup.remove()?;
+//! # Ok::<(), cgroup_core::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+mod cgroup;
+mod detect;
+mod error;
+mod fs;
+mod limits;
+mod v1;
+mod v2;
+mod wait;
+
+#[cfg(test)]
+mod test_util;
+
+pub use cgroup::{Cgroup, PARENT, Stats};
+pub use detect::{Controller, Layout, MOUNTINFO, V1Mounts, V2Mount, detect};
+pub use error::{Error, Result};
+pub use limits::{
+    CPU_PERIOD_US, CPU_SHARES, CpuQuota, IO_WEIGHT, LimitError, Limits, MIN_CPU_QUOTA_US,
+    MIN_MEMORY, SYS_DEVICES_SYSTEM,
+};

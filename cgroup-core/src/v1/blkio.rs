@@ -1,0 +1,67 @@
+//! v1 `blkio`: I/O weight.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::fs;
+use crate::limits::Limits;
+
+/// Writes the weight to `blkio.weight` (CFQ, gone since Linux 5.0) or, failing that,
+/// `blkio.bfq.weight` (BFQ); runc picks between them the same way.
+pub(crate) fn apply(limits: &Limits, dir: &Path) -> Result<()> {
+    let Some(weight) = limits.io_weight else {
+        return Ok(());
+    };
+    let file = ["blkio.weight", "blkio.bfq.weight"]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|file| file.exists())
+        .ok_or_else(|| Error::Unavailable {
+            controller: "io_weight".to_owned(),
+            reason: format!(
+                "neither blkio.weight nor blkio.bfq.weight is in {}",
+                dir.display()
+            ),
+        })?;
+    fs::write(&file, &weight.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{fixture, read};
+
+    fn weight(w: u16) -> Limits {
+        Limits {
+            io_weight: Some(w),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn cfq_weight() {
+        let dir = fixture(&["blkio.weight", "blkio.bfq.weight"]);
+        apply(&weight(500), dir.path()).unwrap();
+        assert_eq!(read(&dir, "blkio.weight"), "500");
+        assert_eq!(read(&dir, "blkio.bfq.weight"), "");
+    }
+
+    #[test]
+    fn bfq_weight_when_cfq_is_gone() {
+        let dir = fixture(&["blkio.bfq.weight"]);
+        apply(&weight(300), dir.path()).unwrap();
+        assert_eq!(read(&dir, "blkio.bfq.weight"), "300");
+    }
+
+    #[test]
+    fn no_weight_file() {
+        let dir = fixture(&[]);
+        let msg = apply(&weight(300), dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(
+                "host cannot give io_weight: neither blkio.weight nor blkio.bfq.weight is in"
+            ),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,45 @@
+use nix::errno::Errno;
+
+/// Everything that can go wrong creating or running a container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec is inconsistent or names something that cannot exist.
+    #[error("invalid container spec: {0}")]
+    Invalid(String),
+    /// A path in the spec holds a NUL byte and cannot be passed to the kernel.
+    #[error("path {0:?} contains a NUL byte")]
+    NulInPath(String),
+    /// A kernel call made while preparing the container in the parent failed.
+    #[error("{what}: {source}")]
+    Host { what: String, source: Errno },
+    /// A step inside the new container failed before the command started.
+    #[error("container set-up failed: {step} {subject}: {source}")]
+    Setup {
+        step: &'static str,
+        subject: String,
+        source: Errno,
+    },
+    /// No candidate path for the command exists in the container.
+    #[error("command {command:?} not found in the container (searched {searched})")]
+    CommandNotFound { command: String, searched: String },
+    /// The command exists but the kernel refused to execute it.
+    #[error("command {command:?} cannot be executed in the container: {source}")]
+    CommandNotExecutable { command: String, source: Errno },
+    /// The caller's hook (cgroup attach) failed while the child waited.
+    #[error("{0}")]
+    Attach(String),
+    /// The container process vanished without saying why.
+    #[error("the container process ended during set-up without a report (status {0})")]
+    Vanished(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+}
+
+impl Error {
+    pub(crate) fn host(what: impl Into<String>, source: Errno) -> Self {
+        Error::Host {
+            what: what.into(),
+            source,
+        }
+    }
+}

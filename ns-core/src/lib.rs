@@ -1,0 +1,43 @@
+//! The container process: namespaces, uid/gid maps, the root filesystem, mounts, `/dev`,
+//! capabilities, seccomp and rlimits, and the spawn protocol that puts them together.
+//!
+//! A caller describes one container in a [`ContainerSpec`] and hands it to [`spawn`], which
+//! clones a process into new pid, mount, uts, ipc, net and cgroup namespaces (and a user
+//! namespace when the spec maps ids), lets the caller attach it to cgroups while it waits, builds
+//! its root filesystem, drops its privileges and executes the command. [`Running::wait`] returns
+//! the command's [`ExitStatus`], or an [`Error`] saying which step failed and why.
+//!
+//! This crate knows no launch plans, policies or cgroups: those belong to its callers.
+//!
+//! ```no_run
+//! use ns_core::{ContainerSpec, spawn};
+//!
+//! let mut spec = ContainerSpec::new("demo", "/srv/rootfs", vec!["/bin/true".into()]);
+//! spec.readonly_rootfs = true;
+//! let running = spawn(&spec, |_pid| Ok(())).expect("spawn");
+//! let status = running.wait().expect("wait");
+//! assert_eq!(status.code(), 0);
+//! ```
+
+mod capabilities;
+mod dev;
+mod error;
+mod idmap;
+mod mounts;
+mod rlimits;
+mod rootfs;
+pub mod seccomp;
+mod spawn;
+mod spec;
+mod sys;
+
+pub use capabilities::{Capabilities, parse_capability};
+pub use error::Error;
+pub use idmap::{IdMap, IdMaps};
+pub use rlimits::{Rlimit, parse_rlimit_resource};
+pub use seccomp::SeccompProfile;
+pub use spawn::{ExitStatus, Running, spawn};
+pub use spec::{
+    ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, Mount, MountKind,
+    User,
+};

@@ -1,0 +1,721 @@
+//! Spawning a container: the one place that knows the parent/child protocol.
+//!
+//! | step | parent (the caller)                                  | child (PID 1 of the new pid namespace)                    |
+//! |------|------------------------------------------------------|-----------------------------------------------------------|
+//! | 1    | validate; build every path, argv, env and filter     |                                                           |
+//! | 2    | `clone` into new pid, mount, uts, ipc, net (+ user)  | blocks on the `go` pipe                                   |
+//! | 3    | write uid/gid maps; `attach(pid)` (cgroups)          |                                                           |
+//! | 4    | write `go` (an error instead kills the child)        | cgroup namespace, hostname, mounts, `pivot_root`          |
+//! | 5    |                                                      | rlimits, bounding set, groups/gid/uid, caps, no_new_privs, cwd |
+//! | 6    |                                                      | seccomp; `fork` the command when it has an init; `execve` |
+//! | 7    | read reports until EOF, then `waitpid`               | `Failed` / `ExecFailed`; the init reports `Exited`        |
+//!
+//! Reports are fixed 16-byte records on a close-on-exec pipe: the pipe closes when the command
+//! executes (or, with an init, when the init exits), so EOF means "nothing more to say". The
+//! child runs between `clone` and `execve` of a program that may have other threads, so it
+//! only makes plain libc calls on data prepared here, and never allocates.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::errno::Errno;
+use seccompiler::BpfProgram;
+
+use crate::Error;
+use crate::capabilities;
+use crate::mounts::{self, Planner, Step};
+use crate::rlimits;
+use crate::rootfs::{self, Layers};
+use crate::spec::ContainerSpec;
+use crate::sys::{cpath, cstring, errno};
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+
+    fn from_wait_status(status: i32) -> Self {
+        if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// A container whose command has been released; [`Running::wait`] collects it.
+#[derive(Debug)]
+pub struct Running {
+    pid: i32,
+    reports: OwnedFd,
+    explain: Explain,
+    waited: bool,
+}
+
+/// What the parent keeps to turn a child's report into a sentence.
+#[derive(Debug)]
+struct Explain {
+    steps: Vec<(&'static str, String)>,
+    rlimits: Vec<i32>,
+    command: String,
+    candidates: Vec<String>,
+    cwd: String,
+    user: crate::User,
+}
+
+/// Everything the child needs, prepared before `clone`.
+struct Prepared {
+    steps: Vec<Step>,
+    merged: CString,
+    hostname: Option<CString>,
+    cwd: CString,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+    groups: Vec<libc::gid_t>,
+    set_groups: bool,
+    spec_rlimits: Vec<crate::Rlimit>,
+    caps: crate::Capabilities,
+    last_cap: u8,
+    uid: u32,
+    gid: u32,
+    no_new_privs: bool,
+    filter: Option<BpfProgram>,
+    init: bool,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Report {
+    kind: u32,
+    stage: u32,
+    index: u32,
+    value: i32,
+}
+
+const REPORT_FAILED: u32 = 1;
+const REPORT_EXEC_FAILED: u32 = 2;
+const REPORT_EXITED: u32 = 3;
+
+/// The steps of the child, in order, for reports.
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum Stage {
+    CgroupNamespace = 1,
+    Hostname,
+    Mounts,
+    Pivot,
+    Rlimits,
+    BoundingSet,
+    Groups,
+    Gid,
+    Uid,
+    Capabilities,
+    NoNewPrivs,
+    Cwd,
+    Seccomp,
+    Fork,
+}
+
+const STAGES: &[(Stage, &str)] = &[
+    (Stage::CgroupNamespace, "enter a new cgroup namespace"),
+    (Stage::Hostname, "set the hostname"),
+    (Stage::Mounts, "mount"),
+    (Stage::Pivot, "pivot_root into"),
+    (Stage::Rlimits, "set rlimit"),
+    (
+        Stage::BoundingSet,
+        "drop from the bounding set capability number",
+    ),
+    (Stage::Groups, "set supplementary groups"),
+    (Stage::Gid, "set gid"),
+    (Stage::Uid, "set uid"),
+    (Stage::Capabilities, "set capabilities"),
+    (Stage::NoNewPrivs, "set no_new_privs"),
+    (Stage::Cwd, "change to the working directory"),
+    (Stage::Seccomp, "install the seccomp filter"),
+    (Stage::Fork, "fork the command from the init"),
+];
+
+/// Creates the container and starts its command. `attach` runs in the parent while the child
+/// waits, with the child's pid, before the child runs anything of its own (the place to add
+/// it to cgroups). On any error the child is killed and reaped before this returns.
+pub fn spawn<F>(spec: &ContainerSpec, attach: F) -> Result<Running, Error>
+where
+    F: FnOnce(i32) -> Result<(), String>,
+{
+    validate(spec)?;
+    let layers = Layers::new(&spec.state_dir);
+    layers.create(!spec.readonly_rootfs)?;
+    let (prepared, explain) = prepare(spec, &layers)?;
+
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::host("cannot create a pipe", e))?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::host("cannot create a pipe", e))?;
+
+    let mut flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::SIGCHLD;
+    if spec.user_namespace.is_some() {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: with a null stack, clone(2) behaves as fork(2): the child gets a copy of our
+    // memory. The child runs only `child_main`, which makes async-signal-safe calls on data
+    // prepared above and leaves through execve or _exit, never returning into Rust code.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if pid < 0 {
+        let err = Errno::last();
+        return Err(match err {
+            Errno::EPERM | Errno::EUSERS | Errno::ENOSPC if spec.user_namespace.is_some() => {
+                Error::host(
+                    "cannot create a user namespace (is kernel.unprivileged_userns_clone or user.max_user_namespaces disabled?)",
+                    err,
+                )
+            }
+            _ => Error::host("cannot clone the container process", err),
+        });
+    }
+    if pid == 0 {
+        child_main(
+            &prepared,
+            go_read.as_raw_fd(),
+            go_write.as_raw_fd(),
+            report_read.as_raw_fd(),
+            report_write.as_raw_fd(),
+        );
+    }
+    let pid = pid as i32;
+    drop(go_read);
+    drop(report_write);
+
+    let running = Running {
+        pid,
+        reports: report_read,
+        explain,
+        waited: false,
+    };
+    // From here, dropping `running` on an error kills and reaps the child.
+    if let Some(maps) = &spec.user_namespace {
+        maps.write(pid, nix::unistd::geteuid().is_root())?;
+    }
+    attach(pid).map_err(Error::Attach)?;
+    nix::unistd::write(&go_write, b"g")
+        .map_err(|e| Error::host("cannot release the container process", e))?;
+    Ok(running)
+}
+
+/// Checks the spec as a whole and reports every problem at once.
+fn validate(spec: &ContainerSpec) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    match std::fs::metadata(&spec.rootfs) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => problems.push(format!(
+            "rootfs {} is not a directory",
+            spec.rootfs.display()
+        )),
+        Err(e) => problems.push(format!("rootfs {}: {e}", spec.rootfs.display())),
+    }
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        problems.push("no command given".to_owned());
+    }
+    if !spec.cwd.is_absolute() {
+        problems.push(format!("working directory {:?} is not absolute", spec.cwd));
+    }
+    if let Some(host) = &spec.hostname {
+        if host.is_empty() || host.len() > 64 {
+            problems.push(format!("hostname {host:?} must be 1 to 64 bytes long"));
+        }
+    }
+    for mount in &spec.mounts {
+        if !mount.destination.is_absolute() {
+            problems.push(format!(
+                "mount destination {:?} is not absolute",
+                mount.destination
+            ));
+        }
+    }
+    if let Some(maps) = &spec.user_namespace {
+        if !maps.maps_uid(spec.user.uid) {
+            problems.push(format!(
+                "uid {} is not mapped in the user namespace",
+                spec.user.uid
+            ));
+        }
+        if !maps.maps_gid(spec.user.gid) {
+            problems.push(format!(
+                "gid {} is not mapped in the user namespace",
+                spec.user.gid
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(problems.join("; ")))
+    }
+}
+
+fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain), Error> {
+    let userns = spec.user_namespace.is_some();
+    let mut planner = Planner::new(&layers.merged);
+    rootfs::plan(spec, layers, &mut planner)?;
+    planner.defaults(userns)?;
+    planner.extra(spec)?;
+    for path in &spec.masked_paths {
+        planner.mask(&path.to_string_lossy())?;
+    }
+    for path in &spec.readonly_paths {
+        planner.readonly(&path.to_string_lossy())?;
+    }
+
+    let argv_owned = spec
+        .args
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp_owned = spec
+        .env
+        .iter()
+        .map(|e| cstring(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let command = spec.args[0].clone();
+    let candidates: Vec<String> = if command.contains('/') {
+        vec![command.clone()]
+    } else {
+        spec.search_path()
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
+            .collect()
+    };
+    let filter = crate::seccomp::compile(spec.seccomp, &spec.capabilities.bounding.to_set())?;
+
+    let mut argv: Vec<_> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<_> = envp_owned.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    let explain = Explain {
+        steps: planner
+            .steps
+            .iter()
+            .map(|s| (s.what, s.subject.clone()))
+            .collect(),
+        rlimits: spec.rlimits.iter().map(|r| r.resource).collect(),
+        command,
+        candidates: candidates.clone(),
+        cwd: spec.cwd.display().to_string(),
+        user: spec.user.clone(),
+    };
+    let prepared = Prepared {
+        steps: planner.steps,
+        merged: cpath(&layers.merged)?,
+        hostname: Some(cstring(spec.hostname.as_deref().unwrap_or(&spec.id))?),
+        cwd: cpath(&spec.cwd)?,
+        _argv: argv_owned,
+        argv,
+        _envp: envp_owned,
+        envp,
+        candidates: candidates
+            .iter()
+            .map(|c| cstring(c))
+            .collect::<Result<_, _>>()?,
+        groups: spec.user.additional_gids.clone(),
+        // An unprivileged writer of gid_map had to deny setgroups(2).
+        set_groups: !userns || nix::unistd::geteuid().is_root(),
+        spec_rlimits: spec.rlimits.clone(),
+        caps: spec.capabilities,
+        last_cap: capabilities::last_cap(),
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        no_new_privs: spec.no_new_privs,
+        filter,
+        init: spec.init,
+    };
+    Ok((prepared, explain))
+}
+
+fn report(fd: i32, kind: u32, stage: u32, index: u32, value: i32) {
+    let record = Report {
+        kind,
+        stage,
+        index,
+        value,
+    };
+    // SAFETY: `record` is plain old data of the size written; a short or failed write only
+    // loses the report, and the parent then falls back to the exit status.
+    unsafe {
+        libc::write(
+            fd,
+            (&record as *const Report).cast(),
+            std::mem::size_of::<Report>(),
+        )
+    };
+}
+
+/// The container side. Never returns: it executes the command or exits.
+fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, report_fd: i32) -> ! {
+    let fail = |stage: Stage, index: u32, err: i32| -> ! {
+        report(report_fd, REPORT_FAILED, stage as u32, index, err);
+        // SAFETY: _exit ends the process without running Rust or libc atexit code.
+        unsafe { libc::_exit(125) }
+    };
+    // SAFETY: plain libc calls on file descriptors this process owns and on data prepared in
+    // the parent (see the module doc); none of them allocates.
+    unsafe {
+        libc::close(go_write);
+        libc::close(report_read);
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(go_read, (&mut byte as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            // The parent closed the pipe without a go: it failed or died.
+            libc::_exit(125);
+        }
+        libc::close(go_read);
+
+        // After the parent's cgroup attach, so the namespace's root is the container's cgroup.
+        if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(Stage::CgroupNamespace, 0, errno());
+        }
+        if let Some(name) = &p.hostname {
+            if libc::sethostname(name.as_ptr(), name.as_bytes().len()) != 0 {
+                fail(Stage::Hostname, 0, errno());
+            }
+        }
+        if let Err((i, e)) = mounts::run(&p.steps) {
+            fail(Stage::Mounts, i, e);
+        }
+        if let Err(e) = rootfs::pivot(&p.merged) {
+            fail(Stage::Pivot, 0, e);
+        }
+        // Before privileges drop, so hard limits can still be raised.
+        if let Err((i, e)) = rlimits::apply(&p.spec_rlimits) {
+            fail(Stage::Rlimits, i, e);
+        }
+        // Needs CAP_SETPCAP, so before the user change.
+        if let Err((cap, e)) = capabilities::drop_bounding(&p.caps, p.last_cap) {
+            fail(Stage::BoundingSet, cap, e);
+        }
+        // Keep the permitted set across setuid; capset below chooses what remains.
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+        if p.set_groups && libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0 {
+            fail(Stage::Groups, 0, errno());
+        }
+        if libc::setresgid(p.gid, p.gid, p.gid) != 0 {
+            fail(Stage::Gid, p.gid, errno());
+        }
+        if libc::setresuid(p.uid, p.uid, p.uid) != 0 {
+            fail(Stage::Uid, p.uid, errno());
+        }
+        if let Err((cap, e)) = capabilities::apply_sets(&p.caps) {
+            fail(Stage::Capabilities, cap, e);
+        }
+        if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(Stage::NoNewPrivs, 0, errno());
+        }
+        // As the final user, so a directory it cannot enter is an error, as with runc.
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(Stage::Cwd, 0, errno());
+        }
+        // The credential change above cleared any earlier death signal; if capsule dies, the
+        // container's PID 1 dies, and with it the whole pid namespace.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // No descriptor of the caller's but stdio and the report pipe reaches the command.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        if let Some(filter) = &p.filter {
+            if let Err(e) = crate::seccomp::install_raw(filter) {
+                fail(Stage::Seccomp, 0, e);
+            }
+        }
+        if p.init {
+            init(p, report_fd)
+        } else {
+            exec(p, report_fd)
+        }
+    }
+}
+
+/// Executes the command, trying each `PATH` candidate as execvp(3) does.
+///
+/// # Safety
+/// Runs only in the container child (see `child_main`).
+unsafe fn exec(p: &Prepared, report_fd: i32) -> ! {
+    let mut refused = 0;
+    for candidate in &p.candidates {
+        // SAFETY: argv and envp are null-terminated arrays of pointers into strings that live
+        // in `p` for the life of this process.
+        unsafe { libc::execve(candidate.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
+        let e = errno();
+        if e != libc::ENOENT && e != libc::ENOTDIR && refused == 0 {
+            refused = e;
+        }
+    }
+    let (value, code) = if refused == 0 {
+        (libc::ENOENT, 127)
+    } else {
+        (refused, 126)
+    };
+    report(report_fd, REPORT_EXEC_FAILED, 0, 0, value);
+    // SAFETY: ends the process without unwinding.
+    unsafe { libc::_exit(code) }
+}
+
+/// A minimal init as PID 1: runs the command as its child, forwards every signal it can
+/// catch to it, reaps every zombie, and exits when the command does, reporting its status.
+///
+/// # Safety
+/// Runs only in the container child (see `child_main`).
+unsafe fn init(p: &Prepared, report_fd: i32) -> ! {
+    // SAFETY: sigset_t values are plain data initialised by sigfillset before use; fork and
+    // the wait/kill calls take no pointers beyond those locals.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut previous);
+        let command = libc::fork();
+        if command < 0 {
+            report(report_fd, REPORT_FAILED, Stage::Fork as u32, 0, errno());
+            libc::_exit(125);
+        }
+        if command == 0 {
+            libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+            exec(p, report_fd);
+        }
+        loop {
+            let sig = libc::sigwaitinfo(&all, std::ptr::null_mut());
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                    if reaped <= 0 {
+                        break;
+                    }
+                    if reaped == command {
+                        report(report_fd, REPORT_EXITED, 0, 0, status);
+                        libc::_exit(ExitStatus::from_wait_status(status).code());
+                    }
+                }
+            } else if sig > 0 {
+                libc::kill(command, sig);
+            }
+        }
+    }
+}
+
+/// The container's PID 1 as seen from the parent, for the signal handler.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+const FORWARDED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes no pointers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+impl Running {
+    /// The container's PID 1, as the host sees it.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the command to end, forwarding SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
+    /// and SIGUSR2 sent to this process to the container meanwhile.
+    pub fn wait(mut self) -> Result<ExitStatus, Error> {
+        FORWARD_TO.store(self.pid, Ordering::Relaxed);
+        let previous = install_forwarding();
+        let reports = self.read_reports();
+        let status = self.reap();
+        restore_forwarding(&previous);
+        FORWARD_TO.store(0, Ordering::Relaxed);
+        let status = status?;
+        let mut exited = None;
+        for r in reports {
+            match r.kind {
+                REPORT_FAILED => return Err(self.explain.failure(r)),
+                REPORT_EXEC_FAILED => return Err(self.explain.exec_failure(r.value)),
+                REPORT_EXITED => exited = Some(ExitStatus::from_wait_status(r.value)),
+                _ => {}
+            }
+        }
+        Ok(exited.unwrap_or(status))
+    }
+
+    fn read_reports(&self) -> Vec<Report> {
+        let mut reports = Vec::new();
+        let size = std::mem::size_of::<Report>();
+        loop {
+            let mut record = Report::default();
+            // SAFETY: `record` is plain old data, writable for `size` bytes.
+            let n = unsafe {
+                libc::read(
+                    self.reports.as_raw_fd(),
+                    (&mut record as *mut Report).cast(),
+                    size,
+                )
+            };
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if n as usize != size {
+                return reports;
+            }
+            reports.push(record);
+        }
+    }
+
+    fn reap(&mut self) -> Result<ExitStatus, Error> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`.
+            let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if rc == self.pid {
+                self.waited = true;
+                return Ok(ExitStatus::from_wait_status(status));
+            }
+            if errno() != libc::EINTR {
+                return Err(Error::host("cannot wait for the container", Errno::last()));
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A container that is never waited for is killed and reaped, so no process outlives its
+    /// handle.
+    fn drop(&mut self) {
+        if !self.waited {
+            // SAFETY: plain syscalls on the pid we created and have not reaped yet.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+fn install_forwarding() -> Vec<libc::sigaction> {
+    FORWARDED
+        .iter()
+        .map(|&sig| {
+            // SAFETY: zeroed sigaction values are valid and fully set below; `forward` is an
+            // async-signal-safe handler with the signature sa_sigaction expects.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, &action, &mut old);
+                old
+            }
+        })
+        .collect()
+}
+
+fn restore_forwarding(previous: &[libc::sigaction]) {
+    for (sig, old) in FORWARDED.iter().zip(previous) {
+        // SAFETY: `old` is the action sigaction(2) returned for this signal.
+        unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+    }
+}
+
+impl Explain {
+    fn failure(&self, r: Report) -> Error {
+        let source = Errno::from_raw(r.value);
+        let step = STAGES
+            .iter()
+            .find(|(s, _)| *s as u32 == r.stage)
+            .map_or("set up", |(_, what)| *what);
+        let (step, subject) = match r.stage {
+            s if s == Stage::Mounts as u32 => self
+                .steps
+                .get(r.index as usize)
+                .map_or((step, String::new()), |(what, subject)| {
+                    (*what, subject.clone())
+                }),
+            s if s == Stage::Rlimits as u32 => (
+                step,
+                self.rlimits
+                    .get(r.index as usize)
+                    .map_or("?", |r| rlimits::resource_name(*r))
+                    .to_owned(),
+            ),
+            s if s == Stage::Cwd as u32 => (step, self.cwd.clone()),
+            s if s == Stage::Uid as u32 || s == Stage::Gid as u32 => {
+                (step, format!("{}:{}", self.user.uid, self.user.gid))
+            }
+            s if s == Stage::BoundingSet as u32 || s == Stage::Capabilities as u32 => {
+                (step, r.index.to_string())
+            }
+            _ => (step, String::new()),
+        };
+        Error::Setup {
+            step,
+            subject,
+            source,
+        }
+    }
+
+    fn exec_failure(&self, errno: i32) -> Error {
+        if errno == libc::ENOENT {
+            Error::CommandNotFound {
+                command: self.command.clone(),
+                searched: self.candidates.join(", "),
+            }
+        } else {
+            Error::CommandNotExecutable {
+                command: self.command.clone(),
+                source: Errno::from_raw(errno),
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What a caller asks for: one container, described as plain data.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Capabilities, IdMaps, Rlimit, SeccompProfile};
+
+/// One container: its root filesystem, its process and the privileges it keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Identifies the container in error messages and as the default hostname.
+    pub id: String,
+    /// The directory that becomes `/`.
+    pub rootfs: PathBuf,
+    /// Mount `rootfs` read-only. When false, writes go to an overlay upper layer in
+    /// `state_dir`, which the caller discards; the source directory is never changed.
+    pub readonly_rootfs: bool,
+    /// A directory private to this launch, on the host, where the root filesystem is assembled
+    /// (and, when writable, the overlay's upper and work layers live).
+    pub state_dir: PathBuf,
+    pub hostname: Option<String>,
+    /// The command and its arguments; a command without `/` is searched in the `PATH` of `env`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs.
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub user: User,
+    pub capabilities: Capabilities,
+    pub no_new_privs: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub seccomp: SeccompProfile,
+    /// Mounts added after the default ones, in order.
+    pub mounts: Vec<Mount>,
+    /// Paths hidden from the container (a file behind `/dev/null`, a directory behind an
+    /// empty read-only tmpfs).
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths remounted read-only.
+    pub readonly_paths: Vec<PathBuf>,
+    /// Map ids through a new user namespace; required when the caller is not root.
+    pub user_namespace: Option<IdMaps>,
+    /// Run a minimal init as PID 1 that reaps zombies and forwards signals, with the command
+    /// as its child (as `docker run --init`). When false the command itself is PID 1.
+    pub init: bool,
+}
+
+/// The identity the command runs as, in the container's id space.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// A mount added to the container, at `destination` inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub destination: PathBuf,
+    pub kind: MountKind,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path bound into the container.
+    Bind { source: PathBuf },
+    /// A fresh tmpfs; `size` in bytes (the kernel's default when absent).
+    Tmpfs { size: Option<u64> },
+}
+
+/// Paths masked by default: the OCI runtime spec's defaults, as runc and crun apply them.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths remounted read-only by default (OCI runtime spec defaults).
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The `PATH` a container gets when its environment has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ContainerSpec {
+    /// A spec with the defaults of `docker run`: root, the OCI default capabilities, the
+    /// default seccomp profile, masked and read-only paths, an init as PID 1, a writable
+    /// (overlay) root. `state_dir` defaults to a directory under the system temp directory
+    /// and should be set by callers that manage launch state.
+    pub fn new(id: &str, rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
+        ContainerSpec {
+            id: id.to_owned(),
+            rootfs: rootfs.into(),
+            readonly_rootfs: false,
+            state_dir: std::env::temp_dir().join(format!("capsule-{id}")),
+            hostname: None,
+            args,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: PathBuf::from("/"),
+            user: User::default(),
+            capabilities: Capabilities::oci_default(),
+            no_new_privs: true,
+            rlimits: vec![Rlimit {
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft: 1024,
+                hard: 1024,
+            }],
+            seccomp: SeccompProfile::Default,
+            mounts: Vec::new(),
+            masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
+            readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
+            user_namespace: None,
+            init: true,
+        }
+    }
+
+    /// The `PATH` the command is searched in.
+    pub fn search_path(&self) -> &str {
+        self.env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+    }
+}

@@ -1,0 +1,85 @@
+//! `ns_core::spawn` on the real kernel: needs root and a busybox root filesystem
+//! (`CAPSULE_TEST_ROOTFS`, or `target/capsule/rootfs/busybox` from `cargo xtask rootfs busybox`).
+//! Skipped with a message when either is missing, except under `CI=true`.
+
+use std::path::PathBuf;
+
+use ns_core::{ContainerSpec, Error, ExitStatus, spawn};
+
+fn rootfs() -> Option<PathBuf> {
+    let path = std::env::var_os("CAPSULE_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/capsule/rootfs/busybox")
+        });
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && path.join("bin/busybox").exists() {
+        return Some(path);
+    }
+    let why = format!("needs root and a busybox rootfs at {}", path.display());
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
+fn spec(rootfs: &PathBuf, args: &[&str]) -> (ContainerSpec, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let mut spec = ContainerSpec::new(
+        "nscore-test",
+        rootfs,
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    spec.state_dir = state.path().to_owned();
+    (spec, state)
+}
+
+#[test]
+fn spawn_runs_the_command_and_returns_its_status() {
+    let Some(rootfs) = rootfs() else { return };
+    let (spec, _state) = spec(
+        &rootfs,
+        &["sh", "-c", "test \"$(hostname)\" = nscore-test && exit 7"],
+    );
+    let mut attached = None;
+    let running = spawn(&spec, |pid| {
+        attached = Some(pid);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(attached, Some(running.pid()));
+    assert_eq!(running.wait().unwrap(), ExitStatus::Exited(7));
+}
+
+#[test]
+fn a_failing_attach_hook_kills_the_child_and_says_why() {
+    let Some(rootfs) = rootfs() else { return };
+    let (spec, _state) = spec(&rootfs, &["sleep", "30"]);
+    let mut child = 0;
+    let err = spawn(&spec, |pid| {
+        child = pid;
+        Err("no cgroup for you".into())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Attach(ref m) if m == "no cgroup for you"),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the child was reaped"
+    );
+}
+
+#[test]
+fn a_setup_failure_names_the_step_and_the_path() {
+    let Some(rootfs) = rootfs() else { return };
+    let (mut spec, _state) = spec(&rootfs, &["true"]);
+    spec.cwd = "/does/not/exist".into();
+    let err = spawn(&spec, |_| Ok(())).unwrap().wait().unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("working directory /does/not/exist"),
+        "{message}"
+    );
+}

@@ -1,0 +1,164 @@
+//! Runs a Plan as a container: namespaces from `ns-core`, limits from `cgroup-core`.
+//!
+//! Resources are created in a fixed order (state directory, cgroups, container process) and
+//! removed in reverse on every path: a [`Resources`] guard undoes whatever exists when it is
+//! dropped, so an early return cannot leak.
+
+use std::time::Instant;
+
+use cgroup_core::Cgroup;
+use ns_core::{ContainerSpec, ExitStatus, IdMaps, MountKind};
+
+use crate::plan::{MountType, Plan};
+use crate::state::{self, Launch};
+use crate::validate::{self, Host};
+use crate::{Error, Outcome, Peaks, Timings};
+
+/// Runs `plan` to completion and reports how it went.
+pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    validate::validate(plan, host)?;
+    let id = state::new_id();
+    let mut spec = to_spec(plan, &id, host)?;
+    let limits = validate::limits(plan);
+    let prepared = start.elapsed();
+
+    let mut resources = Resources::default();
+    let launch = resources
+        .launch
+        .insert(Launch::create(&id, !host.rootless)?);
+    spec.state_dir = launch.dir.clone();
+    if !host.rootless {
+        let layout = host
+            .cgroups
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("no cgroup hierarchy on this host".into()))?;
+        resources.cgroup = Some(Cgroup::create(layout, &id, &limits)?);
+    }
+    let cgroup = resources.cgroup.as_ref();
+    let running = ns_core::spawn(&spec, |pid| match cgroup {
+        Some(cgroup) => cgroup.add_task(pid).map_err(|e| e.to_string()),
+        None => Ok(()),
+    })?;
+    let created = start.elapsed();
+    let status = running.wait();
+    let ran = start.elapsed();
+
+    let stats = match &resources.cgroup {
+        Some(cgroup) => cgroup.stats().ok(),
+        None => None,
+    };
+    resources.release()?;
+    let status = status?;
+    let finished = start.elapsed();
+
+    let oom_killed = stats.as_ref().is_some_and(|s| s.oom_kills > 0);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    Ok(Outcome {
+        id,
+        isolation: plan.isolation,
+        exit_code: status.code(),
+        signal: match status {
+            ExitStatus::Signaled(sig) => Some(sig),
+            ExitStatus::Exited(_) => None,
+        },
+        oom_killed,
+        error: None,
+        timings: Timings {
+            prepare_ms: ms(prepared),
+            create_ms: ms(created - prepared),
+            run_ms: ms(ran - created),
+            cleanup_ms: ms(finished - ran),
+            total_ms: ms(finished),
+        },
+        peaks: Peaks {
+            memory_bytes: stats.as_ref().and_then(|s| s.memory_peak_bytes),
+            cpu_time_ms: stats
+                .as_ref()
+                .and_then(|s| s.cpu_usage_ns)
+                .map(|ns| ns as f64 / 1e6),
+            pids: stats.as_ref().and_then(|s| s.pids_peak.or(s.pids_current)),
+        },
+        violations: if oom_killed {
+            vec!["memory".to_owned()]
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// What one launch created, undone in reverse order.
+#[derive(Debug, Default)]
+struct Resources {
+    launch: Option<Launch>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Resources {
+    /// Removes the cgroups (killing anything left in them), then the state directory.
+    fn release(&mut self) -> Result<(), Error> {
+        let cgroup = self.cgroup.take().map(Cgroup::remove).transpose();
+        let launch = self.launch.take().map(|l| l.remove()).transpose();
+        cgroup?;
+        launch?;
+        Ok(())
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!("cleanup after a failed launch: {e}; `capsule gc` retries");
+        }
+    }
+}
+
+/// The container part of a Plan as `ns-core` wants it.
+fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
+    let p = &plan.process;
+    let mut spec = ContainerSpec::new(id, &plan.root.path, p.args.clone());
+    spec.readonly_rootfs = plan.root.readonly;
+    spec.hostname = Some(plan.hostname.clone().unwrap_or_else(|| id.to_owned()));
+    spec.env = p.env.clone();
+    if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
+        spec.env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
+    }
+    spec.cwd = p.cwd.clone();
+    spec.user = p.user.clone();
+    spec.capabilities = p.capabilities;
+    spec.no_new_privs = p.no_new_privileges;
+    spec.rlimits = p
+        .rlimits
+        .iter()
+        .map(|r| {
+            Ok(ns_core::Rlimit {
+                resource: ns_core::parse_rlimit_resource(&r.kind)?,
+                soft: r.soft,
+                hard: r.hard,
+            })
+        })
+        .collect::<Result<_, ns_core::Error>>()?;
+    spec.seccomp = plan.seccomp;
+    spec.mounts = plan
+        .mounts
+        .iter()
+        .map(|m| ns_core::Mount {
+            destination: m.destination.clone(),
+            kind: match m.kind {
+                MountType::Bind => MountKind::Bind {
+                    source: m.source.clone().unwrap_or_default(),
+                },
+                MountType::Tmpfs => MountKind::Tmpfs { size: m.size },
+            },
+            readonly: m.readonly,
+        })
+        .collect();
+    spec.init = plan.init;
+    if host.rootless {
+        spec.user_namespace = Some(IdMaps::rootless(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ));
+    }
+    Ok(spec)
+}

@@ -1,0 +1,3 @@
+//! The backends that carry out a Plan, one per isolation.
+
+pub mod container;

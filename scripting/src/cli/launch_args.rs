@@ -1,0 +1,291 @@
+//! The flags that describe one launch, named as `docker run` / `podman run` name them.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ns_core::{Capabilities, SeccompProfile, parse_capability};
+
+use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit};
+use crate::{parse_cpus, parse_size, resolve_user};
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// container, microvm or kata.
+    #[arg(long, default_value = "container", value_parser = parse_isolation)]
+    isolation: Isolation,
+    /// The directory that becomes the root filesystem.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Memory limit, e.g. 256M.
+    #[arg(long, short = 'm', value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Memory plus swap, e.g. 512M; -1 for unlimited swap.
+    #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
+    memory_swap: Option<i64>,
+    /// CPUs of time, e.g. 1.5.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Relative CPU weight (2-262144).
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long, visible_alias = "pids-limit")]
+    pids: Option<u64>,
+    /// Relative block IO weight (10-1000).
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// CPUs the container may use, e.g. 0-1.
+    #[arg(long, value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use, e.g. 0.
+    #[arg(long, value_name = "LIST")]
+    cpuset_mems: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from this environment).
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// User as name|uid[:group|gid], resolved in the root filesystem's /etc/passwd.
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Mount the root filesystem read-only (otherwise writes go to a discarded overlay).
+    #[arg(long)]
+    read_only: bool,
+    /// Add a capability (NET_ADMIN, or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability (CHOWN, or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Seccomp profile: default (Docker's default allow-list) or unconfined.
+    #[arg(long, value_parser = parse_seccomp)]
+    seccomp: Option<SeccompProfile>,
+    /// Run the command as PID 1, without capsule's minimal init.
+    #[arg(long)]
+    no_init: bool,
+    /// Bind mount SRC:DST[:ro].
+    #[arg(long, short = 'v', value_name = "SRC:DST[:ro]")]
+    volume: Vec<String>,
+    /// Mount a tmpfs at PATH[:size=64m].
+    #[arg(long, value_name = "PATH[:size=N]")]
+    tmpfs: Vec<String>,
+    /// Resource limit TYPE=SOFT[:HARD], e.g. nofile=1024:2048.
+    #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    match s {
+        "container" => Ok(Isolation::Container),
+        "microvm" => Ok(Isolation::Microvm),
+        "kata" => Ok(Isolation::Kata),
+        _ => Err(format!("{s:?}: expected container, microvm or kata")),
+    }
+}
+
+fn parse_swap(s: &str) -> Result<i64, String> {
+    if s == "-1" {
+        return Ok(-1);
+    }
+    i64::try_from(parse_size(s)?).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
+    match s {
+        "default" => Ok(SeccompProfile::Default),
+        "unconfined" => Ok(SeccompProfile::Unconfined),
+        _ => Err(format!("{s:?}: expected default or unconfined")),
+    }
+}
+
+impl LaunchArgs {
+    /// The Plan these flags describe. Names (users, capabilities, rlimits) are resolved here,
+    /// so a bad one is refused before anything is created.
+    pub fn to_plan(&self) -> Result<Plan, String> {
+        let rootfs = self
+            .rootfs
+            .clone()
+            .ok_or("--rootfs DIR is required: the directory that becomes / (cargo xtask rootfs busybox builds one)")?;
+        let rootfs = std::path::absolute(&rootfs).unwrap_or(rootfs);
+        if self.command.is_empty() {
+            return Err("no command given: put it after --, e.g. capsule run --rootfs DIR -- /bin/sh -c 'echo hi'".into());
+        }
+        let mut plan = Plan::container(&rootfs, self.command.clone());
+        plan.isolation = self.isolation;
+        plan.root.readonly = self.read_only;
+        plan.hostname = self.hostname.clone();
+        plan.init = !self.no_init;
+        if let Some(seccomp) = self.seccomp {
+            plan.seccomp = seccomp;
+        }
+        if let Some(dir) = &self.workdir {
+            plan.process.cwd = dir.clone();
+        }
+        if let Some(user) = &self.user {
+            plan.process.user = resolve_user(user, &rootfs)?;
+        }
+        for kv in &self.env {
+            let kv = match kv.split_once('=') {
+                Some(_) => kv.clone(),
+                None => match std::env::var(kv) {
+                    Ok(value) => format!("{kv}={value}"),
+                    Err(_) => continue,
+                },
+            };
+            let key = kv.split('=').next().unwrap_or_default();
+            plan.process
+                .env
+                .retain(|e| e.split('=').next() != Some(key));
+            plan.process.env.push(kv);
+        }
+        plan.process.capabilities = self.capabilities()?;
+        for spec in &self.ulimit {
+            let rlimit = parse_ulimit(spec)?;
+            plan.process.rlimits.retain(|r| r.kind != rlimit.kind);
+            plan.process.rlimits.push(rlimit);
+        }
+        for spec in &self.volume {
+            plan.mounts.push(parse_volume(spec)?);
+        }
+        for spec in &self.tmpfs {
+            plan.mounts.push(parse_tmpfs(spec)?);
+        }
+        let r = &mut plan.resources;
+        r.memory = self.memory;
+        r.memory_swap = self.memory_swap;
+        r.cpus = self.cpus;
+        r.cpu_shares = self.cpu_shares;
+        r.pids = self.pids;
+        r.io_weight = self.blkio_weight;
+        r.cpuset_cpus = self.cpuset_cpus.clone();
+        r.cpuset_mems = self.cpuset_mems.clone();
+        Ok(plan)
+    }
+
+    fn capabilities(&self) -> Result<Capabilities, String> {
+        let mut caps = Capabilities::oci_default();
+        for name in &self.cap_drop {
+            if name.eq_ignore_ascii_case("ALL") {
+                caps = Capabilities::default();
+            } else {
+                caps.drop(parse_capability(name).map_err(|e| format!("--cap-drop: {e}"))?);
+            }
+        }
+        for name in &self.cap_add {
+            if name.eq_ignore_ascii_case("ALL") {
+                caps = Capabilities::all();
+            } else {
+                caps.add(parse_capability(name).map_err(|e| format!("--cap-add: {e}"))?);
+            }
+        }
+        Ok(caps)
+    }
+}
+
+fn parse_ulimit(spec: &str) -> Result<Rlimit, String> {
+    let bad = || format!("--ulimit {spec:?}: expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048");
+    let (name, values) = spec.split_once('=').ok_or_else(bad)?;
+    ns_core::parse_rlimit_resource(name).map_err(|e| format!("--ulimit: {e}"))?;
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (s, h),
+        None => (values, values),
+    };
+    let soft = soft.parse().map_err(|_| bad())?;
+    let hard = hard.parse().map_err(|_| bad())?;
+    let upper = name.to_ascii_uppercase();
+    let kind = if upper.starts_with("RLIMIT_") {
+        upper
+    } else {
+        format!("RLIMIT_{upper}")
+    };
+    Ok(Rlimit { kind, soft, hard })
+}
+
+fn parse_volume(spec: &str) -> Result<Mount, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, destination, readonly) = match parts.as_slice() {
+        [s, d] => (s, d, false),
+        [s, d, "ro"] => (s, d, true),
+        [s, d, "rw"] => (s, d, false),
+        _ => {
+            return Err(format!(
+                "--volume {spec:?}: expected SRC:DST[:ro], with absolute paths"
+            ));
+        }
+    };
+    let source = std::path::absolute(source).map_err(|e| format!("--volume {spec:?}: {e}"))?;
+    Ok(Mount {
+        destination: PathBuf::from(destination),
+        kind: MountType::Bind,
+        source: Some(source),
+        size: None,
+        readonly,
+    })
+}
+
+fn parse_tmpfs(spec: &str) -> Result<Mount, String> {
+    let (path, options) = spec.split_once(':').unwrap_or((spec, ""));
+    let mut size = None;
+    let mut readonly = false;
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", value)) => {
+                size = Some(parse_size(value).map_err(|e| format!("--tmpfs: {e}"))?)
+            }
+            None if option == "ro" => readonly = true,
+            None if option == "rw" => readonly = false,
+            _ => {
+                return Err(format!(
+                    "--tmpfs {spec:?}: unknown option {option:?}; expected size=N, ro or rw"
+                ));
+            }
+        }
+    }
+    Ok(Mount {
+        destination: PathBuf::from(path),
+        kind: MountType::Tmpfs,
+        source: None,
+        size,
+        readonly,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_and_tmpfs_parse_like_docker() {
+        let m = parse_volume("/src:/dst:ro").unwrap();
+        assert_eq!(
+            (m.source.unwrap(), m.destination, m.readonly),
+            ("/src".into(), "/dst".into(), true)
+        );
+        assert!(parse_volume("/only").is_err());
+        let t = parse_tmpfs("/scratch:size=64m,ro").unwrap();
+        assert_eq!((t.size, t.readonly), (Some(64 << 20), true));
+        assert!(parse_tmpfs("/x:mode=1").is_err());
+    }
+
+    #[test]
+    fn ulimits_use_oci_names_and_default_hard_to_soft() {
+        let r = parse_ulimit("nofile=100").unwrap();
+        assert_eq!(
+            (r.kind.as_str(), r.soft, r.hard),
+            ("RLIMIT_NOFILE", 100, 100)
+        );
+        let r = parse_ulimit("nproc=10:20").unwrap();
+        assert_eq!((r.soft, r.hard), (10, 20));
+        assert!(
+            parse_ulimit("bogus=1")
+                .unwrap_err()
+                .contains("unknown rlimit")
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! What a launch reports when it ends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Isolation;
+
+/// The result of one launch: how the workload ended, what each phase cost, what it used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub id: String,
+    pub isolation: Isolation,
+    /// The exit code `capsule run` exits with: the workload's, 128 + signal, or 125-127.
+    pub exit_code: i32,
+    /// The signal that ended the workload, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer ended a process of the launch.
+    pub oom_killed: bool,
+    /// Why the launch failed before or instead of running the workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub timings: Timings,
+    pub peaks: Peaks,
+    /// Limits the workload ran into (`"memory"` on an OOM kill).
+    pub violations: Vec<String>,
+}
+
+/// Milliseconds per phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    /// Validation and preparation, until the first resource exists.
+    pub prepare_ms: f64,
+    /// State directory, cgroups and the container process, until the command is released.
+    pub create_ms: f64,
+    /// From release to the workload's exit.
+    pub run_ms: f64,
+    /// Removing everything the launch created.
+    pub cleanup_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Peak use as the cgroup recorded it; absent where the host does not count it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peaks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}

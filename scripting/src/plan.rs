@@ -1,0 +1,184 @@
+//! The Plan: everything one launch needs, as plain data.
+//!
+//! Field names follow the OCI runtime spec where the two overlap (`root.path`,
+//! `process.args`, `process.cwd`, `process.user.uid`, `process.rlimits[].type`, `mounts[]
+//! .destination`, `hostname`), so an OCI `config.json` reads naturally next to a Plan.
+
+use std::path::PathBuf;
+
+use ns_core::{Capabilities, SeccompProfile, User};
+use serde::{Deserialize, Serialize};
+
+/// One launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub isolation: Isolation,
+    pub root: Root,
+    pub process: Process,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    #[serde(default)]
+    pub network: Network,
+    /// A minimal init as PID 1 that reaps zombies and forwards signals (`docker run --init`).
+    #[serde(default = "yes")]
+    pub init: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Namespaces and cgroups on the host kernel.
+    Container,
+    /// Its own kernel on KVM.
+    Microvm,
+    /// A container inside a microVM.
+    Kata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub path: PathBuf,
+    /// Read-only root; otherwise writes go to a throw-away overlay layer.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Process {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default = "root_dir")]
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default = "Capabilities::oci_default")]
+    pub capabilities: Capabilities,
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+}
+
+fn root_dir() -> PathBuf {
+    PathBuf::from("/")
+}
+
+/// A resource limit, with the OCI names (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    pub destination: PathBuf,
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// Host path of a bind mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Size of a tmpfs in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    Bind,
+    Tmpfs,
+}
+
+/// Limits, with `docker run`'s meanings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Memory plus swap in bytes; -1 for unlimited swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+    /// CPUs of time per period, e.g. 1.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (`--cpu-shares`, 2..262144).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// `--blkio-weight`, 10..1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A network namespace with only loopback.
+    #[default]
+    None,
+}
+
+impl Plan {
+    /// A container Plan with `docker run`'s defaults for `args` in `rootfs`.
+    pub fn container(rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
+        Plan {
+            isolation: Isolation::Container,
+            root: Root {
+                path: rootfs.into(),
+                readonly: false,
+            },
+            process: Process {
+                args,
+                env: vec![format!("PATH={}", ns_core::DEFAULT_PATH)],
+                cwd: root_dir(),
+                user: User::default(),
+                capabilities: Capabilities::oci_default(),
+                no_new_privileges: true,
+                rlimits: vec![Rlimit {
+                    kind: "RLIMIT_NOFILE".into(),
+                    soft: 1024,
+                    hard: 1024,
+                }],
+            },
+            hostname: None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            seccomp: SeccompProfile::Default,
+            network: Network::None,
+            init: true,
+        }
+    }
+}

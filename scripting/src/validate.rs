@@ -1,0 +1,157 @@
+//! Checking a Plan as a whole before anything is created.
+//!
+//! Every problem is collected, not just the first, and each names the field, the value and
+//! what would be accepted.
+
+use cgroup_core::{CpuQuota, Layout, Limits};
+
+use crate::Error;
+use crate::plan::{Isolation, MountType, Plan};
+
+/// The host facts a Plan is checked against.
+#[derive(Debug)]
+pub struct Host {
+    pub rootless: bool,
+    /// None when the host has no usable cgroup hierarchy (and the Plan asks for no limits).
+    pub cgroups: Option<Layout>,
+}
+
+impl Host {
+    pub fn detect() -> Self {
+        Host {
+            rootless: !nix::unistd::geteuid().is_root(),
+            cgroups: cgroup_core::detect().ok(),
+        }
+    }
+}
+
+/// The period docker uses to turn `--cpus` into a CFS quota.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Translates the Plan's resources into cgroup limits.
+pub(crate) fn limits(plan: &Plan) -> Limits {
+    let r = &plan.resources;
+    Limits {
+        memory: r.memory,
+        memory_swap: r.memory_swap,
+        cpu_quota: r.cpus.map(|cpus| CpuQuota {
+            quota_us: (cpus * CPU_PERIOD_US as f64).round() as u64,
+            period_us: CPU_PERIOD_US,
+        }),
+        cpu_shares: r.cpu_shares,
+        pids: r.pids,
+        io_weight: r.io_weight,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+    }
+}
+
+/// Checks `plan` against `host`, reporting every problem at once.
+pub fn validate(plan: &Plan, host: &Host) -> Result<(), Error> {
+    if plan.isolation != Isolation::Container {
+        return Err(Error::Unsupported(format!(
+            "isolation {:?} is not available in this build: only \"container\" is implemented so far; use --isolation container",
+            plan.isolation
+        )));
+    }
+    let mut problems = Vec::new();
+    let root = &plan.root.path;
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => problems.push(format!(
+            "root.path {}: not a directory; give the directory that becomes /",
+            root.display()
+        )),
+        Err(e) => problems.push(format!(
+            "root.path {}: {e}; give an existing directory (cargo xtask rootfs busybox builds one)",
+            root.display()
+        )),
+    }
+    if plan.process.args.first().is_none_or(|a| a.is_empty()) {
+        problems.push("process.args is empty: give the command to run after --".to_owned());
+    }
+    if !plan.process.cwd.is_absolute() {
+        problems.push(format!(
+            "process.cwd {:?}: must be an absolute path",
+            plan.process.cwd
+        ));
+    }
+    for env in &plan.process.env {
+        if !env.contains('=') {
+            problems.push(format!("process.env {env:?}: expected KEY=VALUE"));
+        }
+    }
+    for rlimit in &plan.process.rlimits {
+        if let Err(e) = ns_core::parse_rlimit_resource(&rlimit.kind) {
+            problems.push(format!("process.rlimits {}: {e}", rlimit.kind));
+        } else if rlimit.soft > rlimit.hard {
+            problems.push(format!(
+                "process.rlimits {}: soft limit {} is above hard limit {}",
+                rlimit.kind, rlimit.soft, rlimit.hard
+            ));
+        }
+    }
+    if let Some(name) = &plan.hostname {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            problems.push(format!(
+                "hostname {name:?}: expected 1 to 64 letters, digits, '-' or '.'"
+            ));
+        }
+    }
+    for mount in &plan.mounts {
+        let dest = mount.destination.display();
+        if !mount.destination.is_absolute() || mount.destination == std::path::Path::new("/") {
+            problems.push(format!(
+                "mounts {dest}: destination must be an absolute path other than /"
+            ));
+        }
+        match (mount.kind, &mount.source) {
+            (MountType::Bind, None) => {
+                problems.push(format!("mounts {dest}: a bind mount needs a source"))
+            }
+            (MountType::Bind, Some(src)) if !src.exists() => problems.push(format!(
+                "mounts {dest}: source {} does not exist on the host",
+                src.display()
+            )),
+            (MountType::Tmpfs, Some(_)) => {
+                problems.push(format!("mounts {dest}: a tmpfs takes no source"))
+            }
+            _ => {}
+        }
+    }
+    let limits = limits(plan);
+    if host.rootless {
+        if plan.process.user.uid != 0 || plan.process.user.gid != 0 {
+            problems.push(format!(
+                "process.user {}:{}: a rootless container maps only your own user, as root inside; run capsule as root to use other users",
+                plan.process.user.uid, plan.process.user.gid
+            ));
+        }
+        if !plan.resources.is_empty() {
+            problems.push(
+                "resources: limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none; run capsule as root or drop the limits".to_owned(),
+            );
+        }
+    } else {
+        match &host.cgroups {
+            Some(layout) => {
+                if let Err(errors) = layout.validate(&limits) {
+                    problems.extend(errors.iter().map(|e| format!("resources.{e}")));
+                }
+            }
+            None => problems.push(
+                "this host has no usable cgroup hierarchy under /sys/fs/cgroup; mount cgroup2 or the v1 controllers".to_owned(),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(problems))
+    }
+}

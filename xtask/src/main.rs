@@ -1,0 +1,80 @@
+//! `cargo xtask`: capsule's CI, lab and release steps as Rust subcommands, each downloaded
+//! artifact checked.
+
+mod bench;
+mod ci;
+mod demo;
+mod rootfs;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "capsule's build, test, benchmark and demo tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build a root filesystem under target/capsule/rootfs and print its absolute path.
+    Rootfs {
+        #[command(subcommand)]
+        kind: RootfsKind,
+    },
+    /// Run everything CI checks: fmt, clippy, build, test rootfs, tests.
+    Ci,
+    /// Benchmarks (need root).
+    Bench {
+        #[command(subcommand)]
+        kind: BenchKind,
+    },
+    /// Run a workload in a capsule container and show its Outcome (needs root).
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum RootfsKind {
+    /// busybox from Debian's busybox-static package (downloaded, never installed).
+    Busybox,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// `capsule run` of /bin/true against `crun run` and `runc run` of the same rootfs.
+    Container {
+        /// Timed runs per tool.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Only these tools (repeatable; default: all three).
+        #[arg(long = "tool", value_enum)]
+        tools: Vec<bench::Tool>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Rootfs {
+            kind: RootfsKind::Busybox,
+        } => rootfs::busybox().map(|path| println!("{}", path.display())),
+        Cmd::Ci => ci::run(),
+        Cmd::Bench {
+            kind: BenchKind::Container { runs, tools },
+        } => bench::container(runs, &tools),
+        Cmd::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
