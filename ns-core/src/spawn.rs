@@ -97,6 +97,7 @@ struct Prepared {
     no_new_privs: bool,
     filter: Option<BpfProgram>,
     init: bool,
+    userns: bool,
 }
 
 #[repr(C)]
@@ -359,6 +360,7 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
         no_new_privs: spec.no_new_privs,
         filter,
         init: spec.init,
+        userns,
     };
     Ok((prepared, explain))
 }
@@ -407,6 +409,11 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         }
         libc::close(go_read);
 
+        // A new user namespace starts with our host ids, which its maps may not cover: become
+        // its root, or every file created (even on a tmpfs) fails with EOVERFLOW.
+        if p.userns && (libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0) {
+            fail(Stage::Uid, 0, errno());
+        }
         // After the parent's cgroup attach, so the namespace's root is the container's cgroup.
         if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
             fail(Stage::CgroupNamespace, 0, errno());

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use ns_core::{Capabilities, SeccompProfile, User};
+use ns_core::{Capabilities, IdMaps, SeccompProfile, User};
 use serde::{Deserialize, Serialize};
 
 /// One launch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Plan {
     pub isolation: Isolation,
     pub root: Root,
@@ -26,6 +26,9 @@ pub struct Plan {
     pub seccomp: SeccompProfile,
     #[serde(default)]
     pub network: Network,
+    /// uid and gid maps of a user namespace; rootless launches always get one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<IdMaps>,
     /// A minimal init as PID 1 that reaps zombies and forwards signals (`docker run --init`).
     #[serde(default = "yes")]
     pub init: bool,
@@ -178,6 +181,7 @@ impl Plan {
             resources: Resources::default(),
             seccomp: SeccompProfile::Default,
             network: Network::None,
+            user_namespace: None,
             init: true,
         }
     }

@@ -124,6 +124,25 @@ pub fn validate(plan: &Plan, host: &Host) -> Result<(), Error> {
             _ => {}
         }
     }
+    if let Some(maps) = &plan.user_namespace {
+        if maps.uids.is_empty() || maps.gids.is_empty() {
+            problems.push(
+                "userNamespace: give both uid and gid maps (--uidmap and --gidmap)".to_owned(),
+            );
+        } else if host.rootless {
+            problems.push(
+                "userNamespace: a rootless launch maps only your own ids; drop --uidmap/--gidmap or run as root".to_owned(),
+            );
+        } else {
+            let user = &plan.process.user;
+            if !maps.maps_uid(user.uid) || !maps.maps_gid(user.gid) {
+                problems.push(format!(
+                    "process.user {}:{}: not mapped by userNamespace; map it with --uidmap/--gidmap",
+                    user.uid, user.gid
+                ));
+            }
+        }
+    }
     let limits = limits(plan);
     if host.rootless {
         if plan.process.user.uid != 0 || plan.process.user.gid != 0 {

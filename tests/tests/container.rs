@@ -418,3 +418,79 @@ fn rootless_run_as_an_unprivileged_user() {
     assert!(String::from_utf8_lossy(&limits.stderr).contains("delegated cgroup v2"));
     assert_nothing_left();
 }
+
+#[test]
+fn uid_and_gid_maps_put_root_inside_on_a_host_range() {
+    let env = env_or_skip!();
+    let maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let mut flags = vec!["--read-only"];
+    flags.extend(maps);
+    let launch = env.run(
+        &flags,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+    );
+    let words: Vec<&str> = launch.stdout.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", "100000", "65536", "0", "100000", "65536", "0"],
+        "{launch:?}"
+    );
+    let unmapped = env.run(
+        &[
+            "--uidmap",
+            "0:100000:1",
+            "--gidmap",
+            "0:100000:1",
+            "--user",
+            "user",
+        ],
+        &["true"],
+    );
+    assert_eq!(unmapped.code, 125);
+    assert!(
+        unmapped.stderr.contains("not mapped by userNamespace"),
+        "{}",
+        unmapped.stderr
+    );
+}
+
+#[test]
+fn a_saved_plan_runs_the_same_launch() {
+    let env = env_or_skip!();
+    let plan = env
+        .command()
+        .args([
+            "plan",
+            "--hostname",
+            "planned",
+            "--memory",
+            "64M",
+            "--rootfs",
+        ])
+        .arg(&env.rootfs)
+        .args(["--", "sh", "-c", "hostname; exit 4"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{plan:?}");
+    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(json["resources"]["memory"], 64 << 20);
+    assert_eq!(json["process"]["args"][2], "hostname; exit 4");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, &plan.stdout).unwrap();
+    let launch = env.run_raw(&["--plan".into(), path.display().to_string()], &[]);
+    assert_eq!(launch.code, 4, "{launch:?}");
+    assert_eq!(launch.stdout.trim(), "planned");
+    std::fs::write(&path, b"{\"isolation\": \"container\", \"bogus\": 1}").unwrap();
+    let bad = env.run_raw(&["--plan".into(), path.display().to_string()], &[]);
+    assert_eq!(bad.code, 125);
+    assert!(
+        bad.stderr.contains("unknown field `bogus`"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -154,6 +154,7 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
         })
         .collect();
     spec.init = plan.init;
+    spec.user_namespace = plan.user_namespace.clone();
     if host.rootless {
         spec.user_namespace = Some(IdMaps::rootless(
             nix::unistd::geteuid().as_raw(),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ns_core::{Capabilities, SeccompProfile, parse_capability};
+use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit};
 use crate::{parse_cpus, parse_size, resolve_user};
@@ -75,6 +75,12 @@ pub struct LaunchArgs {
     /// Resource limit TYPE=SOFT[:HARD], e.g. nofile=1024:2048.
     #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// Map ids CONTAINER:HOST:SIZE in a new user namespace (repeatable; as podman).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE", value_parser = parse_idmap)]
+    uidmap: Vec<IdMap>,
+    /// Map group ids CONTAINER:HOST:SIZE in the user namespace (repeatable).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE", value_parser = parse_idmap)]
+    gidmap: Vec<IdMap>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -86,6 +92,20 @@ fn parse_isolation(s: &str) -> Result<Isolation, String> {
         "microvm" => Ok(Isolation::Microvm),
         "kata" => Ok(Isolation::Kata),
         _ => Err(format!("{s:?}: expected container, microvm or kata")),
+    }
+}
+
+fn parse_idmap(s: &str) -> Result<IdMap, String> {
+    let numbers: Vec<u32> = s.split(':').filter_map(|n| n.parse().ok()).collect();
+    match numbers[..] {
+        [container_id, host_id, size] if s.split(':').count() == 3 && size > 0 => Ok(IdMap {
+            container_id,
+            host_id,
+            size,
+        }),
+        _ => Err(format!(
+            "{s:?}: expected CONTAINER:HOST:SIZE, e.g. 0:100000:65536"
+        )),
     }
 }
 
@@ -155,6 +175,12 @@ impl LaunchArgs {
         }
         for spec in &self.tmpfs {
             plan.mounts.push(parse_tmpfs(spec)?);
+        }
+        if !self.uidmap.is_empty() || !self.gidmap.is_empty() {
+            plan.user_namespace = Some(IdMaps {
+                uids: self.uidmap.clone(),
+                gids: self.gidmap.clone(),
+            });
         }
         let r = &mut plan.resources;
         r.memory = self.memory;
