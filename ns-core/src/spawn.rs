@@ -80,7 +80,7 @@ struct Explain {
 struct Prepared {
     steps: Vec<Step>,
     merged: CString,
-    hostname: Option<CString>,
+    hostname: CString,
     cwd: CString,
     _argv: Vec<CString>,
     argv: Vec<*const libc::c_char>,
@@ -339,7 +339,7 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
     let prepared = Prepared {
         steps: planner.steps,
         merged: cpath(&layers.merged)?,
-        hostname: Some(cstring(spec.hostname.as_deref().unwrap_or(&spec.id))?),
+        hostname: cstring(spec.hostname.as_deref().unwrap_or(&spec.id))?,
         cwd: cpath(&spec.cwd)?,
         _argv: argv_owned,
         argv,
@@ -418,10 +418,8 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
             fail(Stage::CgroupNamespace, 0, errno());
         }
-        if let Some(name) = &p.hostname {
-            if libc::sethostname(name.as_ptr(), name.as_bytes().len()) != 0 {
-                fail(Stage::Hostname, 0, errno());
-            }
+        if libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) != 0 {
+            fail(Stage::Hostname, 0, errno());
         }
         if let Err((i, e)) = mounts::run(&p.steps) {
             fail(Stage::Mounts, i, e);
