@@ -234,6 +234,7 @@ impl Planner {
 
     /// The caller's extra mounts.
     pub fn extra(&mut self, spec: &ContainerSpec) -> Result<(), Error> {
+        let mut readonly = Vec::new();
         for mount in &spec.mounts {
             let dest = mount.destination.to_string_lossy().into_owned();
             match &mount.kind {
@@ -272,10 +273,23 @@ impl Planner {
                         data.as_deref(),
                     )?;
                 }
+                MountKind::Kernel { fstype, options } => {
+                    self.mkdir(&dest)?;
+                    let flags = if mount.readonly {
+                        NOSUID_NODEV_NOEXEC | libc::MS_RDONLY
+                    } else {
+                        NOSUID_NODEV_NOEXEC
+                    };
+                    self.mount(Some(fstype), &dest, Some(fstype), flags, options.as_deref())?;
+                    continue;
+                }
             }
             if mount.readonly {
-                self.readonly(&dest)?;
+                readonly.push(dest);
             }
+        }
+        for dest in readonly.iter().rev() {
+            self.readonly(dest)?;
         }
         Ok(())
     }

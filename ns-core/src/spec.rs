@@ -30,7 +30,8 @@ pub struct ContainerSpec {
     pub no_new_privs: bool,
     pub rlimits: Vec<Rlimit>,
     pub seccomp: SeccompProfile,
-    /// Mounts added after the default ones, in order.
+    /// Mounts added after the default ones, in order. Read-only ones are remounted read-only
+    /// after all of them exist, so a read-only tmpfs can hold later mount points.
     pub mounts: Vec<Mount>,
     /// Paths hidden from the container (a file behind `/dev/null`, a directory behind an
     /// empty read-only tmpfs).
@@ -67,6 +68,12 @@ pub enum MountKind {
     Bind { source: PathBuf },
     /// A fresh tmpfs; `size` in bytes (the kernel's default when absent).
     Tmpfs { size: Option<u64> },
+    /// A kernel file system such as `cgroup2`, mounted nosuid, nodev and noexec, with
+    /// `options` as mount(2)'s data.
+    Kernel {
+        fstype: String,
+        options: Option<String>,
+    },
 }
 
 /// Paths masked by default: the OCI runtime spec's defaults, as runc and crun apply them.

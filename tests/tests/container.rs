@@ -494,3 +494,18 @@ fn a_saved_plan_runs_the_same_launch() {
         bad.stderr
     );
 }
+
+#[test]
+fn cgroup_filesystem_shows_the_containers_own_limits_read_only() {
+    let env = env_or_skip!();
+    let script = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; \
+                  cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  touch /sys/fs/cgroup/x";
+    let launch = env.run(&["--pids", "16", "--memory", "64M"], &["sh", "-c", script]);
+    let words: Vec<&str> = launch.stdout.split_whitespace().collect();
+    assert_eq!(words, ["16", "67108864"], "{launch:?}");
+    assert!(
+        launch.stderr.contains("Read-only file system"),
+        "{launch:?}"
+    );
+}

@@ -6,7 +6,9 @@
 
 use std::time::Instant;
 
-use cgroup_core::Cgroup;
+use std::path::{Path, PathBuf};
+
+use cgroup_core::{Cgroup, Layout};
 use ns_core::{ContainerSpec, ExitStatus, IdMaps, MountKind};
 
 use crate::plan::{MountType, Plan};
@@ -36,6 +38,12 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
         resources.cgroup = Some(Cgroup::create(layout, &id, &limits)?);
     }
     let cgroup = resources.cgroup.as_ref();
+    if let Some(layout) = &host.cgroups {
+        let own = cgroup.map(Cgroup::paths).unwrap_or_default();
+        let mut view = cgroup_view(layout, spec.user_namespace.is_some(), &own);
+        view.append(&mut spec.mounts);
+        spec.mounts = view;
+    }
     let running = ns_core::spawn(&spec, |pid| match cgroup {
         Some(cgroup) => cgroup.add_task(pid).map_err(|e| e.to_string()),
         None => Ok(()),
@@ -162,4 +170,54 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
         ));
     }
     Ok(spec)
+}
+
+/// `/sys/fs/cgroup` as the container sees it, read-only and rooted at its own cgroup (the
+/// cgroup namespace), as crun and runc mount it: programs such as the JVM size themselves from
+/// it. On v1 and hybrid hosts each v1 hierarchy that holds one of `own` (the launch's cgroup
+/// directories) goes on a small tmpfs; a hierarchy without one would show the host's tree.
+/// The kernel refuses v1 mounts inside a user namespace, so there only the v2 part is visible.
+fn cgroup_view(layout: &Layout, userns: bool, own: &[PathBuf]) -> Vec<ns_core::Mount> {
+    let root = Path::new("/sys/fs/cgroup");
+    let kernel = |dest: PathBuf, fstype: &str, options: Option<String>| ns_core::Mount {
+        destination: dest,
+        kind: MountKind::Kernel {
+            fstype: fstype.to_owned(),
+            options,
+        },
+        readonly: true,
+    };
+    let v1 = layout.v1().filter(|_| !userns);
+    match (v1, layout.v2()) {
+        (None, Some(v2)) if v2.path() == root => vec![kernel(root.to_owned(), "cgroup2", None)],
+        (v1, v2) => {
+            let mut mounts = vec![ns_core::Mount {
+                destination: root.to_owned(),
+                kind: MountKind::Tmpfs {
+                    size: Some(64 << 10),
+                },
+                readonly: true,
+            }];
+            let mut points = v1.map(|v1| v1.mount_points()).unwrap_or_default();
+            points.retain(|point| own.iter().any(|dir| dir.starts_with(point)));
+            for point in points {
+                let controllers: Vec<&str> = v1
+                    .into_iter()
+                    .flat_map(|v1| v1.controllers().filter(|c| v1.mount(*c) == Some(point)))
+                    .map(|c| c.v1_name())
+                    .collect();
+                if let Some(name) = point.file_name() {
+                    mounts.push(kernel(
+                        root.join(name),
+                        "cgroup",
+                        Some(controllers.join(",")),
+                    ));
+                }
+            }
+            if let Some(name) = v2.and_then(|v2| v2.path().file_name()) {
+                mounts.push(kernel(root.join(name), "cgroup2", None));
+            }
+            mounts
+        }
+    }
 }
