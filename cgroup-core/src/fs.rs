@@ -101,6 +101,24 @@ pub(crate) fn parse_pids(path: &Path, text: &str) -> Result<Vec<i32>> {
         .collect()
 }
 
+/// The first of two files that exists in `dir`: interface files that differ between kernels
+/// or I/O schedulers (`blkio.weight` / `blkio.bfq.weight`). `limit` names the limit for the
+/// error.
+pub(crate) fn first_existing(
+    dir: &Path,
+    [first, second]: [&str; 2],
+    limit: &str,
+) -> Result<PathBuf> {
+    [first, second]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|file| file.exists())
+        .ok_or_else(|| Error::Unavailable {
+            controller: limit.to_owned(),
+            reason: format!("neither {first} nor {second} is in {}", dir.display()),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

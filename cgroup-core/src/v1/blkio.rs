@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fs;
 use crate::limits::Limits;
 
@@ -12,17 +12,7 @@ pub(crate) fn apply(limits: &Limits, dir: &Path) -> Result<()> {
     let Some(weight) = limits.io_weight else {
         return Ok(());
     };
-    let file = ["blkio.weight", "blkio.bfq.weight"]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|file| file.exists())
-        .ok_or_else(|| Error::Unavailable {
-            controller: "io_weight".to_owned(),
-            reason: format!(
-                "neither blkio.weight nor blkio.bfq.weight is in {}",
-                dir.display()
-            ),
-        })?;
+    let file = fs::first_existing(dir, ["blkio.weight", "blkio.bfq.weight"], "io_weight")?;
     fs::write(&file, &weight.to_string())
 }
 
