@@ -509,3 +509,36 @@ fn cgroup_filesystem_shows_the_containers_own_limits_read_only() {
         "{launch:?}"
     );
 }
+
+#[test]
+fn a_saved_plan_refuses_launch_flags_and_usage_errors_exit_125() {
+    let env = env_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    let plan = env
+        .command()
+        .args(["plan", "--rootfs"])
+        .arg(&env.rootfs)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    std::fs::write(&path, &plan.stdout).unwrap();
+    let mixed = env
+        .command()
+        .args(["run", "--memory", "1G", "--plan"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(mixed.status.code(), Some(125), "{mixed:?}");
+    assert!(String::from_utf8_lossy(&mixed.stderr).contains("cannot be used with"));
+    let unknown = env
+        .command()
+        .args(["run", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(125));
+    assert_eq!(
+        env.command().arg("--help").output().unwrap().status.code(),
+        Some(0)
+    );
+}

@@ -9,6 +9,7 @@ use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit};
 use crate::{parse_cpus, parse_size, resolve_user};
 
 #[derive(Debug, Args)]
+#[group(id = "launch", multiple = true)]
 pub struct LaunchArgs {
     /// container, microvm or kata.
     #[arg(long, default_value = "container", value_parser = parse_isolation)]

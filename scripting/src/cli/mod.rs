@@ -25,7 +25,8 @@ enum Command {
     /// Launch a workload and exit with its status.
     Run {
         /// Run a Plan saved by `capsule plan` instead of building one from flags.
-        #[arg(long, value_name = "PLAN.json", conflicts_with = "rootfs")]
+        /// A saved Plan carries the whole launch, so no launch flag may be given with it.
+        #[arg(long, value_name = "PLAN.json", conflicts_with = "launch")]
         plan: Option<PathBuf>,
         /// Write the launch's Outcome as JSON to FILE.
         #[arg(long, value_name = "FILE")]
@@ -52,7 +53,18 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    let cli = Cli::parse();
+    // A usage error is a failure of the runtime, not of the workload: 125, as docker exits.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(crate::ExitCode::Runtime as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Run {
             plan,
