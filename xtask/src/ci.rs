@@ -6,7 +6,7 @@ use crate::rootfs;
 use crate::util::{self, progress};
 
 pub fn run() -> Result<()> {
-    const STEPS: usize = 5;
+    const STEPS: usize = 6;
     let step = |n: usize, what: &str| progress!("ci [{n}/{STEPS}] {what}");
 
     step(1, "formatting");
@@ -53,6 +53,12 @@ pub fn run() -> Result<()> {
             .env("CAPSULE_TEST_ROOTFS", &rootfs),
         "a test failed; rerun it with `CAPSULE_BIN=target/debug/capsule CAPSULE_TEST_ROOTFS=$(cargo xtask rootfs busybox) cargo test -p <crate> <name>`",
     )?;
+
+    step(
+        6,
+        "the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside)",
+    );
+    crate::lab::run(None).context("the nested lab failed")?;
 
     println!("xtask ci: all checks passed");
     Ok(())

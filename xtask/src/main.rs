@@ -1,9 +1,12 @@
 //! `cargo xtask`: capsule's CI, lab and release steps as Rust subcommands, each downloaded
 //! artifact checked.
 
+mod apt;
 mod bench;
 mod ci;
 mod demo;
+mod guest;
+mod lab;
 mod rootfs;
 mod util;
 
@@ -37,6 +40,11 @@ enum Cmd {
     },
     /// Run a workload in a capsule container and show its Outcome (needs root).
     Demo,
+    /// Download the microVM guest's kernel and modules and print where they are.
+    Guest,
+    /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
+    /// cases, or only those whose name contains FILTER.
+    Lab { filter: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +77,10 @@ fn main() -> ExitCode {
             kind: BenchKind::Container { runs, tools },
         } => bench::container(runs, &tools),
         Cmd::Demo => demo::run(),
+        Cmd::Guest => {
+            guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
+        }
+        Cmd::Lab { filter } => lab::run(filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

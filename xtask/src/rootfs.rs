@@ -14,6 +14,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
+use crate::apt;
 use crate::util::{self, progress};
 
 const PACKAGE: &str = "busybox-static";
@@ -34,12 +35,6 @@ nogroup:x:65534:
 user:x:1000:
 ";
 
-/// A `.deb` as apt's index describes it.
-struct Deb {
-    filename: String,
-    sha256: String,
-}
-
 /// Builds (or reuses) `<target>/capsule/rootfs/busybox` and returns its absolute path.
 pub fn busybox() -> Result<PathBuf> {
     let capsule = util::capsule_dir();
@@ -53,20 +48,9 @@ pub fn busybox() -> Result<PathBuf> {
         set_mode(dir, 0o755)?;
     }
 
-    let deb = query_deb(&downloads)?;
-    let deb_path = fetch_deb(&downloads, &deb)?;
-    let version = util::output(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&deb_path)
-            .arg("Version"),
-        "dpkg-deb must be able to read the downloaded package; delete it and run again",
-    )?
-    .trim()
-    .to_string();
-    if version.is_empty() {
-        bail!("{} has no Version field", deb_path.display());
-    }
+    let deb = apt::download(PACKAGE, &downloads)?;
+    let deb_path = &deb.path;
+    let version = apt::field(deb_path, "Version")?;
 
     let rootfs = rootfs_parent.join("busybox");
     let manifest_path = rootfs_parent.join("busybox.manifest");
@@ -87,11 +71,11 @@ pub fn busybox() -> Result<PathBuf> {
     let pid = std::process::id();
     let tmp = rootfs_parent.join(format!(".busybox.tmp-{pid}"));
     let unpacked = downloads.join(format!(".{PACKAGE}.unpacked-{pid}"));
-    let built = build_tree(&deb_path, &unpacked, &tmp);
-    remove_dir_if_exists(&unpacked)?;
+    let built = build_tree(deb_path, &unpacked, &tmp);
+    util::remove_dir_if_exists(&unpacked)?;
     if let Err(e) = built {
         // Best effort: the error that matters is the build error.
-        let _ = remove_dir_if_exists(&tmp);
+        let _ = util::remove_dir_if_exists(&tmp);
         return Err(e);
     }
 
@@ -104,122 +88,11 @@ pub fn busybox() -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-/// Asks apt which file `apt-get download` would fetch and its SHA-256, running `apt-get update`
-/// once if apt does not know the package yet (a fresh machine has empty package lists).
-fn query_deb(downloads: &Path) -> Result<Deb> {
-    // `--print-uris` prints nothing for a file already present in the current directory, so ask
-    // from an empty one.
-    let query_dir = downloads.join(format!(".query-{}", std::process::id()));
-    fs::create_dir_all(&query_dir).with_context(|| format!("creating {}", query_dir.display()))?;
-    let result = query_deb_in(&query_dir);
-    remove_dir_if_exists(&query_dir)?;
-    result
-}
-
-fn query_deb_in(dir: &Path) -> Result<Deb> {
-    let print_uris = || {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["download", "--print-uris", PACKAGE])
-            .current_dir(dir);
-        let line = util::describe(&cmd);
-        let out = cmd.output().with_context(|| {
-            format!("could not start `{line}`: is this a Debian machine with apt?")
-        })?;
-        anyhow::Ok((line, out))
-    };
-    let (mut line, mut out) = print_uris()?;
-    if !out.status.success() && cannot_find_package(&String::from_utf8_lossy(&out.stderr)) {
-        progress!("apt does not know {PACKAGE} yet; running apt-get update");
-        util::run(
-            Command::new("apt-get").arg("update"),
-            "apt-get update must reach the Debian mirrors; check the network and /etc/apt/sources.list",
-        )?;
-        (line, out) = print_uris()?;
-    }
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed ({}): run `apt-get update` first; {PACKAGE} is in Debian main\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // 'URI' FILENAME SIZE SHA256:HEX
-    let fields: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with('\''))
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    let (Some(filename), Some(hash)) = (fields.get(1), fields.get(3)) else {
-        bail!("unexpected output from `{line}`: {stdout:?}");
-    };
-    let Some(sha256) = hash.strip_prefix("SHA256:") else {
-        bail!("apt gave no SHA256 for {PACKAGE} (got {hash:?}); check the apt sources");
-    };
-    if filename.contains('/') || !filename.ends_with(".deb") {
-        bail!("apt named a strange file for {PACKAGE}: {filename:?}");
-    }
-    Ok(Deb {
-        filename: (*filename).to_string(),
-        sha256: sha256.to_ascii_lowercase(),
-    })
-}
-
-fn cannot_find_package(stderr: &str) -> bool {
-    stderr.contains("Unable to locate package")
-        || stderr.contains("has no installation candidate")
-        || stderr.contains("Can't select candidate")
-}
-
-/// Returns the path of the verified `.deb` in `downloads`, downloading it if needed.
-fn fetch_deb(downloads: &Path, deb: &Deb) -> Result<PathBuf> {
-    let path = downloads.join(&deb.filename);
-    if path.is_file() && sha256(&path)? == deb.sha256 {
-        progress!("using {} (SHA-256 matches apt's index)", path.display());
-        return Ok(path);
-    }
-    let mut cmd = Command::new("apt-get");
-    cmd.arg("download");
-    if nix::unistd::geteuid().is_root() {
-        // apt's `_apt` sandbox user cannot write into our target dir; download as root rather
-        // than print a warning (this is what apt falls back to anyway).
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    cmd.arg(PACKAGE).current_dir(downloads);
-    util::run(
-        &mut cmd,
-        "apt-get download busybox-static failed: run `apt-get update` first and check the network",
-    )?;
-    let got = sha256(&path)?;
-    if got != deb.sha256 {
-        bail!(
-            "{} has SHA-256 {got}, apt's index says {}: delete it and run again",
-            path.display(),
-            deb.sha256
-        );
-    }
-    Ok(path)
-}
-
-fn sha256(path: &Path) -> Result<String> {
-    let out = util::output(
-        Command::new("sha256sum").arg(path),
-        "sha256sum (coreutils) is needed to check downloads",
-    )?;
-    match out.split_whitespace().next() {
-        Some(hash) if hash.len() == 64 => Ok(hash.to_ascii_lowercase()),
-        _ => bail!("unexpected sha256sum output: {out:?}"),
-    }
-}
-
 /// Unpacks the `.deb` into `unpacked` and builds the rootfs tree in `tree`.
 fn build_tree(deb: &Path, unpacked: &Path, tree: &Path) -> Result<()> {
-    remove_dir_if_exists(unpacked)?;
-    remove_dir_if_exists(tree)?;
-    util::run(
-        Command::new("dpkg-deb").arg("-x").arg(deb).arg(unpacked),
-        "dpkg-deb must unpack the package; delete it from target/capsule/downloads and run again",
-    )?;
+    util::remove_dir_if_exists(unpacked)?;
+    util::remove_dir_if_exists(tree)?;
+    apt::unpack(deb, unpacked)?;
     let busybox_src = unpacked.join("bin/busybox");
     if !busybox_src.is_file() {
         bail!("{} has no bin/busybox", deb.display());
@@ -292,7 +165,7 @@ fn swap_into_place(tmp: &Path, dest: &Path) -> Result<()> {
             renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE)
                 .with_context(|| format!("exchanging {} with {}", tmp.display(), dest.display()))?;
             // `tmp` now holds the old tree.
-            remove_dir_if_exists(tmp)
+            util::remove_dir_if_exists(tmp)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => fs::rename(tmp, dest)
             .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display())),
@@ -314,12 +187,4 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
-}
-
-fn remove_dir_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
 }

@@ -130,3 +130,13 @@ pub fn build_release_capsule() -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// Removes a directory tree; one that is already gone is fine.
+pub fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}

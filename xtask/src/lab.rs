@@ -1,0 +1,271 @@
+//! `cargo xtask lab [FILTER]`: the nested lab. QEMU (Debian's `qemu-system-x86`) boots the
+//! guest kernel under TCG with an emulated AMD SVM CPU; inside it `kvm-amd` gives a real KVM,
+//! where stock guest kernels boot, unlike on this project's PVM hosts. One boot runs every case;
+//! each prints one line `CAPSULE-LAB result NAME pass|fail DETAIL` on the serial console, which
+//! this parses. Timings inside the lab are only meaningful as ratios against a peer measured
+//! in the same boot.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cpio::NewcBuilder;
+
+use crate::guest::{self, Guest};
+use crate::rootfs;
+use crate::util::{self, progress};
+
+const MARKER: &str = "CAPSULE-LAB";
+
+/// A whole lab boot may take this long before it is killed.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
+const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+
+/// The cases: a name and a shell condition that holds when the case passes.
+const CASES: &[(&str, &str)] = &[
+    ("kvm-device", "[ -c /dev/kvm ]"),
+    ("kvm-amd-loaded", "[ -d /sys/module/kvm_amd ]"),
+    ("vcpus", "[ \"$(nproc)\" = 2 ]"),
+];
+
+/// Applets the lab's init uses.
+const APPLETS: &[&str] = &[
+    "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir",
+];
+
+/// One case's verdict.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CaseResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+pub fn run(filter: Option<&str>) -> Result<()> {
+    let qemu = which("qemu-system-x86_64").context(
+        "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (the lab runs QEMU under TCG)",
+    )?;
+    let guest = guest::build()?;
+    let busybox = rootfs::busybox()?.join("bin/busybox");
+    let lab_dir = util::capsule_dir().join("lab");
+    std::fs::create_dir_all(&lab_dir).with_context(|| format!("creating {}", lab_dir.display()))?;
+    let initramfs = lab_dir.join("lab.cpio");
+    write_initramfs(&initramfs, &busybox, &guest)?;
+
+    let mut append = String::from("console=ttyS0 quiet panic=-1");
+    if let Some(filter) = filter {
+        append.push_str(&format!(" capsule.filter={filter}"));
+    }
+    let mut cmd = Command::new(qemu);
+    cmd.args([
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "EPYC,+svm,+npt",
+        "-m",
+        "3072",
+        "-smp",
+        "2",
+    ])
+    .arg("-kernel")
+    .arg(&guest.kernel)
+    .arg("-initrd")
+    .arg(&initramfs)
+    .args(["-append", &append, "-nographic", "-no-reboot"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    progress!(
+        "booting the lab: {} ({})",
+        util::describe(&cmd),
+        guest.kernel_version
+    );
+    let start = Instant::now();
+    let (results, done) = boot(&mut cmd, &lab_dir.join("console.log"))?;
+    progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
+
+    for r in &results {
+        println!(
+            "{} {} {}",
+            if r.passed { "pass" } else { "FAIL" },
+            r.name,
+            r.detail
+        );
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    println!("{} passed, {failed} failed", results.len() - failed);
+    if !done {
+        bail!(
+            "the lab did not finish its cases; see {}",
+            lab_dir.join("console.log").display()
+        );
+    }
+    if results.is_empty() {
+        bail!("no lab case matched {filter:?}");
+    }
+    if failed > 0 {
+        bail!("{failed} lab case(s) failed");
+    }
+    Ok(())
+}
+
+/// Boots QEMU, copies its console to `log`, and returns the parsed results and whether the
+/// lab reported that it finished.
+fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
+    let mut child = cmd.spawn().context("could not start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu's stdout")?;
+    let pid = child.id();
+    // The watchdog ends a hung lab; the reader below then sees EOF.
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        // The QEMU process we started; at worst it is already gone.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        );
+    });
+    let mut log = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut results = Vec::new();
+    let mut done = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap_or_default();
+        let _ = writeln!(log, "{line}");
+        if let Some(result) = parse_result(&line) {
+            results.push(result);
+        } else if line.contains(&format!("{MARKER} done")) {
+            done = true;
+        }
+    }
+    let status = child.wait().context("waiting for qemu")?;
+    let _ = watchdog.join();
+    if !status.success() && !done {
+        bail!("qemu exited with {status} before the lab finished (killed after {TIMEOUT:?}?)");
+    }
+    Ok((results, done))
+}
+
+/// `CAPSULE-LAB result NAME pass|fail DETAIL...`, anywhere on the line (the console may prefix
+/// it with escape sequences).
+fn parse_result(line: &str) -> Option<CaseResult> {
+    let rest = &line[line.find(&format!("{MARKER} result "))? + MARKER.len() + 8..];
+    let mut words = rest.splitn(3, ' ');
+    let name = words.next()?.to_owned();
+    let passed = match words.next()? {
+        "pass" => true,
+        "fail" => false,
+        _ => return None,
+    };
+    Some(CaseResult {
+        name,
+        passed,
+        detail: words.next().unwrap_or_default().trim().to_owned(),
+    })
+}
+
+/// The lab's PID 1: mounts, loads KVM, runs the cases that match the filter on the kernel
+/// command line, and powers off.
+fn init_script() -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n",
+    );
+    for module in KVM_MODULES {
+        s.push_str(&format!("insmod /lib/modules/{module}.ko\n"));
+    }
+    s.push_str(
+        "filter=$(sed -n 's/.*capsule.filter=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
+         case_() {\n  case \"$1\" in *\"$filter\"*) ;; *) return ;; esac\n  \
+         if sh -c \"$2\" > /tmp/out 2>&1; then r=pass; else r=fail; fi\n  \
+         echo \"CAPSULE-LAB result $1 $r $(head -c 200 /tmp/out | tr '\\n' ' ')\"\n}\n\
+         mkdir -p /tmp\n",
+    );
+    for (name, condition) in CASES {
+        s.push_str(&format!("case_ {name} '{condition}'\n"));
+    }
+    s.push_str("echo CAPSULE-LAB done\npoweroff -f\n");
+    s
+}
+
+fn write_initramfs(path: &Path, busybox: &Path, guest: &Guest) -> Result<()> {
+    let mut out = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut entries: Vec<(NewcBuilder, Vec<u8>)> = Vec::new();
+    let dir = |name: &str| (NewcBuilder::new(name).mode(0o040_755), Vec::new());
+    for d in ["bin", "lib", "lib/modules", "proc", "sys", "dev", "tmp"] {
+        entries.push(dir(d));
+    }
+    entries.push((
+        NewcBuilder::new("init").mode(0o100_755),
+        init_script().into_bytes(),
+    ));
+    entries.push((
+        NewcBuilder::new("bin/busybox").mode(0o100_755),
+        read(busybox)?,
+    ));
+    for applet in APPLETS.iter().chain(["sed", "head", "tr"].iter()) {
+        entries.push((
+            NewcBuilder::new(&format!("bin/{applet}")).mode(0o120_777),
+            b"busybox".to_vec(),
+        ));
+    }
+    for module in KVM_MODULES {
+        let file = format!("{module}.ko");
+        entries.push((
+            NewcBuilder::new(&format!("lib/modules/{file}")).mode(0o100_644),
+            read(&guest.modules.join(&file))?,
+        ));
+    }
+    let inputs = entries
+        .into_iter()
+        .map(|(builder, data)| (builder, std::io::Cursor::new(data)));
+    cpio::write_cpio(inputs, &mut out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_parse_through_console_noise() {
+        let r = parse_result("\x1b[2JCAPSULE-LAB result kvm-device pass ").unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.passed, r.detail.as_str()),
+            ("kvm-device", true, "")
+        );
+        let r = parse_result("CAPSULE-LAB result vcpus fail nproc said 1").unwrap();
+        assert_eq!((r.passed, r.detail.as_str()), (false, "nproc said 1"));
+        assert!(parse_result("CAPSULE-LAB result x maybe").is_none());
+        assert!(parse_result("[    2.2] reboot: Power down").is_none());
+    }
+
+    #[test]
+    fn the_init_runs_every_case_and_reports_done() {
+        let init = init_script();
+        for (name, _) in CASES {
+            assert!(init.contains(&format!("case_ {name} ")), "{init}");
+        }
+        assert!(init.ends_with("echo CAPSULE-LAB done\npoweroff -f\n"));
+    }
+}
