@@ -26,7 +26,13 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 /// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
 const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
 
-/// The cases: a name and a shell condition that holds when the case passes.
+/// Packages whose test binaries also run inside the lab, on its real (nested) KVM, built as
+/// static musl executables since the lab has no C library.
+const TEST_PACKAGES: &[&str] = &["kvm-core"];
+
+const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The built-in cases: a name and a shell condition that holds when the case passes.
 const CASES: &[(&str, &str)] = &[
     ("kvm-device", "[ -c /dev/kvm ]"),
     ("kvm-amd-loaded", "[ -d /sys/module/kvm_amd ]"),
@@ -35,7 +41,8 @@ const CASES: &[(&str, &str)] = &[
 
 /// Applets the lab's init uses.
 const APPLETS: &[&str] = &[
-    "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir",
+    "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir", "sed", "head",
+    "tr",
 ];
 
 /// One case's verdict.
@@ -54,8 +61,19 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     let busybox = rootfs::busybox()?.join("bin/busybox");
     let lab_dir = util::capsule_dir().join("lab");
     std::fs::create_dir_all(&lab_dir).with_context(|| format!("creating {}", lab_dir.display()))?;
+    let tests = build_test_binaries()?;
+    let mut cases: Vec<(String, String)> = CASES
+        .iter()
+        .map(|(name, condition)| (name.to_string(), condition.to_string()))
+        .collect();
+    cases.extend(tests.iter().map(|(name, _)| {
+        (
+            format!("test-{name}"),
+            format!("/tests/{name} --test-threads=1"),
+        )
+    }));
     let initramfs = lab_dir.join("lab.cpio");
-    write_initramfs(&initramfs, &busybox, &guest)?;
+    write_initramfs(&initramfs, &busybox, &guest, &cases, &tests)?;
 
     let mut append = String::from("console=ttyS0 quiet panic=-1");
     if let Some(filter) = filter {
@@ -177,7 +195,7 @@ fn parse_result(line: &str) -> Option<CaseResult> {
 
 /// The lab's PID 1: mounts, loads KVM, runs the cases that match the filter on the kernel
 /// command line, and powers off.
-fn init_script() -> String {
+fn init_script(cases: &[(String, String)]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
          mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n",
@@ -192,30 +210,51 @@ fn init_script() -> String {
          echo \"CAPSULE-LAB result $1 $r $(head -c 200 /tmp/out | tr '\\n' ' ')\"\n}\n\
          mkdir -p /tmp\n",
     );
-    for (name, condition) in CASES {
+    for (name, condition) in cases {
         s.push_str(&format!("case_ {name} '{condition}'\n"));
     }
     s.push_str("echo CAPSULE-LAB done\npoweroff -f\n");
     s
 }
 
-fn write_initramfs(path: &Path, busybox: &Path, guest: &Guest) -> Result<()> {
+fn write_initramfs(
+    path: &Path,
+    busybox: &Path,
+    guest: &Guest,
+    cases: &[(String, String)],
+    tests: &[(String, PathBuf)],
+) -> Result<()> {
     let mut out = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut entries: Vec<(NewcBuilder, Vec<u8>)> = Vec::new();
     let dir = |name: &str| (NewcBuilder::new(name).mode(0o040_755), Vec::new());
-    for d in ["bin", "lib", "lib/modules", "proc", "sys", "dev", "tmp"] {
+    for d in [
+        "bin",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "tests",
+    ] {
         entries.push(dir(d));
     }
     entries.push((
         NewcBuilder::new("init").mode(0o100_755),
-        init_script().into_bytes(),
+        init_script(cases).into_bytes(),
     ));
+    for (name, binary) in tests {
+        entries.push((
+            NewcBuilder::new(&format!("tests/{name}")).mode(0o100_755),
+            read(binary)?,
+        ));
+    }
     entries.push((
         NewcBuilder::new("bin/busybox").mode(0o100_755),
         read(busybox)?,
     ));
-    for applet in APPLETS.iter().chain(["sed", "head", "tr"].iter()) {
+    for applet in APPLETS {
         entries.push((
             NewcBuilder::new(&format!("bin/{applet}")).mode(0o120_777),
             b"busybox".to_vec(),
@@ -233,6 +272,61 @@ fn write_initramfs(path: &Path, busybox: &Path, guest: &Guest) -> Result<()> {
         .map(|(builder, data)| (builder, std::io::Cursor::new(data)));
     cpio::write_cpio(inputs, &mut out).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Builds the test binaries of [`TEST_PACKAGES`] for the lab; returns each as
+/// `(crate-target name, path)`.
+fn build_test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "test",
+        "--no-run",
+        "--message-format=json",
+        "--target",
+        TEST_TARGET,
+    ]);
+    for package in TEST_PACKAGES {
+        cmd.args(["-p", package]);
+    }
+    let out = util::output(
+        &mut cmd,
+        &format!(
+            "the lab's test binaries did not build; is the {TEST_TARGET} target installed (rustup target add {TEST_TARGET})?"
+        ),
+    )?;
+    let mut binaries = Vec::new();
+    for line in out.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test =
+            message["reason"] == "compiler-artifact" && message["profile"]["test"] == true;
+        if let (true, Some(exe)) = (is_test, message["executable"].as_str()) {
+            let package = message["package_id"].as_str().unwrap_or_default();
+            let krate = package_name(package).unwrap_or("unknown");
+            let target = message["target"]["name"].as_str().unwrap_or("unknown");
+            let name = if krate.replace('-', "_") == target {
+                krate.to_owned()
+            } else {
+                format!("{krate}-{target}")
+            };
+            binaries.push((name, PathBuf::from(exe)));
+        }
+    }
+    Ok(binaries)
+}
+
+/// The package name in a cargo package id (`path+file:///x/kvm-core#0.1.0` or
+/// `kvm-core 0.1.0 (path+file:///x)`).
+fn package_name(id: &str) -> Option<&str> {
+    if let Some((_, rest)) = id.rsplit_once('/') {
+        if let Some((name, _)) = rest.split_once('#') {
+            if !name.is_empty() && !name.contains(':') {
+                return Some(name);
+            }
+        }
+    }
+    id.split_whitespace().next()
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -261,9 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn package_names_come_out_of_both_id_formats() {
+        assert_eq!(
+            package_name("path+file:///work/main/kvm-core#0.1.0"),
+            Some("kvm-core")
+        );
+        assert_eq!(
+            package_name("kvm-core 0.1.0 (path+file:///work/main/kvm-core)"),
+            Some("kvm-core")
+        );
+    }
+
+    #[test]
     fn the_init_runs_every_case_and_reports_done() {
-        let init = init_script();
-        for (name, _) in CASES {
+        let cases = vec![
+            ("a".to_owned(), "true".to_owned()),
+            ("b".to_owned(), "/tests/b".to_owned()),
+        ];
+        let init = init_script(&cases);
+        for (name, _) in &cases {
             assert!(init.contains(&format!("case_ {name} ")), "{init}");
         }
         assert!(init.ends_with("echo CAPSULE-LAB done\npoweroff -f\n"));

@@ -1,0 +1,75 @@
+//! Device models for capsule's microVM, and the bus they sit on.
+//!
+//! This crate is the guest-facing half of the VMM: register state machines
+//! that a vCPU's port-I/O and MMIO exits are dispatched to. It knows no KVM.
+//! Devices see offsets and bytes, raise interrupts through the small
+//! [`Interrupt`] trait, and tell the run loop what the guest asked for with a
+//! [`DeviceAction`]; the VMM (kvm-core) owns the address layout, the irqfds
+//! and the decision what to do with an unmapped access.
+//!
+//! What is here:
+//!
+//! - [`bus`]: [`Bus`], [`BusRange`], [`BusDevice`], [`DeviceAction`],
+//!   [`BusError`]: address ranges owned by devices, overlap-checked.
+//! - [`interrupt`]: [`Interrupt`] and [`NoInterrupt`].
+//! - [`legacy`]: the 16550A [`Serial`](legacy::Serial) (on `vm-superio`),
+//!   the [`ExitPort`](legacy::ExitPort) and a minimal
+//!   [`I8042`](legacy::I8042).
+//!
+//! Not yet here: virtio-mmio and the virtio devices.
+//!
+//! Everything a guest controls (addresses, access sizes, register values) is
+//! untrusted: a misbehaving guest gets an error or a floating bus, never a
+//! VMM panic.
+//!
+//! # Example
+//!
+//! A port-I/O bus with a UART at COM1 whose output is collected in a `Vec`:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use devices::legacy::Serial;
+//! use devices::{Bus, DeviceAction, NoInterrupt};
+//!
+//! let mut pio = Bus::new();
+//! let com1 = Arc::new(Mutex::new(Serial::new(Arc::new(NoInterrupt), Vec::new())));
+//! pio.insert(com1.clone(), 0x3f8, Serial::<Vec<u8>>::PORT_LEN)?;
+//!
+//! // The guest executes `outb 'h', 0x3f8`: THR, offset 0 of the UART.
+//! assert_eq!(pio.write(0x3f8, b"h")?, DeviceAction::None);
+//!
+//! // The byte came out of the UART into our writer.
+//! assert_eq!(com1.lock().expect("not poisoned").writer(), b"h");
+//! # Ok::<(), devices::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+pub mod bus;
+pub mod interrupt;
+pub mod legacy;
+
+pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceAction};
+pub use interrupt::{Interrupt, NoInterrupt};
+
+/// A suggested port for [`legacy::ExitPort`]: the guest writes its exit
+/// status here with `outb`. The VMM's layout (kvm-core) has the last word;
+/// this is the port capsule's guests use unless told otherwise.
+pub const EXIT_PORT: u16 = 0x501;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bus refused a range or an access.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Raising a device's interrupt failed.
+    #[error("cannot raise the interrupt")]
+    Interrupt(#[source] std::io::Error),
+    /// The serial receive FIFO has no room for more input.
+    #[error("serial input fifo is full")]
+    SerialFifoFull,
+    /// Serial input or output failed.
+    #[error("serial i/o failed")]
+    SerialIo(#[source] std::io::Error),
+}

@@ -1,0 +1,117 @@
+//! Guest memory, wrapped once so vm-memory's generics and renames stop here.
+//!
+//! Today guest RAM is one anonymous region at guest-physical 0. The MMIO hole
+//! below 4 GiB (for virtio-mmio devices, the IOAPIC and the LAPIC) and the
+//! split of RAM around it come with the x86_64 layout in a later slice.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::{Error, Result};
+
+/// The guest's physical memory: vm-memory's mmap backend, no dirty bitmap.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// KVM memslot sizes and guest addresses are in units of this (x86_64 page).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Maps `size` bytes of anonymous guest RAM at guest-physical 0.
+///
+/// `size` must be a non-zero multiple of [`PAGE_SIZE`], as KVM requires of a memslot.
+pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
+    if size == 0 || size % PAGE_SIZE != 0 {
+        return Err(Error::MemorySize {
+            size,
+            page: PAGE_SIZE,
+        });
+    }
+    GuestMemory::from_ranges(&[(GuestAddress(0), size)])
+        .map_err(|source| Error::GuestMemory { size, source })
+}
+
+/// Copies `bytes` into guest memory at guest-physical `addr`; the whole range must be RAM.
+pub fn write_bytes(memory: &GuestMemory, addr: u64, bytes: &[u8]) -> Result<()> {
+    memory
+        .write_slice(bytes, GuestAddress(addr))
+        .map_err(|source| Error::GuestWrite {
+            addr,
+            len: bytes.len(),
+            source,
+        })
+}
+
+/// Registers every region of `memory` with `vm` as memslot 0, 1, ...
+///
+/// # Safety
+///
+/// The caller must keep `memory`'s mappings alive for as long as the VM (or
+/// any of its vCPUs) can run: KVM reads and writes them behind Rust's back,
+/// and a freed mapping could be reused by an unrelated allocation.
+pub(crate) unsafe fn register_memslots(vm: &VmFd, memory: &GuestMemory) -> Result<()> {
+    for (index, region) in memory.iter().enumerate() {
+        let slot = u32::try_from(index).map_err(|_| Error::MemslotIndex(index))?;
+        let memslot = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the memslot describes exactly one live mapping of
+        // `region.len()` bytes at `region.as_ptr()`, and our caller keeps it
+        // mapped while the VM can run (this function's contract).
+        unsafe { vm.set_user_memory_region(memslot) }.map_err(|source| Error::Ioctl {
+            ioctl: "KVM_SET_USER_MEMORY_REGION",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_must_be_a_nonzero_multiple_of_the_page_size() {
+        for size in [0, 1, PAGE_SIZE + 1] {
+            assert!(matches!(
+                create_guest_memory(size),
+                Err(Error::MemorySize { size: s, page: PAGE_SIZE }) if s == size
+            ));
+        }
+    }
+
+    #[test]
+    fn one_region_at_zero() {
+        let memory = create_guest_memory(64 << 10).expect("map 64 KiB");
+        assert_eq!(memory.num_regions(), 1);
+        let region = memory.iter().next().expect("one region");
+        assert_eq!(region.start_addr(), GuestAddress(0));
+        assert_eq!(region.len(), 64 << 10);
+    }
+
+    #[test]
+    fn writes_are_bounds_checked() {
+        let memory = create_guest_memory(PAGE_SIZE).expect("map one page");
+        write_bytes(&memory, 0xff0, &[1; 16]).expect("write the last 16 bytes");
+        let mut back = [0u8; 16];
+        memory
+            .read_slice(&mut back, GuestAddress(0xff0))
+            .expect("read back");
+        assert_eq!(back, [1; 16]);
+        let err = write_bytes(&memory, 0xff8, &[1; 16]).expect_err("straddles the end of RAM");
+        assert!(
+            matches!(
+                err,
+                Error::GuestWrite {
+                    addr: 0xff8,
+                    len: 16,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! vCPUs: register setup, exit dispatch and the run loop.
+//!
+//! Exit dispatch is the free function [`handle_exit`], so it is tested with
+//! fabricated exits and no thread; [`run`] is the loop around `KVM_RUN`
+//! with a watchdog.
+
+use std::time::Duration;
+
+use kvm_bindings::kvm_regs;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::memory::GuestMemory;
+use crate::watchdog::Watchdog;
+use crate::{Error, Result};
+
+/// Where the guest's port I/O and MMIO go. The `devices` crate's `Bus` will
+/// implement it; tests implement it with a recorder.
+///
+/// For `rep ins`/`rep outs`, `data` holds all the elements back to back.
+pub trait IoHandler {
+    /// `in` from `port`: fill `data` (1, 2 or 4 bytes).
+    fn pio_read(&mut self, port: u16, data: &mut [u8]);
+    /// `out` to `port`; `Some(status)` ends the run with that exit status.
+    fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<u8>;
+    /// A read from guest-physical `addr` that is not RAM: fill `data`.
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]);
+    /// A write to guest-physical `addr` that is not RAM; `Some(status)` ends the run.
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<u8>;
+}
+
+/// What the run loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Re-enter the guest.
+    Continue,
+    /// The guest reported its exit status (exit port or MMIO); stop.
+    Exit(u8),
+    /// The guest executed `hlt` (KVM_EXIT_HLT, no in-kernel LAPIC); stop.
+    Halt,
+    /// Triple fault or reset request (KVM_EXIT_SHUTDOWN); stop.
+    Shutdown,
+}
+
+/// A vCPU of a [`crate::Vm`].
+#[derive(Debug)]
+pub struct Vcpu {
+    fd: VcpuFd,
+    id: u8,
+    /// Keeps the mappings behind the memslots alive while this vCPU can run,
+    /// even if the `Vm` is dropped first.
+    _memory: GuestMemory,
+}
+
+impl Vcpu {
+    pub(crate) fn new(id: u8, fd: VcpuFd, memory: GuestMemory) -> Vcpu {
+        Vcpu {
+            fd,
+            id,
+            _memory: memory,
+        }
+    }
+
+    /// The vCPU's id (its initial APIC id).
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// The vCPU file descriptor, for ioctls kvm-core does not wrap yet.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Sets up 16-bit real mode starting at guest-physical `entry` (below 1 MiB).
+    ///
+    /// `cs` gets selector `entry >> 4` and base `selector << 4`, `ip` the low
+    /// 4 bits, `rflags` 0x2 (bit 1 is reserved, always set; interrupts off).
+    /// The other segments keep KVM's reset state (selector 0, base 0, limit
+    /// 0xffff), so `ds:0` is guest-physical 0.
+    pub fn setup_real_mode(&self, entry: u64) -> Result<()> {
+        let selector = u16::try_from(entry >> 4).map_err(|_| Error::RealModeEntry(entry))?;
+        let mut sregs = self.fd.get_sregs().map_err(|source| Error::Ioctl {
+            ioctl: "KVM_GET_SREGS",
+            source,
+        })?;
+        sregs.cs.selector = selector;
+        sregs.cs.base = u64::from(selector) << 4;
+        self.fd.set_sregs(&sregs).map_err(|source| Error::Ioctl {
+            ioctl: "KVM_SET_SREGS",
+            source,
+        })?;
+        let regs = kvm_regs {
+            rip: entry & 0xf,
+            rflags: 0x2,
+            ..Default::default()
+        };
+        self.fd.set_regs(&regs).map_err(|source| Error::Ioctl {
+            ioctl: "KVM_SET_REGS",
+            source,
+        })
+    }
+}
+
+/// Dispatches one vCPU exit to `io` and says what the run loop does next.
+///
+/// Exits capsule does not expect become [`Error::UnhandledExit`] naming the
+/// exit, never a panic.
+pub fn handle_exit(exit: VcpuExit<'_>, io: &mut dyn IoHandler) -> Result<ExitAction> {
+    let status = |status: Option<u8>| status.map_or(ExitAction::Continue, ExitAction::Exit);
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            io.pio_read(port, data);
+            Ok(ExitAction::Continue)
+        }
+        VcpuExit::IoOut(port, data) => Ok(status(io.pio_write(port, data))),
+        VcpuExit::MmioRead(addr, data) => {
+            io.mmio_read(addr, data);
+            Ok(ExitAction::Continue)
+        }
+        VcpuExit::MmioWrite(addr, data) => Ok(status(io.mmio_write(addr, data))),
+        VcpuExit::Hlt => Ok(ExitAction::Halt),
+        VcpuExit::Shutdown => Ok(ExitAction::Shutdown),
+        // KVM_EXIT_INTR: a signal interrupted the guest; the loop checks why.
+        VcpuExit::Intr => Ok(ExitAction::Continue),
+        VcpuExit::FailEntry(reason, cpu) => Err(Error::FailEntry { reason, cpu }),
+        other => Err(Error::UnhandledExit(format!("{other:?}"))),
+    }
+}
+
+/// Runs `vcpu` until an exit that ends the run, or [`Error::Timeout`] once
+/// `timeout` has passed (see the watchdog module for how it interrupts `KVM_RUN`).
+///
+/// Must be called on the thread that owns the vCPU; it blocks that thread.
+pub fn run(vcpu: &mut Vcpu, io: &mut dyn IoHandler, timeout: Duration) -> Result<ExitAction> {
+    let watchdog = Watchdog::arm(timeout)?;
+    loop {
+        if watchdog.fired() {
+            return Err(Error::Timeout(timeout));
+        }
+        match vcpu.fd.run() {
+            Ok(exit) => match handle_exit(exit, io)? {
+                ExitAction::Continue => {}
+                action => return Ok(action),
+            },
+            // EINTR: the watchdog's kick (or another signal); checked above.
+            // EAGAIN: KVM asks to re-enter.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(source) => {
+                return Err(Error::Ioctl {
+                    ioctl: "KVM_RUN",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every access; port 0x501 and address 0xd000_0000 are exit registers.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(u64, Vec<u8>)>,
+        reads: Vec<u64>,
+    }
+
+    impl IoHandler for Recorder {
+        fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+            self.reads.push(u64::from(port));
+            data.fill(0xab);
+        }
+        fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<u8> {
+            self.writes.push((u64::from(port), data.to_vec()));
+            (port == 0x501).then(|| data[0])
+        }
+        fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
+            self.reads.push(addr);
+            data.fill(0xcd);
+        }
+        fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<u8> {
+            self.writes.push((addr, data.to_vec()));
+            (addr == 0xd000_0000).then(|| data[0])
+        }
+    }
+
+    #[test]
+    fn io_in_fills_the_data() {
+        let mut io = Recorder::default();
+        let mut data = [0u8; 2];
+        let action = handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut io).expect("handled");
+        assert_eq!(action, ExitAction::Continue);
+        assert_eq!(data, [0xab, 0xab]);
+        assert_eq!(io.reads, [0x60]);
+    }
+
+    #[test]
+    fn mmio_read_fills_the_data() {
+        let mut io = Recorder::default();
+        let mut data = [0u8; 4];
+        let action =
+            handle_exit(VcpuExit::MmioRead(0xd000_1000, &mut data), &mut io).expect("handled");
+        assert_eq!(action, ExitAction::Continue);
+        assert_eq!(data, [0xcd; 4]);
+        assert_eq!(io.reads, [0xd000_1000]);
+    }
+
+    #[test]
+    fn writes_continue_unless_the_handler_returns_a_status() {
+        let mut io = Recorder::default();
+        let mut exit = |e| handle_exit(e, &mut io).expect("handled");
+        assert_eq!(exit(VcpuExit::IoOut(0x3f8, b"x")), ExitAction::Continue);
+        assert_eq!(exit(VcpuExit::IoOut(0x501, &[7])), ExitAction::Exit(7));
+        assert_eq!(
+            exit(VcpuExit::MmioWrite(0x1000_0000, &[1])),
+            ExitAction::Continue
+        );
+        assert_eq!(
+            exit(VcpuExit::MmioWrite(0xd000_0000, &[3])),
+            ExitAction::Exit(3)
+        );
+        assert_eq!(io.writes.len(), 4);
+        assert_eq!(io.writes[0], (0x3f8, b"x".to_vec()));
+    }
+
+    #[test]
+    fn hlt_halts_and_shutdown_shuts_down() {
+        let mut io = Recorder::default();
+        assert_eq!(
+            handle_exit(VcpuExit::Hlt, &mut io).expect("handled"),
+            ExitAction::Halt
+        );
+        assert_eq!(
+            handle_exit(VcpuExit::Shutdown, &mut io).expect("handled"),
+            ExitAction::Shutdown
+        );
+    }
+
+    #[test]
+    fn unknown_exits_are_errors_naming_the_exit() {
+        let mut io = Recorder::default();
+        for (exit, name) in [
+            (VcpuExit::Unknown, "Unknown"),
+            (VcpuExit::InternalError, "InternalError"),
+            (VcpuExit::Unsupported(999), "Unsupported(999)"),
+        ] {
+            let err = handle_exit(exit, &mut io).expect_err("unhandled");
+            assert!(matches!(err, Error::UnhandledExit(_)), "{err}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn fail_entry_names_the_hardware_reason() {
+        let mut io = Recorder::default();
+        let err = handle_exit(VcpuExit::FailEntry(0x21, 1), &mut io).expect_err("failed entry");
+        assert_eq!(
+            err.to_string(),
+            "kvm_run failed entry: hardware reason 0x21 on cpu 1"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! The VM: `/dev/kvm`, the VM file descriptor, guest memory and its memslots.
+
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::memory::{self, GuestMemory};
+use crate::vcpu::Vcpu;
+use crate::{Error, Result};
+
+/// Guest-physical address of the three pages Intel VMX needs for real-mode
+/// emulation (`KVM_SET_TSS_ADDR`); just below the 4 GiB BIOS area, as in
+/// Firecracker. It must not overlap RAM or MMIO.
+const TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// A KVM VM with its guest memory registered as memslots.
+///
+/// Field order is drop order: the VM fd is closed before the memory is
+/// unmapped. vCPUs hold their own clone of the memory, so the mappings live
+/// until the last vCPU is gone too.
+#[derive(Debug)]
+pub struct Vm {
+    fd: VmFd,
+    memory: GuestMemory,
+    _kvm: Kvm,
+}
+
+impl Vm {
+    /// Opens `/dev/kvm`, creates a VM and `mem_size` bytes of RAM at guest-physical 0.
+    pub fn new(mem_size: usize) -> Result<Vm> {
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let fd = kvm.create_vm().map_err(|source| Error::Ioctl {
+            ioctl: "KVM_CREATE_VM",
+            source,
+        })?;
+        fd.set_tss_address(TSS_ADDRESS)
+            .map_err(|source| Error::Ioctl {
+                ioctl: "KVM_SET_TSS_ADDR",
+                source,
+            })?;
+        let memory = memory::create_guest_memory(mem_size)?;
+        // SAFETY: `memory` is stored in the returned `Vm`, which drops `fd`
+        // first, and every `Vcpu` keeps a clone of it: the mappings outlive
+        // every KVM object that can touch them.
+        unsafe { memory::register_memslots(&fd, &memory) }?;
+        Ok(Vm {
+            fd,
+            memory,
+            _kvm: kvm,
+        })
+    }
+
+    /// The guest's memory.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    /// The VM file descriptor, for ioctls kvm-core does not wrap yet.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Copies `bytes` into guest RAM at guest-physical `addr`.
+    pub fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
+        memory::write_bytes(&self.memory, addr, bytes)
+    }
+
+    /// Creates vCPU `id`, in KVM's reset state until set up.
+    pub fn create_vcpu(&self, id: u8) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(|source| Error::Ioctl {
+                ioctl: "KVM_CREATE_VCPU",
+                source,
+            })?;
+        Ok(Vcpu::new(id, fd, self.memory.clone()))
+    }
+}
