@@ -48,11 +48,24 @@ pub(crate) fn limits(plan: &Plan) -> Limits {
 
 /// Checks `plan` against `host`, reporting every problem at once.
 pub fn validate(plan: &Plan, host: &Host) -> Result<(), Error> {
-    if plan.isolation != Isolation::Container {
-        return Err(Error::Unsupported(format!(
-            "isolation {:?} is not available in this build: only \"container\" is implemented so far; use --isolation container",
-            plan.isolation
-        )));
+    match plan.isolation {
+        Isolation::Container => {}
+        Isolation::Microvm => {
+            let flavour = kvm_core::detect_flavour();
+            return Err(Error::Unsupported(if flavour.boots_stock_kernels() {
+                "isolation \"microvm\" is not available in this build yet: the microVM backend is being built; use --isolation container".to_owned()
+            } else {
+                format!(
+                    "isolation \"microvm\" cannot boot the stock guest kernel here: {}",
+                    flavour.stock_kernel_refusal()
+                )
+            }));
+        }
+        Isolation::Kata => {
+            return Err(Error::Unsupported(
+                "isolation \"kata\" (a container inside a microVM) needs the microVM backend and its virtio devices, which this build does not have yet; use --isolation container".to_owned(),
+            ));
+        }
     }
     let mut problems = Vec::new();
     let root = &plan.root.path;
