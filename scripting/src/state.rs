@@ -137,6 +137,12 @@ pub struct Collected {
 /// capsule cgroup that no live launch owns. Live launches are left alone.
 pub fn gc() -> Result<Collected, Error> {
     let mut collected = Collected::default();
+    // Only root creates cgroups; a rootless launch has none to remove.
+    let layout = if nix::unistd::geteuid().is_root() {
+        cgroup_core::detect().ok()
+    } else {
+        None
+    };
     let root = state_root();
     let mut live = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -146,7 +152,9 @@ pub fn gc() -> Result<Collected, Error> {
             match read_state(&dir) {
                 Some(state) if owner_alive(&state) => live.push(id),
                 _ => {
-                    remove_cgroup(&id)?;
+                    if let Some(layout) = &layout {
+                        remove_cgroup(layout, &id)?;
+                    }
                     Launch {
                         id: id.clone(),
                         dir,
@@ -157,12 +165,10 @@ pub fn gc() -> Result<Collected, Error> {
             }
         }
     }
-    if nix::unistd::geteuid().is_root() {
-        if let Ok(layout) = cgroup_core::detect() {
-            for name in cgroup_core::Cgroup::list(&layout)? {
-                if !live.contains(&name) && remove_cgroup(&name)? {
-                    collected.cgroups.push(name);
-                }
+    if let Some(layout) = &layout {
+        for name in cgroup_core::Cgroup::list(layout)? {
+            if !live.contains(&name) && remove_cgroup(layout, &name)? {
+                collected.cgroups.push(name);
             }
         }
     }
@@ -174,14 +180,8 @@ fn read_state(dir: &Path) -> Option<State> {
 }
 
 /// Kills what runs in the capsule cgroup `name` and removes it; false if there was none.
-fn remove_cgroup(name: &str) -> Result<bool, Error> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(false);
-    }
-    let Ok(layout) = cgroup_core::detect() else {
-        return Ok(false);
-    };
-    match cgroup_core::Cgroup::open(&layout, name)? {
+fn remove_cgroup(layout: &cgroup_core::Layout, name: &str) -> Result<bool, Error> {
+    match cgroup_core::Cgroup::open(layout, name)? {
         Some(cgroup) => {
             cgroup.remove()?;
             Ok(true)
