@@ -321,7 +321,24 @@ fn zombies_are_reaped_by_the_init() {
     assert_eq!(launch.stdout.trim(), "0", "{launch:?}");
 }
 
-/// Waits until a launch has created its state, so a signal arrives after set-up.
+/// Starts `capsule run FLAGS -- sleep 30` in the background and returns once its workload
+/// runs, so a signal arrives after set-up.
+fn start_sleeping_launch(env: &tests::Env, flags: &[&str]) -> std::process::Child {
+    let child = env
+        .command()
+        .arg("run")
+        .args(flags)
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(["--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_launch();
+    child
+}
+
+/// Waits until a launch's workload runs in its cgroup.
 fn wait_for_launch() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while leftovers().iter().all(|l| !l.starts_with("process")) {
@@ -333,15 +350,7 @@ fn wait_for_launch() {
 #[test]
 fn sigterm_to_capsule_reaches_the_workload() {
     let env = env_or_skip!();
-    let mut child = env
-        .command()
-        .args(["run", "--rootfs"])
-        .arg(&env.rootfs)
-        .args(["--", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_launch();
+    let mut child = start_sleeping_launch(&env, &[]);
     // SAFETY: kill(2) on the pid of the child we just spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -352,15 +361,7 @@ fn sigterm_to_capsule_reaches_the_workload() {
 #[test]
 fn gc_cleans_up_after_capsule_is_killed() {
     let env = env_or_skip!();
-    let mut child = env
-        .command()
-        .args(["run", "--memory", "64M", "--rootfs"])
-        .arg(&env.rootfs)
-        .args(["--", "sleep", "30"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_launch();
+    let mut child = start_sleeping_launch(&env, &["--memory", "64M"]);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
