@@ -47,11 +47,6 @@ fn install_kick_handler() -> Result<()> {
         .map_err(|source| Error::Signal { signal, source })
 }
 
-/// Armed on the vCPU thread; kicks that thread once the deadline passes.
-///
-/// Disarmed (and its thread joined) on drop. It is `!Send` because it targets
-/// the thread that armed it, and that thread must outlive it.
-#[derive(Debug)]
 /// The armed thread's handle, moved to the watchdog thread. glibc's `pthread_t` is an integer,
 /// musl's a pointer, which Rust does not let cross threads on its own.
 struct Target(libc::pthread_t);
@@ -69,6 +64,11 @@ impl Target {
     }
 }
 
+/// Armed on the vCPU thread; kicks that thread once the deadline passes.
+///
+/// Disarmed (and its thread joined) on drop. It is `!Send` because it targets
+/// the thread that armed it, and that thread must outlive it.
+#[derive(Debug)]
 pub(crate) struct Watchdog {
     fired: Arc<AtomicBool>,
     disarm: Option<mpsc::Sender<()>>,

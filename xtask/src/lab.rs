@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,8 +21,14 @@ use crate::util::{self, progress};
 
 const MARKER: &str = "CAPSULE-LAB";
 
-/// A whole lab boot may take this long before it is killed.
-const TIMEOUT: Duration = Duration::from_secs(600);
+/// A whole lab boot may take this long before it is killed (a passing one takes about 5 s).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Boots before a lab that never finishes counts as failed.
+const MAX_BOOTS: u32 = 3;
+
+/// One case may take this long; a hung case then fails instead of hanging the whole boot.
+const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
 const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
@@ -42,7 +49,7 @@ const CASES: &[(&str, &str)] = &[
 /// Applets the lab's init uses.
 const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir", "sed", "head",
-    "tr",
+    "tr", "timeout", "tail",
 ];
 
 /// One case's verdict.
@@ -100,14 +107,43 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
+    // QEMU must not outlive xtask (a CI time limit, Ctrl-C): it dies with its parent.
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
     progress!(
         "booting the lab: {} ({})",
         util::describe(&cmd),
         guest.kernel_version
     );
-    let start = Instant::now();
-    let (results, done) = boot(&mut cmd, &lab_dir.join("console.log"))?;
-    progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
+    let mut attempt = 1;
+    let (results, done) = loop {
+        let log = lab_dir.join(format!("console-{attempt}.log"));
+        let start = Instant::now();
+        let (results, done) = boot(&mut cmd, &log)?;
+        progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
+        if done {
+            break (results, done);
+        }
+        print_console_tail(&log);
+        // About one boot in seven stalls the whole L1 guest while kvm-core's tier-1 tests run
+        // L2 code (even the in-guest per-case `timeout` stops firing), which points at QEMU's
+        // TCG emulation of nested SVM rather than at the code under test; those tests never
+        // hang on the host's own KVM. Another boot tells such a stall from a real hang, which
+        // would hang again. Every console is kept and each retry is reported.
+        if attempt == MAX_BOOTS {
+            break (results, done);
+        }
+        eprintln!(
+            "xtask: WARNING: lab boot {attempt} did not finish within {BOOT_TIMEOUT:?} (console in {}); booting once more",
+            log.display()
+        );
+        attempt += 1;
+    };
 
     for r in &results {
         println!(
@@ -121,9 +157,12 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     println!("{} passed, {failed} failed", results.len() - failed);
     if !done {
         bail!(
-            "the lab did not finish its cases; see {}",
-            lab_dir.join("console.log").display()
+            "the lab did not finish its cases in {MAX_BOOTS} boots; the consoles are in {}",
+            lab_dir.display()
         );
+    }
+    if attempt > 1 {
+        eprintln!("xtask: WARNING: the lab passed on boot {attempt} after a hung boot");
     }
     if results.is_empty() {
         bail!("no lab case matched {filter:?}");
@@ -134,6 +173,15 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+fn print_console_tail(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+    eprintln!("xtask: the lab's console ({}), last lines:", log.display());
+    for line in tail.iter().rev() {
+        eprintln!("  {line}");
+    }
+}
+
 /// Boots QEMU, copies its console to `log`, and returns the parsed results and whether the
 /// lab reported that it finished.
 fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
@@ -142,7 +190,7 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     let pid = child.id();
     // The watchdog ends a hung lab; the reader below then sees EOF.
     let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + BOOT_TIMEOUT;
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
             if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -169,8 +217,10 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     }
     let status = child.wait().context("waiting for qemu")?;
     let _ = watchdog.join();
-    if !status.success() && !done {
-        bail!("qemu exited with {status} before the lab finished (killed after {TIMEOUT:?}?)");
+    if !done {
+        progress!(
+            "qemu exited with {status} before the lab finished (killed after {BOOT_TIMEOUT:?}?)"
+        );
     }
     Ok((results, done))
 }
@@ -204,11 +254,15 @@ fn init_script(cases: &[(String, String)]) -> String {
         s.push_str(&format!("insmod /lib/modules/{module}.ko\n"));
     }
     s.push_str(
-        "filter=$(sed -n 's/.*capsule.filter=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
+        &"filter=$(sed -n 's/.*capsule.filter=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
          case_() {\n  case \"$1\" in *\"$filter\"*) ;; *) return ;; esac\n  \
-         if sh -c \"$2\" > /tmp/out 2>&1; then r=pass; else r=fail; fi\n  \
-         echo \"CAPSULE-LAB result $1 $r $(head -c 200 /tmp/out | tr '\\n' ' ')\"\n}\n\
-         mkdir -p /tmp\n",
+         echo \"CAPSULE-LAB start $1\"\n  \
+         timeout {CASE_TIMEOUT_S} sh -c \"$2\" > /tmp/out 2>&1; rc=$?\n  \
+         [ $rc = 143 ] && echo \"timed out after {CASE_TIMEOUT_S} s\" >> /tmp/out\n  \
+         if [ $rc = 0 ]; then r=pass; else r=fail; fi\n  \
+         echo \"CAPSULE-LAB result $1 $r $(tail -c 300 /tmp/out | tr '\\n' ' ')\"\n}\n\
+         mkdir -p /tmp\n"
+            .replace("{CASE_TIMEOUT_S}", &CASE_TIMEOUT.as_secs().to_string()),
     );
     for (name, condition) in cases {
         s.push_str(&format!("case_ {name} '{condition}'\n"));
