@@ -29,8 +29,11 @@ pub enum DeviceAction {
     None,
     /// The guest asked to stop with this exit status (the exit port).
     Exit(u8),
-    /// The guest asked for a reset (the i8042 "pulse reset line" command).
+    /// The guest asked for a reset (the i8042 "pulse reset line" command,
+    /// the ACPI reset register).
     Reset,
+    /// The guest powered off (ACPI sleep state S5).
+    PowerOff,
 }
 
 /// A device on a [`Bus`].

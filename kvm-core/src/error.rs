@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::flavour::KvmFlavour;
@@ -82,6 +83,82 @@ pub enum Error {
     /// This host's KVM cannot boot a stock guest kernel.
     #[error("{}", .0.stock_kernel_refusal())]
     NoStockKernel(KvmFlavour),
+    /// A machine needs 1 to 254 vCPUs (APIC ids 0..=253; 255 is broadcast).
+    #[error("{0} vcpus: a microVM has 1 to 254")]
+    VcpuCount(u8),
+    /// A file the machine is built from cannot be read.
+    #[error("cannot read the {what} {}: {source}", path.display())]
+    File {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// linux-loader refused the kernel image.
+    #[error("cannot load the kernel {}: {source} (capsule boots a bzImage)", path.display())]
+    Kernel {
+        /// The kernel's path.
+        path: PathBuf,
+        /// linux-loader's reason.
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    /// The kernel loaded but cannot be booted the way capsule boots.
+    #[error("cannot boot the kernel {}: {reason}", path.display())]
+    KernelFormat {
+        /// The kernel's path.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// The command line does not fit the kernel's `cmdline_size`, or holds a NUL.
+    #[error("the kernel command line ({len} bytes) must be at most {max} bytes and hold no NUL")]
+    Cmdline {
+        /// Its length.
+        len: usize,
+        /// The kernel's limit.
+        max: u64,
+    },
+    /// More e820 entries than the zero page holds.
+    #[error("{0} e820 entries do not fit the zero page")]
+    E820Full(usize),
+    /// Writing the zero page failed.
+    #[error("write the zero page: {0}")]
+    BootParams(String),
+    /// The initramfs does not fit between the kernel and the end of low RAM.
+    #[error(
+        "the initramfs ({size} bytes) does not fit in guest memory ({room} bytes free above the kernel): give the VM more memory"
+    )]
+    InitrdTooLarge {
+        /// The initramfs's size.
+        size: u64,
+        /// The room there is.
+        room: u64,
+    },
+    /// An initrd file changed size while it was being loaded.
+    #[error("the initrd {} changed while it was loaded", .0.display())]
+    InitrdChanged(PathBuf),
+    /// More boot MSRs than a `kvm_msrs` holds (a capsule bug).
+    #[error("{0} boot msrs do not fit kvm_msrs")]
+    MsrCount(usize),
+    /// KVM refused to set a boot MSR.
+    #[error("kvm refused to set msr {0:#x}")]
+    MsrRefused(u32),
+    /// Building the ACPI tables failed.
+    #[error(transparent)]
+    Acpi(#[from] crate::x86_64::acpi::AcpiError),
+    /// A device could not be placed on its bus (a capsule layout bug).
+    #[error("device layout: {0}")]
+    Device(String),
+    /// Creating an eventfd failed.
+    #[error("create an eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    /// Spawning a vCPU thread failed.
+    #[error("spawn a vcpu thread: {0}")]
+    VcpuThread(#[source] std::io::Error),
 }
 
 /// `Result` with kvm-core's [`Error`].

@@ -19,12 +19,12 @@
 //! struct Console;
 //! impl IoHandler for Console {
 //!     fn pio_read(&mut self, _port: u16, data: &mut [u8]) { data.fill(0xff) }
-//!     fn pio_write(&mut self, _port: u16, data: &[u8]) -> Option<u8> {
+//!     fn pio_write(&mut self, _port: u16, data: &[u8]) -> ExitAction {
 //!         print!("{}", String::from_utf8_lossy(data));
-//!         None
+//!         ExitAction::Continue
 //!     }
 //!     fn mmio_read(&mut self, _addr: u64, data: &mut [u8]) { data.fill(0xff) }
-//!     fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> Option<u8> { None }
+//!     fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> ExitAction { ExitAction::Continue }
 //! }
 //!
 //! # fn main() -> kvm_core::Result<()> {
@@ -41,6 +41,10 @@
 mod error;
 /// Which KVM this host has (hardware, PVM, none) and whether stock kernels boot on it.
 pub mod flavour;
+/// The seam to the `devices` crate: buses as an [`IoHandler`], irqfds as interrupts.
+pub mod io;
+/// A whole microVM: [`Machine::build`] and [`Machine::run`].
+pub mod machine;
 /// Guest memory: the one place that names vm-memory's types.
 pub mod memory;
 /// vCPUs: register setup, exit dispatch ([`handle_exit`]) and the run loop ([`run`]).
@@ -48,10 +52,15 @@ pub mod vcpu;
 /// The VM: `/dev/kvm`, the VM file descriptor, guest memory and its memslots.
 pub mod vm;
 mod watchdog;
+/// The x86_64 machine: layout, boot-time CPU state, CPUID, ACPI, Linux boot.
+pub mod x86_64;
 
 pub use error::{Error, Result};
 pub use flavour::{KvmFlavour, detect_flavour, require_stock_kernel_support};
+pub use io::{DeviceBuses, IrqFd};
 pub use kvm_ioctls::VcpuExit;
+pub use machine::{Machine, MachineConfig, MachineExit};
 pub use memory::{GuestMemory, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;
+pub use x86_64::boot::InitrdPart;

@@ -1,13 +1,14 @@
 //! Guest memory, wrapped once so vm-memory's generics and renames stop here.
 //!
-//! Today guest RAM is one anonymous region at guest-physical 0. The MMIO hole
-//! below 4 GiB (for virtio-mmio devices, the IOAPIC and the LAPIC) and the
-//! split of RAM around it come with the x86_64 layout in a later slice.
+//! Guest RAM starts at guest-physical 0 and stops at the 32-bit MMIO hole
+//! (virtio-mmio devices, IOAPIC, LAPIC); what does not fit below the hole
+//! continues at 4 GiB.
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
+use crate::x86_64::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::{Error, Result};
 
 /// The guest's physical memory: vm-memory's mmap backend, no dirty bitmap.
@@ -16,7 +17,8 @@ pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 /// KVM memslot sizes and guest addresses are in units of this (x86_64 page).
 pub const PAGE_SIZE: usize = 4096;
 
-/// Maps `size` bytes of anonymous guest RAM at guest-physical 0.
+/// Maps `size` bytes of anonymous guest RAM from guest-physical 0, split
+/// around the MMIO hole.
 ///
 /// `size` must be a non-zero multiple of [`PAGE_SIZE`], as KVM requires of a memslot.
 pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
@@ -26,8 +28,18 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
             page: PAGE_SIZE,
         });
     }
-    GuestMemory::from_ranges(&[(GuestAddress(0), size)])
+    GuestMemory::from_ranges(&ram_ranges(size))
         .map_err(|source| Error::GuestMemory { size, source })
+}
+
+/// Where `size` bytes of RAM go: below the MMIO hole, then above 4 GiB.
+fn ram_ranges(size: usize) -> Vec<(GuestAddress, usize)> {
+    let below = size.min(MMIO_HOLE_START as usize);
+    let mut ranges = vec![(GuestAddress(0), below)];
+    if size > below {
+        ranges.push((GuestAddress(MMIO_HOLE_END), size - below));
+    }
+    ranges
 }
 
 /// Copies `bytes` into guest memory at guest-physical `addr`; the whole range must be RAM.
@@ -90,6 +102,18 @@ mod tests {
         let region = memory.iter().next().expect("one region");
         assert_eq!(region.start_addr(), GuestAddress(0));
         assert_eq!(region.len(), 64 << 10);
+    }
+
+    #[test]
+    fn ram_skips_the_mmio_hole() {
+        assert_eq!(ram_ranges(256 << 20), [(GuestAddress(0), 256 << 20)]);
+        assert_eq!(
+            ram_ranges(4 << 30),
+            [
+                (GuestAddress(0), 0xc000_0000),
+                (GuestAddress(0x1_0000_0000), 0x4000_0000)
+            ]
+        );
     }
 
     #[test]

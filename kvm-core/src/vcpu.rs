@@ -13,19 +13,20 @@ use crate::memory::GuestMemory;
 use crate::watchdog::Watchdog;
 use crate::{Error, Result};
 
-/// Where the guest's port I/O and MMIO go. The `devices` crate's `Bus` will
-/// implement it; tests implement it with a recorder.
+/// Where the guest's port I/O and MMIO go: [`crate::DeviceBuses`] in a
+/// [`crate::Machine`]; tests implement it with a recorder.
 ///
 /// For `rep ins`/`rep outs`, `data` holds all the elements back to back.
 pub trait IoHandler {
     /// `in` from `port`: fill `data` (1, 2 or 4 bytes).
     fn pio_read(&mut self, port: u16, data: &mut [u8]);
-    /// `out` to `port`; `Some(status)` ends the run with that exit status.
-    fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<u8>;
+    /// `out` to `port`; anything but [`ExitAction::Continue`] ends the run.
+    fn pio_write(&mut self, port: u16, data: &[u8]) -> ExitAction;
     /// A read from guest-physical `addr` that is not RAM: fill `data`.
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]);
-    /// A write to guest-physical `addr` that is not RAM; `Some(status)` ends the run.
-    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<u8>;
+    /// A write to guest-physical `addr` that is not RAM; anything but
+    /// [`ExitAction::Continue`] ends the run.
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> ExitAction;
 }
 
 /// What the run loop does after an exit.
@@ -37,8 +38,12 @@ pub enum ExitAction {
     Exit(u8),
     /// The guest executed `hlt` (KVM_EXIT_HLT, no in-kernel LAPIC); stop.
     Halt,
-    /// Triple fault or reset request (KVM_EXIT_SHUTDOWN); stop.
+    /// Triple fault (KVM_EXIT_SHUTDOWN); stop.
     Shutdown,
+    /// The guest asked its devices for a reset (ACPI reset register, i8042).
+    Reset,
+    /// The guest powered off (ACPI S5).
+    PowerOff,
 }
 
 /// A vCPU of a [`crate::Vm`].
@@ -68,6 +73,11 @@ impl Vcpu {
     /// The vCPU file descriptor, for ioctls kvm-core does not wrap yet.
     pub fn fd(&self) -> &VcpuFd {
         &self.fd
+    }
+
+    /// The vCPU file descriptor, mutably (`KVM_RUN` needs it).
+    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
     }
 
     /// Sets up 16-bit real mode starting at guest-physical `entry` (below 1 MiB).
@@ -105,18 +115,17 @@ impl Vcpu {
 /// Exits capsule does not expect become [`Error::UnhandledExit`] naming the
 /// exit, never a panic.
 pub fn handle_exit(exit: VcpuExit<'_>, io: &mut dyn IoHandler) -> Result<ExitAction> {
-    let status = |status: Option<u8>| status.map_or(ExitAction::Continue, ExitAction::Exit);
     match exit {
         VcpuExit::IoIn(port, data) => {
             io.pio_read(port, data);
             Ok(ExitAction::Continue)
         }
-        VcpuExit::IoOut(port, data) => Ok(status(io.pio_write(port, data))),
+        VcpuExit::IoOut(port, data) => Ok(io.pio_write(port, data)),
         VcpuExit::MmioRead(addr, data) => {
             io.mmio_read(addr, data);
             Ok(ExitAction::Continue)
         }
-        VcpuExit::MmioWrite(addr, data) => Ok(status(io.mmio_write(addr, data))),
+        VcpuExit::MmioWrite(addr, data) => Ok(io.mmio_write(addr, data)),
         VcpuExit::Hlt => Ok(ExitAction::Halt),
         VcpuExit::Shutdown => Ok(ExitAction::Shutdown),
         // KVM_EXIT_INTR: a signal interrupted the guest; the loop checks why.
@@ -170,17 +179,25 @@ mod tests {
             self.reads.push(u64::from(port));
             data.fill(0xab);
         }
-        fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<u8> {
+        fn pio_write(&mut self, port: u16, data: &[u8]) -> ExitAction {
             self.writes.push((u64::from(port), data.to_vec()));
-            (port == 0x501).then(|| data[0])
+            if port == 0x501 {
+                ExitAction::Exit(data[0])
+            } else {
+                ExitAction::Continue
+            }
         }
         fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
             self.reads.push(addr);
             data.fill(0xcd);
         }
-        fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<u8> {
+        fn mmio_write(&mut self, addr: u64, data: &[u8]) -> ExitAction {
             self.writes.push((addr, data.to_vec()));
-            (addr == 0xd000_0000).then(|| data[0])
+            if addr == 0xd000_0000 {
+                ExitAction::Exit(data[0])
+            } else {
+                ExitAction::Continue
+            }
         }
     }
 

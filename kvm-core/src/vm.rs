@@ -1,5 +1,6 @@
 //! The VM: `/dev/kvm`, the VM file descriptor, guest memory and its memslots.
 
+use kvm_bindings::{CpuId, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Kvm, VmFd};
 
 use crate::memory::{self, GuestMemory};
@@ -20,7 +21,7 @@ const TSS_ADDRESS: usize = 0xfffb_d000;
 pub struct Vm {
     fd: VmFd,
     memory: GuestMemory,
-    _kvm: Kvm,
+    kvm: Kvm,
 }
 
 impl Vm {
@@ -41,11 +42,7 @@ impl Vm {
         // first, and every `Vcpu` keeps a clone of it: the mappings outlive
         // every KVM object that can touch them.
         unsafe { memory::register_memslots(&fd, &memory) }?;
-        Ok(Vm {
-            fd,
-            memory,
-            _kvm: kvm,
-        })
+        Ok(Vm { fd, memory, kvm })
     }
 
     /// The guest's memory.
@@ -61,6 +58,35 @@ impl Vm {
     /// Copies `bytes` into guest RAM at guest-physical `addr`.
     pub fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
         memory::write_bytes(&self.memory, addr, bytes)
+    }
+
+    /// Creates the in-kernel interrupt controllers (PIC, IOAPIC, a LAPIC per
+    /// vCPU) and the PIT. Call before creating vCPUs.
+    pub fn create_irqchip(&self) -> Result<()> {
+        self.fd.create_irq_chip().map_err(|source| Error::Ioctl {
+            ioctl: "KVM_CREATE_IRQCHIP",
+            source,
+        })?;
+        // The PIT is there for guests that calibrate against it; the
+        // speaker port is emulated as a dummy so probing it stays in KVM.
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd.create_pit2(pit).map_err(|source| Error::Ioctl {
+            ioctl: "KVM_CREATE_PIT2",
+            source,
+        })
+    }
+
+    /// The CPUID leaves this host's KVM can offer a guest.
+    pub fn supported_cpuid(&self, max_entries: usize) -> Result<CpuId> {
+        self.kvm
+            .get_supported_cpuid(max_entries)
+            .map_err(|source| Error::Ioctl {
+                ioctl: "KVM_GET_SUPPORTED_CPUID",
+                source,
+            })
     }
 
     /// Creates vCPU `id`, in KVM's reset state until set up.

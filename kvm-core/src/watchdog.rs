@@ -30,7 +30,7 @@ use crate::{Error, Result};
 const KICK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The kick signal: the first real-time signal.
-fn kick_signal() -> c_int {
+pub(crate) fn kick_signal() -> c_int {
     SIGRTMIN()
 }
 
@@ -39,7 +39,7 @@ extern "C" fn on_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
 }
 
 /// Installs the no-op kick handler once per process.
-fn install_kick_handler() -> Result<()> {
+pub(crate) fn install_kick_handler() -> Result<()> {
     static INSTALLED: OnceLock<std::result::Result<(), vmm_sys_util::errno::Error>> =
         OnceLock::new();
     let signal = kick_signal();

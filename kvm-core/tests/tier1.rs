@@ -60,21 +60,20 @@ impl IoHandler for Recorder {
     fn pio_read(&mut self, _port: u16, data: &mut [u8]) {
         data.fill(0xff);
     }
-    fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<u8> {
+    fn pio_write(&mut self, port: u16, data: &[u8]) -> ExitAction {
         self.pio_writes.push((port, data.to_vec()));
-        if port == EXIT_PORT {
-            data.first().copied()
-        } else {
-            None
+        match (port, data.first()) {
+            (EXIT_PORT, Some(&status)) => ExitAction::Exit(status),
+            _ => ExitAction::Continue,
         }
     }
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
         self.mmio_reads.push(addr);
         data.fill(0x55);
     }
-    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<u8> {
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> ExitAction {
         self.mmio_writes.push((addr, data.to_vec()));
-        None
+        ExitAction::Continue
     }
 }
 

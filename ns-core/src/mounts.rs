@@ -443,6 +443,10 @@ fn run_op(op: &Op) -> Result<(), i32> {
     }
 }
 
+/// statvfs's "relatime" flag (Linux's `ST_RELATIME`), which the libc crate defines for glibc
+/// only; the static `capsule` is built against musl.
+const ST_RELATIME: libc::c_ulong = 0x1000;
+
 /// Remounts the bind mount at `path` read-only, keeping its other flags: in a user
 /// namespace the kernel refuses a remount that would clear a locked flag.
 pub(crate) fn remount_readonly(path: &CString) -> Result<(), i32> {
@@ -456,7 +460,7 @@ pub(crate) fn remount_readonly(path: &CString) -> Result<(), i32> {
         (libc::ST_NOEXEC, libc::MS_NOEXEC),
         (libc::ST_NOATIME, libc::MS_NOATIME),
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (ST_RELATIME, libc::MS_RELATIME),
     ]
     .iter()
     .filter(|(st_flag, _)| st.f_flag & st_flag != 0)

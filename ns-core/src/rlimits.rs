@@ -12,7 +12,14 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
-const NAMES: &[(&str, libc::__rlimit_resource_t)] = &[
+/// setrlimit's resource type: glibc's own, a plain int in musl (the static `capsule` for the
+/// lab and guests).
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+const NAMES: &[(&str, Resource)] = &[
     ("AS", libc::RLIMIT_AS),
     ("CORE", libc::RLIMIT_CORE),
     ("CPU", libc::RLIMIT_CPU),
@@ -65,7 +72,7 @@ pub(crate) fn apply(limits: &[Rlimit]) -> Result<(), (u32, i32)> {
             rlim_max: limit.hard,
         };
         // SAFETY: `value` is a valid rlimit for the duration of the call.
-        let rc = unsafe { libc::setrlimit(limit.resource as libc::__rlimit_resource_t, &value) };
+        let rc = unsafe { libc::setrlimit(limit.resource as Resource, &value) };
         if rc != 0 {
             return Err((i as u32, crate::sys::errno()));
         }

@@ -23,6 +23,10 @@ pub enum Error {
     Container(#[from] ns_core::Error),
     #[error(transparent)]
     Cgroup(#[from] cgroup_core::Error),
+    #[error(transparent)]
+    Vm(#[from] kvm_core::Error),
+    #[error("{0}")]
+    Guest(String),
     #[error("{what} {}: {source}", .path.display())]
     Io {
         what: &'static str,

@@ -20,7 +20,9 @@ mod validate;
 
 pub use error::{Error, ExitCode};
 pub use outcome::{Outcome, Peaks, Timings};
-pub use plan::{Isolation, Mount, MountType, Network, Plan, Process, Resources, Rlimit, Root};
+pub use plan::{
+    Isolation, Mount, MountType, Network, Plan, Process, Resources, Rlimit, Root, VmSpec,
+};
 pub use units::{parse_cpus, parse_size};
 pub use users::resolve_user;
 pub use validate::validate;

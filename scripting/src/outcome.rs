@@ -39,6 +39,9 @@ pub struct Timings {
     /// Removing everything the launch created.
     pub cleanup_ms: f64,
     pub total_ms: f64,
+    /// microVM: from starting the vCPUs to the guest init's first instruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ms: Option<f64>,
 }
 
 /// Peak use as the cgroup recorded it; absent where the host does not count it.

@@ -32,6 +32,31 @@ pub struct Plan {
     /// A minimal init as PID 1 that reaps zombies and forwards signals (`docker run --init`).
     #[serde(default = "yes")]
     pub init: bool,
+    /// The machine of a microVM: ignored by nothing, refused by containers when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSpec>,
+    /// Stop the workload after this many seconds (microVM only for now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+}
+
+/// What a microVM boots; guest memory and vCPUs come from `resources.memory` and
+/// `resources.cpus`, as Kata sizes its VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmSpec {
+    /// A bzImage; default: `vmlinuz` from `cargo xtask guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// The base initramfs with capsule-init; default: `initramfs.cpio` from `cargo xtask guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel command-line parameters, appended to capsule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Show the guest kernel's log on the console (a verbose boot is slower).
+    #[serde(default)]
+    pub kernel_log: bool,
 }
 
 fn yes() -> bool {
@@ -183,6 +208,8 @@ impl Plan {
             network: Network::None,
             user_namespace: None,
             init: true,
+            vm: None,
+            timeout: None,
         }
     }
 }

@@ -545,20 +545,15 @@ fn a_saved_plan_refuses_launch_flags_and_usage_errors_exit_125() {
 }
 
 #[test]
-fn microvm_and_kata_are_refused_with_the_reason() {
+fn microvm_on_pvm_and_kata_are_refused_with_the_reason() {
     let env = env_or_skip!();
-    let microvm = env.run(&["--isolation", "microvm"], &["true"]);
-    assert_eq!(microvm.code, 125, "{microvm:?}");
-    // On a PVM host the reason is PVM itself, and the way out is the nested lab.
+    // On a PVM host the reason is PVM itself, and the way out is the nested lab (elsewhere
+    // the microVM boots: tests/microvm.rs).
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        let microvm = env.run(&["--isolation", "microvm"], &["true"]);
+        assert_eq!(microvm.code, 125, "{microvm:?}");
         assert!(
             microvm.stderr.contains("pvm") && microvm.stderr.contains("cargo xtask lab"),
-            "{}",
-            microvm.stderr
-        );
-    } else {
-        assert!(
-            microvm.stderr.contains("isolation \"microvm\""),
             "{}",
             microvm.stderr
         );

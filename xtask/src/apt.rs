@@ -128,7 +128,7 @@ fn cannot_find_package(stderr: &str) -> bool {
 /// Returns the path of the verified `.deb` in `downloads`, downloading it if needed.
 fn fetch_deb(package: &str, downloads: &Path, deb: &Deb) -> Result<PathBuf> {
     let path = downloads.join(&deb.filename);
-    if path.is_file() && sha256(&path)? == deb.sha256 {
+    if path.is_file() && util::sha256(&path)? == deb.sha256 {
         progress!("using {} (SHA-256 matches apt's index)", path.display());
         return Ok(path);
     }
@@ -146,7 +146,7 @@ fn fetch_deb(package: &str, downloads: &Path, deb: &Deb) -> Result<PathBuf> {
             "apt-get download {package} failed: run `apt-get update` first and check the network"
         ),
     )?;
-    let got = sha256(&path)?;
+    let got = util::sha256(&path)?;
     if got != deb.sha256 {
         bail!(
             "{} has SHA-256 {got}, apt's index says {}: delete it and run again",
@@ -155,15 +155,4 @@ fn fetch_deb(package: &str, downloads: &Path, deb: &Deb) -> Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-fn sha256(path: &Path) -> Result<String> {
-    let out = util::output(
-        Command::new("sha256sum").arg(path),
-        "sha256sum (coreutils) is needed to check downloads",
-    )?;
-    match out.split_whitespace().next() {
-        Some(hash) if hash.len() == 64 => Ok(hash.to_ascii_lowercase()),
-        _ => bail!("unexpected sha256sum output: {out:?}"),
-    }
 }

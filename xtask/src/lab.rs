@@ -6,14 +6,14 @@
 //! in the same boot.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cpio::NewcBuilder;
+use guest_init::newc::{Meta, NewcWriter};
 
 use crate::guest::{self, Guest};
 use crate::rootfs;
@@ -35,15 +35,28 @@ const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
 
 /// Packages whose test binaries also run inside the lab, on its real (nested) KVM, built as
 /// static musl executables since the lab has no C library.
-const TEST_PACKAGES: &[&str] = &["kvm-core"];
+const TEST_PACKAGES: &[&[&str]] = &[&["-p", "kvm-core"], &["-p", "tests", "--test", "microvm"]];
 
 const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// The built-in cases: a name and a shell condition that holds when the case passes.
+/// Where the lab's initramfs carries `cargo xtask guest`'s kernel and base initramfs; the
+/// lab's init exports it as `CAPSULE_GUEST_DIR`, where `capsule` and the tests look.
+const GUEST_DIR: &str = "guest";
+
+/// Where the lab's initramfs carries the busybox test rootfs.
+const BUSYBOX_ROOTFS: &str = "rootfs/busybox";
+
+/// The built-in cases: a name and a shell condition that holds when the case passes (no
+/// single quotes: the init script quotes it with them).
 const CASES: &[(&str, &str)] = &[
     ("kvm-device", "[ -c /dev/kvm ]"),
     ("kvm-amd-loaded", "[ -d /sys/module/kvm_amd ]"),
     ("vcpus", "[ \"$(nproc)\" = 2 ]"),
+    (
+        "guest-artifacts",
+        "[ -s $CAPSULE_GUEST_DIR/vmlinuz ] && [ -s $CAPSULE_GUEST_DIR/initramfs.cpio ] \
+         && [ -x /rootfs/busybox/bin/busybox ] && capsule --version",
+    ),
 ];
 
 /// Applets the lab's init uses.
@@ -65,7 +78,8 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (the lab runs QEMU under TCG)",
     )?;
     let guest = guest::build()?;
-    let busybox = rootfs::busybox()?.join("bin/busybox");
+    let rootfs = rootfs::busybox()?;
+    let busybox = rootfs.join("bin/busybox");
     let lab_dir = util::capsule_dir().join("lab");
     std::fs::create_dir_all(&lab_dir).with_context(|| format!("creating {}", lab_dir.display()))?;
     let tests = build_test_binaries()?;
@@ -76,11 +90,20 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     cases.extend(tests.iter().map(|(name, _)| {
         (
             format!("test-{name}"),
-            format!("/tests/{name} --test-threads=1"),
+            // Tests that boot stock kernels are #[ignore]d on PVM hosts; here they run.
+            format!("/tests/{name} --test-threads=1 --include-ignored"),
         )
     }));
+    let capsule = build_static_capsule()?;
     let initramfs = lab_dir.join("lab.cpio");
-    write_initramfs(&initramfs, &busybox, &guest, &cases, &tests)?;
+    let files = LabFiles {
+        busybox: &busybox,
+        capsule: &capsule,
+        rootfs: &rootfs,
+        guest: &guest,
+        tests: &tests,
+    };
+    write_initramfs(&initramfs, &files, &cases)?;
 
     let mut append = String::from("console=ttyS0 quiet panic=-1");
     if let Some(filter) = filter {
@@ -250,6 +273,11 @@ fn init_script(cases: &[(String, String)]) -> String {
         "#!/bin/sh\n\
          mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n",
     );
+    s.push_str(&format!("export CAPSULE_GUEST_DIR=/{GUEST_DIR}\n"));
+    // The integration tests find the static capsule and the busybox rootfs here.
+    s.push_str(&format!(
+        "export CAPSULE_BIN=/bin/capsule CAPSULE_TEST_ROOTFS=/{BUSYBOX_ROOTFS}\n"
+    ));
     for module in KVM_MODULES {
         s.push_str(&format!("insmod /lib/modules/{module}.ko\n"));
     }
@@ -271,17 +299,25 @@ fn init_script(cases: &[(String, String)]) -> String {
     s
 }
 
-fn write_initramfs(
-    path: &Path,
-    busybox: &Path,
-    guest: &Guest,
-    cases: &[(String, String)],
-    tests: &[(String, PathBuf)],
-) -> Result<()> {
-    let mut out = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut entries: Vec<(NewcBuilder, Vec<u8>)> = Vec::new();
-    let dir = |name: &str| (NewcBuilder::new(name).mode(0o040_755), Vec::new());
+/// What the lab's initramfs carries besides its init.
+struct LabFiles<'a> {
+    busybox: &'a Path,
+    /// The static `capsule`.
+    capsule: &'a Path,
+    /// The busybox test rootfs.
+    rootfs: &'a Path,
+    guest: &'a Guest,
+    tests: &'a [(String, PathBuf)],
+}
+
+/// Writes the lab's initramfs, streaming every file into it.
+fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut archive = NewcWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let rootfs_parent = Path::new(BUSYBOX_ROOTFS)
+        .parent()
+        .and_then(Path::to_str)
+        .context("BUSYBOX_ROOTFS has a parent")?;
     for d in [
         "bin",
         "lib",
@@ -291,80 +327,124 @@ fn write_initramfs(
         "dev",
         "tmp",
         "tests",
+        GUEST_DIR,
+        rootfs_parent,
     ] {
-        entries.push(dir(d));
+        archive.directory(d, Meta::root(0o755))?;
     }
-    entries.push((
-        NewcBuilder::new("init").mode(0o100_755),
-        init_script(cases).into_bytes(),
-    ));
-    for (name, binary) in tests {
-        entries.push((
-            NewcBuilder::new(&format!("tests/{name}")).mode(0o100_755),
-            read(binary)?,
-        ));
+    archive.file("init", Meta::root(0o755), init_script(cases).as_bytes())?;
+    for (name, binary) in files.tests {
+        archive.file_from_path(format!("tests/{name}"), Meta::root(0o755), binary)?;
     }
-    entries.push((
-        NewcBuilder::new("bin/busybox").mode(0o100_755),
-        read(busybox)?,
-    ));
+    archive.file_from_path("bin/busybox", Meta::root(0o755), files.busybox)?;
     for applet in APPLETS {
-        entries.push((
-            NewcBuilder::new(&format!("bin/{applet}")).mode(0o120_777),
-            b"busybox".to_vec(),
-        ));
+        archive.symlink(format!("bin/{applet}"), Meta::root(0o777), "busybox")?;
     }
+    archive.file_from_path("bin/capsule", Meta::root(0o755), files.capsule)?;
     for module in KVM_MODULES {
         let file = format!("{module}.ko");
-        entries.push((
-            NewcBuilder::new(&format!("lib/modules/{file}")).mode(0o100_644),
-            read(&guest.modules.join(&file))?,
-        ));
+        archive.file_from_path(
+            format!("lib/modules/{file}"),
+            Meta::root(0o644),
+            &files.guest.modules.join(&file),
+        )?;
     }
-    let inputs = entries
-        .into_iter()
-        .map(|(builder, data)| (builder, std::io::Cursor::new(data)));
-    cpio::write_cpio(inputs, &mut out).with_context(|| format!("writing {}", path.display()))?;
+    let guest_start = archive.bytes_written();
+    archive.file_from_path(
+        format!("{GUEST_DIR}/vmlinuz"),
+        Meta::root(0o644),
+        &files.guest.kernel,
+    )?;
+    archive.file_from_path(
+        format!("{GUEST_DIR}/initramfs.cpio"),
+        Meta::root(0o644),
+        &files.guest.initramfs,
+    )?;
+    let rootfs_start = archive.bytes_written();
+    archive.tree(BUSYBOX_ROOTFS, files.rootfs)?;
+    let rootfs_end = archive.bytes_written();
+    let (out, size) = archive.finish()?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    progress!(
+        "lab initramfs {}: {:.1} MiB, of which the guest artifacts {:.1} MiB and /{BUSYBOX_ROOTFS} {:.1} MiB",
+        path.display(),
+        mib(size),
+        mib(rootfs_start - guest_start),
+        mib(rootfs_end - rootfs_start)
+    );
     Ok(())
+}
+
+/// Builds `capsule` as a static binary (the lab has no C library) and returns its path.
+fn build_static_capsule() -> Result<PathBuf> {
+    util::run(
+        util::cargo().args([
+            "build",
+            "--release",
+            "--target",
+            TEST_TARGET,
+            "-p",
+            "scripting",
+            "--bin",
+            "capsule",
+        ]),
+        &format!(
+            "the capsule CLI (package `scripting`) must build as a static {TEST_TARGET} binary for the lab; is the target installed (rustup target add {TEST_TARGET})?"
+        ),
+    )?;
+    let bin = util::target_dir()
+        .join(TEST_TARGET)
+        .join("release")
+        .join("capsule");
+    if !bin.is_file() {
+        bail!(
+            "cargo built successfully but {} does not exist; is the `capsule` binary still in package `scripting`?",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// Builds the test binaries of [`TEST_PACKAGES`] for the lab; returns each as
 /// `(crate-target name, path)`.
 fn build_test_binaries() -> Result<Vec<(String, PathBuf)>> {
-    let mut cmd = util::cargo();
-    cmd.args([
-        "test",
-        "--no-run",
-        "--message-format=json",
-        "--target",
-        TEST_TARGET,
-    ]);
-    for package in TEST_PACKAGES {
-        cmd.args(["-p", package]);
-    }
-    let out = util::output(
-        &mut cmd,
-        &format!(
-            "the lab's test binaries did not build; is the {TEST_TARGET} target installed (rustup target add {TEST_TARGET})?"
-        ),
-    )?;
     let mut binaries = Vec::new();
-    for line in out.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let is_test =
-            message["reason"] == "compiler-artifact" && message["profile"]["test"] == true;
-        if let (true, Some(exe)) = (is_test, message["executable"].as_str()) {
-            let package = message["package_id"].as_str().unwrap_or_default();
-            let krate = package_name(package).unwrap_or("unknown");
-            let target = message["target"]["name"].as_str().unwrap_or("unknown");
-            let name = if krate.replace('-', "_") == target {
-                krate.to_owned()
-            } else {
-                format!("{krate}-{target}")
+    for selection in TEST_PACKAGES {
+        let mut cmd = util::cargo();
+        cmd.args([
+            "test",
+            "--no-run",
+            "--message-format=json",
+            "--target",
+            TEST_TARGET,
+        ]);
+        cmd.args(*selection);
+        let out = util::output(
+            &mut cmd,
+            &format!(
+                "the lab's test binaries did not build; is the {TEST_TARGET} target installed (rustup target add {TEST_TARGET})?"
+            ),
+        )?;
+        for line in out.lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
             };
-            binaries.push((name, PathBuf::from(exe)));
+            let is_test =
+                message["reason"] == "compiler-artifact" && message["profile"]["test"] == true;
+            if let (true, Some(exe)) = (is_test, message["executable"].as_str()) {
+                let package = message["package_id"].as_str().unwrap_or_default();
+                let krate = package_name(package).unwrap_or("unknown");
+                let target = message["target"]["name"].as_str().unwrap_or("unknown");
+                let name = if krate.replace('-', "_") == target {
+                    krate.to_owned()
+                } else {
+                    format!("{krate}-{target}")
+                };
+                binaries.push((name, PathBuf::from(exe)));
+            }
         }
     }
     Ok(binaries)
@@ -430,6 +510,7 @@ mod tests {
         for (name, _) in &cases {
             assert!(init.contains(&format!("case_ {name} ")), "{init}");
         }
+        assert!(init.contains("export CAPSULE_GUEST_DIR=/guest\n"), "{init}");
         assert!(init.ends_with("echo CAPSULE-LAB done\npoweroff -f\n"));
     }
 }

@@ -40,7 +40,8 @@ enum Cmd {
     },
     /// Run a workload in a capsule container and show its Outcome (needs root).
     Demo,
-    /// Download the microVM guest's kernel and modules and print where they are.
+    /// Download the microVM guest's kernel and modules, build the base initramfs with
+    /// capsule-init, and print the directory that holds them.
     Guest,
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.

@@ -140,3 +140,15 @@ pub fn remove_dir_if_exists(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The SHA-256 of a file, in lowercase hex.
+pub fn sha256(path: &Path) -> Result<String> {
+    let out = output(
+        Command::new("sha256sum").arg(path),
+        "sha256sum (coreutils) is needed to check downloads and artifacts",
+    )?;
+    match out.split_whitespace().next() {
+        Some(hash) if hash.len() == 64 => Ok(hash.to_ascii_lowercase()),
+        _ => bail!("unexpected sha256sum output: {out:?}"),
+    }
+}

@@ -78,6 +78,7 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
             run_ms: ms(ran - created),
             cleanup_ms: ms(finished - ran),
             total_ms: ms(finished),
+            boot_ms: None,
         },
         peaks: Peaks {
             memory_bytes: stats.as_ref().and_then(|s| s.memory_peak_bytes),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
-use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit};
+use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
 use crate::{parse_cpus, parse_size, resolve_user};
 
 #[derive(Debug, Args)]
@@ -82,9 +82,25 @@ pub struct LaunchArgs {
     /// Map group ids CONTAINER:HOST:SIZE in the user namespace (repeatable).
     #[arg(long, value_name = "CONTAINER:HOST:SIZE", value_parser = parse_idmap)]
     gidmap: Vec<IdMap>,
+    /// microVM: the guest kernel (a bzImage; default: the one `cargo xtask guest` fetched).
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// microVM: the base initramfs holding capsule-init (default: `cargo xtask guest`'s).
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// microVM: show the guest kernel's boot log.
+    #[arg(long)]
+    kernel_log: bool,
+    /// Stop the workload after this long, e.g. 30, 30s, 500ms or 2m (exit status 124).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    timeout: Option<f64>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 fn parse_isolation(s: &str) -> Result<Isolation, String> {
@@ -115,6 +131,25 @@ fn parse_swap(s: &str) -> Result<i64, String> {
         return Ok(-1);
     }
     i64::try_from(parse_size(s)?).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// Seconds from `30`, `30s`, `500ms` or `2m`.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(sec) = s.strip_suffix('s') {
+        (sec, 1.0)
+    } else if let Some(min) = s.strip_suffix('m') {
+        (min, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value * scale),
+        _ => Err(format!(
+            "{s:?}: expected a positive duration such as 30, 30s, 500ms or 2m"
+        )),
+    }
 }
 
 fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
@@ -181,6 +216,15 @@ impl LaunchArgs {
             plan.user_namespace = Some(IdMaps {
                 uids: self.uidmap.clone(),
                 gids: self.gidmap.clone(),
+            });
+        }
+        plan.timeout = self.timeout;
+        if self.kernel.is_some() || self.initrd.is_some() || self.kernel_log {
+            plan.vm = Some(VmSpec {
+                kernel: self.kernel.clone().map(absolute),
+                initrd: self.initrd.clone().map(absolute),
+                cmdline: None,
+                kernel_log: self.kernel_log,
             });
         }
         let r = &mut plan.resources;
@@ -286,6 +330,17 @@ fn parse_tmpfs(spec: &str) -> Result<Mount, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_take_units() {
+        assert_eq!(parse_timeout("30"), Ok(30.0));
+        assert_eq!(parse_timeout("1.5s"), Ok(1.5));
+        assert_eq!(parse_timeout("500ms"), Ok(0.5));
+        assert_eq!(parse_timeout("2m"), Ok(120.0));
+        for bad in ["", "0", "-1", "x", "1h", "nan"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn volumes_and_tmpfs_parse_like_docker() {

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use super::{LaunchArgs, fail};
 use crate::validate::Host;
-use crate::{Outcome, Plan, Timings};
+use crate::{Isolation, Outcome, Plan, Timings};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
@@ -19,7 +19,11 @@ pub(super) fn run(
         Err(e) => return fail(e),
     };
     let host = Host::detect();
-    let (outcome, code) = match crate::backend::container::run(&plan, &host) {
+    let launched = match plan.isolation {
+        Isolation::Microvm => crate::backend::microvm::run(&plan, &host),
+        Isolation::Container | Isolation::Kata => crate::backend::container::run(&plan, &host),
+    };
+    let (outcome, code) = match launched {
         Ok(outcome) => {
             let code = outcome.exit_code;
             (outcome, code)

@@ -1,0 +1,105 @@
+//! `capsule-init`: PID 1 of capsule's microVM guests.
+//!
+//! 1. Tells the VMM that user space started (a byte to `STARTED_PORT`, if it may).
+//! 2. Mounts devtmpfs on /dev, proc and sysfs in the initramfs; puts the console on stdin,
+//!    stdout and stderr where the kernel could not.
+//! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH` and loads its kernel modules.
+//! 4. If the launch brought a root filesystem at `ROOTFS_DIR`, makes it the root (read-only if
+//!    asked) with its own /dev, /proc and /sys.
+//! 5. Sets the hostname, then forks the command, which becomes the configured user, changes
+//!    directory and executes. Meanwhile PID 1 reaps every process that exits and forwards
+//!    SIGTERM, SIGINT and SIGHUP to the command.
+//! 6. Writes the command's status to `EXIT_PORT` (the VMM stops the VM there), else powers
+//!    off.
+//!
+//! The status is a shell's: the command's exit code, 128 + the signal that killed it, 127 if
+//! it does not exist, 126 if it cannot be executed, and 125 if the init's own setup failed,
+//! with one line on the console that names the step and the path.
+//!
+//! PID 1 must not panic or exit (either is a kernel panic): every failure is a value that ends
+//! in a status.
+
+mod port;
+mod run;
+mod setup;
+
+use std::fmt::Display;
+use std::path::Path;
+
+use guest_init::{CONFIG_PATH, GuestConfig, ROOTFS_DIR};
+use nix::errno::Errno;
+use nix::sys::reboot::{RebootMode, reboot};
+
+/// The init's own setup failed (the value `docker run` uses for its own failures).
+const SETUP_FAILED: u8 = 125;
+
+fn main() {
+    port::announce_start();
+    let status = match init() {
+        Ok(status) => status,
+        Err(failure) => {
+            eprintln!("capsule-init: {failure}");
+            SETUP_FAILED
+        }
+    };
+    finish(status)
+}
+
+fn init() -> Result<u8, Failure> {
+    setup::mount_api_filesystems(true)?;
+    setup::attach_console();
+    let config = read_config()?;
+    if config.quiet {
+        // Kernel messages would interleave with the command's output on the console; keep
+        // only emergencies. Not fatal: the messages are noise, not harm.
+        let _ = std::fs::write("/proc/sys/kernel/printk", "1");
+    }
+    setup::load_modules(&config)?;
+    if Path::new(ROOTFS_DIR).is_dir() {
+        setup::enter_rootfs(&config)?;
+    }
+    if let Some(hostname) = &config.hostname {
+        nix::unistd::sethostname(hostname)
+            .map_err(|e| Failure::new("setting the hostname to", hostname, e))?;
+    }
+    let command = run::Command::new(&config)?;
+    run::supervise(&command)
+}
+
+fn read_config() -> Result<GuestConfig, Failure> {
+    let json = std::fs::read(CONFIG_PATH)
+        .map_err(|e| Failure::message(format!("reading {CONFIG_PATH}: {e}")))?;
+    GuestConfig::from_json(&json).map_err(|e| Failure::message(format!("{CONFIG_PATH}: {e}")))
+}
+
+/// Reports `status` and stops the VM.
+fn finish(status: u8) -> ! {
+    // The VMM stops the VM on this write; returning from it means no VMM listens there.
+    port::report(status);
+    // Nothing to sync: the root is in RAM.
+    let Err(e) = reboot(RebootMode::RB_POWER_OFF);
+    eprintln!("capsule-init: powering off: {e}");
+    // The kernel panics when PID 1 exits, and its message carries the status: better than
+    // hanging.
+    std::process::exit(status.into())
+}
+
+/// One step of the setup that failed, as one line: the step, what it acted on, why.
+#[derive(Debug)]
+pub struct Failure(String);
+
+impl Failure {
+    pub fn new(step: impl Display, what: impl Display, errno: Errno) -> Self {
+        Self(format!("{step} {what}: {errno}"))
+    }
+
+    pub fn message(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,342 @@
+//! Running the command: a child that becomes the configured user and executes it, while PID 1
+//! reaps every process that exits and forwards termination signals to the command.
+
+use std::ffi::{CStr, CString};
+
+use guest_init::GuestConfig;
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, fork, setgid, setgroups, setuid};
+
+use crate::{Failure, SETUP_FAILED};
+
+/// The search path for a command name without a `/` when the command's environment has no
+/// `PATH` (the default of Debian's and Docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Shell convention: the command could not be found.
+const NOT_FOUND: u8 = 127;
+
+/// Shell convention: the command was found but could not be executed.
+const NOT_EXECUTABLE: u8 = 126;
+
+/// Signals the init passes on to the command instead of acting on them.
+const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// The command with every string already a C string, so that nothing can fail for want of a
+/// conversion after the fork.
+pub struct Command {
+    name: String,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    search_path: String,
+    cwd: CString,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+impl Command {
+    pub fn new(config: &GuestConfig) -> Result<Self, Failure> {
+        let c_string = |s: &str| {
+            CString::new(s).map_err(|_| Failure::message(format!("{s:?} contains a NUL byte")))
+        };
+        let name = config
+            .args
+            .first()
+            .cloned()
+            .ok_or_else(|| Failure::message("the config names no command"))?;
+        Ok(Self {
+            search_path: search_path(&config.env).to_owned(),
+            argv: config
+                .args
+                .iter()
+                .map(|a| c_string(a))
+                .collect::<Result<_, _>>()?,
+            envp: config
+                .env
+                .iter()
+                .map(|e| c_string(e))
+                .collect::<Result<_, _>>()?,
+            cwd: c_string(&config.cwd)?,
+            uid: Uid::from_raw(config.uid),
+            gid: Gid::from_raw(config.gid),
+            groups: config
+                .additional_gids
+                .iter()
+                .map(|g| Gid::from_raw(*g))
+                .collect(),
+            name,
+        })
+    }
+}
+
+/// Runs `command` in a child and acts as PID 1 until it exits; returns its exit status as a
+/// shell reports it.
+pub fn supervise(command: &Command) -> Result<u8, Failure> {
+    // Blocked, the signals queue up for sigwait, even those that arrive before the loop
+    // starts; PID 1 needs no handlers, whose absence would make the kernel drop them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| Failure::new("blocking", "signals", e))?;
+
+    // SAFETY: the init has a single thread, so the child is a complete copy of it in which
+    // every function, allocation included, is as safe to call as before the fork.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => run_child(command),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(Failure::new("forking to run", &command.name, e)),
+    };
+    loop {
+        let signal = signals
+            .wait()
+            .map_err(|e| Failure::new("waiting for", "signals", e))?;
+        if signal == Signal::SIGCHLD {
+            if let Some(status) = reap(child)? {
+                return Ok(status);
+            }
+        } else {
+            // ESRCH: the command exited and its SIGCHLD is queued behind this signal.
+            let _ = kill(child, signal);
+        }
+    }
+}
+
+/// Reaps every child that has exited: the command's, and orphans that were re-parented to
+/// PID 1. Returns the command's status once it has exited.
+fn reap(command: Pid) -> Result<Option<u8>, Failure> {
+    let mut status = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(status),
+            Ok(exited) => {
+                if exited.pid() == Some(command) {
+                    status = status.or(exit_status(exited));
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Failure::new("waiting for", "children", e)),
+        }
+    }
+}
+
+/// The status a shell reports: the exit code, or 128 + the signal that killed the process.
+/// `None` for wait statuses that are not an end (stopped, continued).
+pub fn exit_status(status: WaitStatus) -> Option<u8> {
+    match status {
+        WaitStatus::Exited(_, code) => Some((code & 0xff) as u8),
+        WaitStatus::Signaled(_, signal, _) => Some(128u8.saturating_add(signal as u8)),
+        _ => None,
+    }
+}
+
+/// The child: becomes the configured user and executes the command; exits with 125 if the
+/// setup fails, 126 or 127 if the command cannot be executed.
+fn run_child(command: &Command) -> ! {
+    let status = match become_user(command) {
+        Err(failure) => {
+            eprintln!("capsule-init: {failure}");
+            SETUP_FAILED
+        }
+        Ok(()) => {
+            // execve returns only when it fails.
+            let Err(errno) = find_and_exec(&command.name, &command.search_path, |path| {
+                execve(path, &command.argv, &command.envp)
+            });
+            eprintln!(
+                "capsule-init: cannot run {:?}: {}",
+                command.name,
+                failure_reason(&command.name, &command.search_path, errno)
+            );
+            failure_status(errno)
+        }
+    };
+    // Not exit(): the child must not run the parent's exit-time cleanups.
+    // SAFETY: _exit ends the process at once; no memory of ours is involved.
+    unsafe { libc::_exit(status.into()) }
+}
+
+fn become_user(command: &Command) -> Result<(), Failure> {
+    // The command starts with no signals blocked and SIGPIPE at its default (Rust's runtime
+    // ignores it in the init), as it would from a shell.
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| Failure::new("unblocking", "signals", e))?;
+    // SAFETY: SIG_DFL installs no handler, so there is no handler code whose safety could
+    // matter.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .map_err(|e| Failure::new("resetting", "SIGPIPE", e))?;
+    setgroups(&command.groups)
+        .map_err(|e| Failure::new("setgroups", format_args!("{:?}", command.groups), e))?;
+    setgid(command.gid).map_err(|e| Failure::new("setgid", command.gid, e))?;
+    setuid(command.uid).map_err(|e| Failure::new("setuid", command.uid, e))?;
+    chdir(command.cwd.as_c_str())
+        .map_err(|e| Failure::new("changing directory to", command.cwd.to_string_lossy(), e))
+}
+
+/// The `PATH` of the command's environment (the first one, as getenv finds it), else
+/// [`DEFAULT_PATH`].
+pub fn search_path(env: &[String]) -> &str {
+    env.iter()
+        .find_map(|var| var.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+}
+
+/// Executes `name` the way execvp does: as it is if it has a `/`, else from each directory of
+/// `path` in turn (an empty entry is the working directory). `exec` tries one file. A
+/// directory where the file is missing is skipped; one where it is not executable is
+/// remembered and skipped; any other error ends the search. Returns what `exec` returned for
+/// the file that ran, or the error that explains the failure.
+pub fn find_and_exec<T>(
+    name: &str,
+    path: &str,
+    mut exec: impl FnMut(&CStr) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    if name.contains('/') {
+        let file = CString::new(name).map_err(|_| Errno::ENOENT)?;
+        return exec(&file);
+    }
+    let mut denied = false;
+    for dir in path.split(':') {
+        let candidate = if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", dir.trim_end_matches('/'))
+        };
+        let Ok(file) = CString::new(candidate) else {
+            continue;
+        };
+        match exec(&file) {
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(Errno::EACCES) => denied = true,
+            result => return result,
+        }
+    }
+    Err(if denied { Errno::EACCES } else { Errno::ENOENT })
+}
+
+/// 127 when the command does not exist, 126 when it exists but cannot be executed.
+pub fn failure_status(errno: Errno) -> u8 {
+    match errno {
+        Errno::ENOENT | Errno::ENOTDIR => NOT_FOUND,
+        _ => NOT_EXECUTABLE,
+    }
+}
+
+/// The end of the one-line message: says which PATH was searched when that is what failed.
+pub fn failure_reason(name: &str, path: &str, errno: Errno) -> String {
+    if errno == Errno::ENOENT && !name.contains('/') {
+        format!("not found in PATH {path}")
+    } else {
+        errno.desc().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    /// Stands in for execve: "runs" files with an execute bit, fails as the kernel would
+    /// otherwise.
+    fn fake_exec(file: &CStr) -> Result<String, Errno> {
+        let path = Path::new(file.to_str().unwrap());
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                Ok(path.display().to_string())
+            }
+            Ok(_) => Err(Errno::EACCES),
+            Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap())),
+        }
+    }
+
+    #[test]
+    fn bare_names_are_searched_in_path_order_and_slashes_are_taken_as_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for (dir, mode) in [(&a, 0o644), (&b, 0o755)] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("tool"), b"").unwrap();
+            std::fs::set_permissions(dir.join("tool"), PermissionsExt::from_mode(mode)).unwrap();
+        }
+        let path = format!(
+            "/nonexistent:{}:{}/:{}",
+            a.display(),
+            b.display(),
+            a.display()
+        );
+        // a/tool is not executable, so b/tool runs (with the trailing slash folded).
+        let found = find_and_exec("tool", &path, fake_exec).unwrap();
+        assert_eq!(found, format!("{}/tool", b.display()));
+
+        let direct = format!("{}/tool", a.display());
+        assert_eq!(find_and_exec(&direct, &path, fake_exec), Err(Errno::EACCES));
+        assert_eq!(
+            find_and_exec("tool", "/nonexistent", fake_exec),
+            Err(Errno::ENOENT)
+        );
+        // Found only without the execute bit: not executable, not missing.
+        let only_a = a.display().to_string();
+        assert_eq!(
+            find_and_exec("tool", &only_a, fake_exec),
+            Err(Errno::EACCES)
+        );
+    }
+
+    #[test]
+    fn failures_map_to_shell_statuses_and_messages() {
+        assert_eq!(failure_status(Errno::ENOENT), 127);
+        assert_eq!(failure_status(Errno::ENOTDIR), 127);
+        assert_eq!(failure_status(Errno::EACCES), 126);
+        assert_eq!(failure_status(Errno::ENOEXEC), 126);
+        assert_eq!(
+            failure_reason("tool", "/bin", Errno::ENOENT),
+            "not found in PATH /bin"
+        );
+        assert_eq!(
+            failure_reason("/bin/tool", "/bin", Errno::ENOENT),
+            "No such file or directory"
+        );
+        assert_eq!(
+            failure_reason("tool", "/bin", Errno::EACCES),
+            "Permission denied"
+        );
+    }
+
+    #[test]
+    fn the_search_path_comes_from_the_environment() {
+        let env = vec![
+            "A=1".to_owned(),
+            "PATH=/x:/y".to_owned(),
+            "PATH=/z".to_owned(),
+        ];
+        assert_eq!(search_path(&env), "/x:/y");
+        assert_eq!(search_path(&["PATHX=1".to_owned()]), DEFAULT_PATH);
+    }
+
+    #[test]
+    fn exit_statuses_are_reported_as_a_shell_does() {
+        let pid = Pid::from_raw(7);
+        assert_eq!(exit_status(WaitStatus::Exited(pid, 0)), Some(0));
+        assert_eq!(exit_status(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(exit_status(WaitStatus::Exited(pid, 255)), Some(255));
+        assert_eq!(
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGTERM, true)),
+            Some(143)
+        );
+        assert_eq!(exit_status(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
+        assert_eq!(exit_status(WaitStatus::StillAlive), None);
+    }
+}

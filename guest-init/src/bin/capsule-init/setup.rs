@@ -1,0 +1,174 @@
+//! Everything before the command runs: mounts, the console, modules, the root filesystem.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use guest_init::{GuestConfig, MODULES_DIR, ROOTFS_DIR};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::unistd::{chdir, chroot, mkdir};
+
+use crate::Failure;
+
+/// The kernel file systems every root gets, mounted where they always are.
+const API_MOUNTS: &[ApiMount] = &[
+    ApiMount {
+        dir: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        data: Some(c"mode=0755"),
+    },
+    ApiMount {
+        dir: "/proc",
+        fstype: "proc",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        data: None,
+    },
+    ApiMount {
+        dir: "/sys",
+        fstype: "sysfs",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        data: None,
+    },
+];
+
+struct ApiMount {
+    dir: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: Option<&'static CStr>,
+}
+
+/// devtmpfs, proc and sysfs in the current root, creating missing mount points when `create`.
+pub fn mount_api_filesystems(create: bool) -> Result<(), Failure> {
+    for m in API_MOUNTS {
+        if create {
+            match mkdir(m.dir, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Failure::new("creating mount point", m.dir, e)),
+            }
+        }
+        match mount(Some(m.fstype), m.dir, Some(m.fstype), m.flags, m.data) {
+            // Already there (a kernel that mounts devtmpfs itself).
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    format_args!("mounting {} on", m.fstype),
+                    m.dir,
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the console the init's stdin, stdout and stderr where the kernel could not. The
+/// kernel opens `/dev/console` for the init when the initramfs has it; failing that, the Rust
+/// runtime has put `/dev/null` on closed descriptors before `main`, which is as good as closed.
+/// Not fatal: without a console the exit port still reports the status.
+pub fn attach_console() {
+    let useful = [
+        is_useful(std::io::stdin().as_fd()),
+        is_useful(std::io::stdout().as_fd()),
+        is_useful(std::io::stderr().as_fd()),
+    ];
+    if useful.iter().all(|u| *u) {
+        return;
+    }
+    let Ok(console) = open(
+        "/dev/console",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    // dup2 clears close-on-exec on the copies, so the command inherits them. A failure leaves
+    // that descriptor as it was, which is no worse.
+    if !useful[0] {
+        let _ = nix::unistd::dup2_stdin(&console);
+    }
+    if !useful[1] {
+        let _ = nix::unistd::dup2_stdout(&console);
+    }
+    if !useful[2] {
+        let _ = nix::unistd::dup2_stderr(&console);
+    }
+}
+
+/// Open, and not the Rust runtime's `/dev/null` stand-in (character device 1:3).
+fn is_useful(fd: BorrowedFd<'_>) -> bool {
+    match fstat(fd) {
+        Ok(st) => {
+            let is_char = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+            !(is_char && st.st_rdev == nix::sys::stat::makedev(1, 3))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Loads `config.modules` from [`MODULES_DIR`] in order.
+pub fn load_modules(config: &GuestConfig) -> Result<(), Failure> {
+    for module in &config.modules {
+        let path = format!("{MODULES_DIR}/{module}");
+        let file = open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Failure::new("opening module", &path, e))?;
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
+            // Built in, or loaded as another module's dependency.
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Failure::new("loading module", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes [`ROOTFS_DIR`] the root, the way switch_root does it from an initramfs (which cannot
+/// be pivot_root'ed): mount it over `/` and chroot into it. Then mounts /dev, /proc and /sys
+/// inside it.
+pub fn enter_rootfs(config: &GuestConfig) -> Result<(), Failure> {
+    // The mount points are made while the tree is still writable, so that a read-only root
+    // gets them too; the tree is this boot's copy in RAM, never the host's.
+    for m in API_MOUNTS {
+        let dir = format!("{ROOTFS_DIR}{}", m.dir);
+        match mkdir(dir.as_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Failure::new("creating mount point", &dir, e)),
+        }
+    }
+    // A bind mount makes the directory a mount of its own, which MS_MOVE needs.
+    mount(
+        Some(ROOTFS_DIR),
+        ROOTFS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new("bind-mounting", ROOTFS_DIR, e))?;
+    if config.readonly_root {
+        mount(
+            None::<&str>,
+            ROOTFS_DIR,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Failure::new("remounting read-only", ROOTFS_DIR, e))?;
+    }
+    chdir(ROOTFS_DIR).map_err(|e| Failure::new("entering", ROOTFS_DIR, e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Failure::new("moving the root filesystem onto", "/", e))?;
+    chroot(".").map_err(|e| Failure::new("chroot into", ROOTFS_DIR, e))?;
+    chdir("/").map_err(|e| Failure::new("entering the new root", "/", e))?;
+    mount_api_filesystems(false)
+}

@@ -1,0 +1,73 @@
+//! The microVM guest's side of a capsule launch: what the guest's PID 1 (`capsule-init`, the
+//! binary of this crate) is told, and the archive that carries it.
+//!
+//! The kernel's initrd is two uncompressed newc cpio archives back to back: a cached base
+//! archive (`/init`, kernel modules under [`MODULES_DIR`], a few device nodes) and a small
+//! per-launch archive written by [`write_launch_archive`]: the [`GuestConfig`] as JSON at
+//! [`CONFIG_PATH`] and, optionally, a root filesystem tree under [`ROOTFS_DIR`]. The kernel
+//! unpacks both into its initramfs and runs `/init`, which mounts the basics, loads the modules
+//! the config names, makes the rootfs its root, runs the command as the configured user, and
+//! reports the command's exit status with one write to the I/O port [`EXIT_PORT`].
+//!
+//! The library is small on purpose: the init links it, and the init is a static binary that
+//! every guest boot loads.
+//!
+//! ```no_run
+//! use guest_init::{GuestConfig, write_launch_archive};
+//! use std::path::Path;
+//!
+//! let mut config = GuestConfig::new(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]);
+//! config.env.push("PATH=/bin".into());
+//! let mut initrd = std::fs::File::create("/tmp/launch.cpio")?;
+//! let bytes = write_launch_archive(&mut initrd, &config, Some(Path::new("/srv/rootfs")))?;
+//! println!("{bytes} bytes");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod archive;
+mod config;
+mod error;
+pub mod newc;
+
+pub use archive::write_launch_archive;
+pub use config::GuestConfig;
+pub use error::Error;
+
+/// Where the per-launch archive puts the [`GuestConfig`] (JSON).
+pub const CONFIG_PATH: &str = "/capsule/config.json";
+
+/// Where the per-launch archive puts the root filesystem, if the launch brings one.
+pub const ROOTFS_DIR: &str = "/capsule/rootfs";
+
+/// Where the base archive keeps the kernel modules (`.ko` files, flat) that
+/// [`GuestConfig::modules`] names.
+pub const MODULES_DIR: &str = "/lib/modules";
+
+/// The kernel modules the base archive carries in [`MODULES_DIR`] (the virtio drivers, which
+/// Debian's cloud kernel builds as modules), each after the modules it depends on, so that
+/// [`GuestConfig::modules`] can list them in this order. A kernel that builds one in has no
+/// file for it.
+pub const BASE_MODULES: &[&str] = &[
+    "virtio_ring.ko",
+    "virtio.ko",
+    "virtio_mmio.ko",
+    "virtio_blk.ko",
+    // virtio_net's dependencies.
+    "failover.ko",
+    "net_failover.ko",
+    "virtio_net.ko",
+    "virtio_console.ko",
+    "virtio_rng.ko",
+];
+
+/// The I/O port the init writes the command's exit status to (one byte); the VMM stops the VM
+/// on that write and exits with the status.
+pub const EXIT_PORT: u16 = 0x501;
+
+/// The init writes one byte (0) to this port as the first thing it does, so the VMM can tell
+/// how long the kernel took to reach user space. Never required: the init skips it when it
+/// cannot get the port.
+pub const STARTED_PORT: u16 = EXIT_PORT + 1;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

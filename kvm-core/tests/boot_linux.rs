@@ -1,0 +1,135 @@
+//! Tier-2 tests: boot the stock Debian kernel (`cargo xtask guest`) on a
+//! [`Machine`] to a hand-written init. A stock 64-bit kernel cannot boot on a
+//! PVM host, so these are `#[ignore]`d on the host and `cargo xtask lab`
+//! runs them, ignored ones included, on the lab's nested hardware KVM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+/// Where `cargo xtask guest` put the kernel (`$CAPSULE_GUEST_DIR`, the lab sets it).
+fn kernel() -> PathBuf {
+    let dir = std::env::var_os("CAPSULE_GUEST_DIR")
+        .map(PathBuf::from)
+        .expect("CAPSULE_GUEST_DIR names the guest artifacts (cargo xtask lab sets it)");
+    dir.join("vmlinuz")
+}
+
+/// A static ELF init for the guest: `ioperm(0x501, 1, 1)`, `outb status, 0x501`, spin.
+fn exit_port_init(status: u8) -> Vec<u8> {
+    #[rustfmt::skip]
+    let code = [
+        0xb8, 0xad, 0x00, 0x00, 0x00, // mov eax, 173 (ioperm)
+        0xbf, 0x01, 0x05, 0x00, 0x00, // mov edi, 0x501
+        0xbe, 0x01, 0x00, 0x00, 0x00, // mov esi, 1
+        0xba, 0x01, 0x00, 0x00, 0x00, // mov edx, 1
+        0x0f, 0x05,                   // syscall
+        0x66, 0xba, 0x01, 0x05,       // mov dx, 0x501
+        0xb0, status,                 // mov al, status
+        0xee,                         // out dx, al
+        0xeb, 0xfe,                   // jmp $
+    ];
+    elf(&code)
+}
+
+/// An ELF64 executable whose whole text is `code`, loaded at 0x400000.
+fn elf(code: &[u8]) -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + code.len() as u64;
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers right after
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for field in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&field.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    elf.extend_from_slice(&0u64.to_le_bytes());
+    elf.extend_from_slice(&BASE.to_le_bytes());
+    elf.extend_from_slice(&BASE.to_le_bytes());
+    elf.extend_from_slice(&total.to_le_bytes());
+    elf.extend_from_slice(&total.to_le_bytes());
+    elf.extend_from_slice(&0x1000u64.to_le_bytes());
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// An initramfs holding only `/init`.
+fn initramfs(init: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let entries = [(
+        cpio::NewcBuilder::new("init").mode(0o100_755),
+        std::io::Cursor::new(init),
+    )];
+    cpio::write_cpio(entries.into_iter(), &mut out).expect("write the cpio");
+    out
+}
+
+/// The guest's console, kept for the failure message.
+#[derive(Clone, Default)]
+struct Console(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn boot(vcpus: u8, initrd: Vec<u8>, cmdline: &str) -> (MachineExit, String) {
+    let console = Console::default();
+    let config = MachineConfig {
+        memory: 256 << 20,
+        vcpus,
+        kernel: kernel(),
+        initrd: vec![InitrdPart::Bytes(initrd)],
+        cmdline: cmdline.into(),
+    };
+    let start = Instant::now();
+    let mut machine = Machine::build(&config, Box::new(console.clone())).expect("build");
+    let exit = machine
+        .run(Some(Duration::from_secs(90)), &AtomicBool::new(false))
+        .expect("run");
+    eprintln!("{vcpus} vcpu(s): {exit:?} after {:?}", start.elapsed());
+    let log = String::from_utf8_lossy(&console.0.lock().expect("not poisoned")).into_owned();
+    (exit, log)
+}
+
+const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off";
+
+#[test]
+#[ignore = "boots a stock kernel: needs hardware KVM (cargo xtask lab runs it)"]
+fn the_debian_kernel_boots_to_init_which_reports_its_status() {
+    let (exit, log) = boot(1, initramfs(exit_port_init(42)), CMDLINE);
+    assert_eq!(exit, MachineExit::Status(42), "console:\n{log}");
+    assert!(log.contains("Linux version"), "console:\n{log}");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: needs hardware KVM (cargo xtask lab runs it)"]
+fn two_vcpus_come_up() {
+    let (exit, log) = boot(2, initramfs(exit_port_init(7)), CMDLINE);
+    assert_eq!(exit, MachineExit::Status(7), "console:\n{log}");
+    assert!(log.contains("Brought up 1 node, 2 CPUs"), "console:\n{log}");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: needs hardware KVM (cargo xtask lab runs it)"]
+fn a_kernel_without_init_panics_and_resets() {
+    let (exit, log) = boot(1, initramfs(b"not an executable".to_vec()), CMDLINE);
+    assert_eq!(exit, MachineExit::Reset, "console:\n{log}");
+    assert!(log.contains("Kernel panic"), "console:\n{log}");
+}

@@ -1,0 +1,271 @@
+//! Tier-1 tests of a whole [`Machine`] on the host's KVM (PVM included): a
+//! hand-made bzImage whose "kernel" is a few 64-bit instructions goes
+//! through the real builder (ACPI, zero page, CPUID, MSRs, LAPIC, long
+//! mode) and the real run loop (vCPU threads, devices, stop, timeout).
+//!
+//! Without `/dev/kvm` they print "skipped", except under `CI=true`, where
+//! that is a failure.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+fn kvm_available() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "/dev/kvm is missing but CI=true: kvm-core's tier-1 tests need KVM"
+    );
+    eprintln!("skipped: needs /dev/kvm");
+    false
+}
+
+/// A bzImage (boot protocol 2.15, 64-bit entry) whose protected-mode part
+/// is `code`, placed at the 64-bit entry (load address + 0x200).
+fn bzimage(code: &[u8]) -> Vec<u8> {
+    let mut image = vec![0u8; 1024]; // the boot sector and one setup sector
+    let mut put = |offset: usize, bytes: &[u8]| {
+        image[offset..offset + bytes.len()].copy_from_slice(bytes);
+    };
+    put(0x1f1, &[1]); // setup_sects
+    put(0x1fe, &0xaa55u16.to_le_bytes()); // boot_flag
+    put(0x202, b"HdrS");
+    put(0x206, &0x020fu16.to_le_bytes()); // version 2.15
+    put(0x211, &[1]); // loadflags: LOADED_HIGH
+    put(0x214, &0x10_0000u32.to_le_bytes()); // code32_start
+    put(0x22c, &0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    put(0x236, &1u16.to_le_bytes()); // xloadflags: XLF_KERNEL_64
+    put(0x238, &2048u32.to_le_bytes()); // cmdline_size
+    put(0x260, &0x10_0000u32.to_le_bytes()); // init_size
+    image.resize(1024 + 0x200, 0x90);
+    image.extend_from_slice(code);
+    image
+}
+
+/// Guest code: "ok" on COM1; then the exit port gets 42 if `rsi` points at a
+/// zero page whose boot_flag is 0xaa55 and whose initrd size matches, else 99.
+fn reports_its_boot_params(initrd_size: u32) -> Vec<u8> {
+    let size = initrd_size.to_le_bytes();
+    #[rustfmt::skip]
+    let code = vec![
+        0x66, 0xba, 0xf8, 0x03,                   // mov dx, 0x3f8
+        0xb0, b'o', 0xee,                         // mov al, 'o'; out dx, al
+        0xb0, b'k', 0xee,                         // mov al, 'k'; out dx, al
+        0x66, 0x81, 0xbe, 0xfe, 0x01, 0, 0, 0x55, 0xaa, // cmp word [rsi+0x1fe], 0xaa55
+        0x75, 0x0f,                               // jne bad
+        0x81, 0xbe, 0x1c, 0x02, 0, 0, size[0], size[1], size[2], size[3], // cmp dword [rsi+0x21c], size
+        0x75, 0x04,                               // jne bad
+        0xb0, 42,                                 // mov al, 42
+        0xeb, 0x02,                               // jmp report
+        0xb0, 99,                                 // bad: mov al, 99
+        0x66, 0xba, 0x01, 0x05,                   // report: mov dx, 0x501
+        0xee,                                     // out dx, al
+        0xf4,                                     // hlt
+    ];
+    code
+}
+
+#[derive(Clone, Default)]
+struct Console(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Run {
+    exit: kvm_core::Result<MachineExit>,
+    console: String,
+    elapsed: Duration,
+}
+
+fn kernel_file(dir: &Path, code: &[u8]) -> PathBuf {
+    let path = dir.join("bzImage");
+    std::fs::write(&path, bzimage(code)).expect("write the kernel");
+    path
+}
+
+fn run_machine(
+    code: &[u8],
+    vcpus: u8,
+    initrd: Vec<u8>,
+    timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = MachineConfig {
+        memory: 32 << 20,
+        vcpus,
+        kernel: kernel_file(dir.path(), code),
+        initrd: vec![InitrdPart::Bytes(initrd)],
+        cmdline: "console=ttyS0".into(),
+    };
+    let console = Console::default();
+    let mut machine = Machine::build(&config, Box::new(console.clone())).expect("build");
+    let start = Instant::now();
+    let exit = machine.run(Some(timeout), &stop);
+    let elapsed = start.elapsed();
+    let console = String::from_utf8_lossy(&console.0.lock().expect("not poisoned")).into_owned();
+    eprintln!("{exit:?} after {elapsed:?}, console {console:?}");
+    Run {
+        exit,
+        console,
+        elapsed,
+    }
+}
+
+fn run_code(code: &[u8], vcpus: u8) -> Run {
+    run_machine(
+        code,
+        vcpus,
+        Vec::new(),
+        Duration::from_secs(10),
+        Arc::default(),
+    )
+}
+
+#[test]
+fn the_kernel_entry_gets_the_zero_page_and_reports_through_the_exit_port() {
+    if !kvm_available() {
+        return;
+    }
+    let initrd = vec![7u8; 5000];
+    let run = run_machine(
+        &reports_its_boot_params(5000),
+        1,
+        initrd,
+        Duration::from_secs(10),
+        Arc::default(),
+    );
+    assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
+    assert_eq!(run.console, "ok");
+}
+
+#[test]
+fn a_second_vcpu_waiting_for_its_sipi_does_not_keep_the_machine_alive() {
+    if !kvm_available() {
+        return;
+    }
+    let run = run_machine(
+        &reports_its_boot_params(0),
+        2,
+        Vec::new(),
+        Duration::from_secs(10),
+        Arc::default(),
+    );
+    assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+}
+
+#[test]
+fn acpi_power_off_and_reset_end_the_machine() {
+    if !kvm_available() {
+        return;
+    }
+    // mov dx, 0x600; mov al, 5 << 2 | SLP_EN; out dx, al; hlt
+    let power_off = [0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee, 0xf4];
+    assert_eq!(
+        run_code(&power_off, 1).exit.expect("runs"),
+        MachineExit::PowerOff
+    );
+    // mov dx, 0x602; mov al, 1; out dx, al; hlt
+    let reset = [0x66, 0xba, 0x02, 0x06, 0xb0, 0x01, 0xee, 0xf4];
+    assert_eq!(run_code(&reset, 1).exit.expect("runs"), MachineExit::Reset);
+}
+
+#[test]
+fn a_triple_fault_ends_the_machine() {
+    if !kvm_available() {
+        return;
+    }
+    // ud2 with the boot IDT empty: #UD, then #DF, then a triple fault.
+    assert_eq!(
+        run_code(&[0x0f, 0x0b], 1).exit.expect("runs"),
+        MachineExit::TripleFault
+    );
+}
+
+#[test]
+fn a_spinning_guest_ends_at_the_timeout() {
+    if !kvm_available() {
+        return;
+    }
+    let run = run_machine(
+        &[0xeb, 0xfe], // jmp $
+        2,
+        Vec::new(),
+        Duration::from_millis(300),
+        Arc::default(),
+    );
+    assert_eq!(run.exit.expect("runs"), MachineExit::Timeout);
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+}
+
+#[test]
+fn raising_the_stop_flag_stops_every_vcpu() {
+    if !kvm_available() {
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let raiser = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let run = run_machine(&[0xeb, 0xfe], 2, Vec::new(), Duration::from_secs(30), stop);
+    raiser.join().expect("raiser");
+    assert_eq!(run.exit.expect("runs"), MachineExit::Stopped);
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+}
+
+#[test]
+fn a_missing_or_bogus_kernel_is_a_clear_error() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = MachineConfig {
+        memory: 32 << 20,
+        vcpus: 1,
+        kernel: dir.path().join("missing"),
+        initrd: Vec::new(),
+        cmdline: String::new(),
+    };
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("missing");
+    assert!(
+        err.to_string().starts_with("cannot read the kernel"),
+        "{err}"
+    );
+    config.kernel = dir.path().join("bogus");
+    std::fs::write(&config.kernel, vec![0u8; 4096]).expect("write");
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("bogus");
+    assert!(
+        err.to_string().starts_with("cannot load the kernel"),
+        "{err}"
+    );
+    config.kernel = kernel_file(dir.path(), &[0xf4]);
+    config.initrd = vec![InitrdPart::Bytes(vec![0; 40 << 20])];
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("initrd too big");
+    assert!(
+        err.to_string().contains("does not fit in guest memory"),
+        "{err}"
+    );
+    config.initrd = Vec::new();
+    config.vcpus = 0;
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("no vcpus");
+    assert!(err.to_string().contains("0 vcpus"), "{err}");
+}

@@ -1,0 +1,231 @@
+//! The microVM backend: the Plan's process runs under capsule-init in a
+//! stock Linux kernel on capsule's own VMM (kvm-core).
+//!
+//! The launch owns nothing outside this process: guest memory, vCPU threads
+//! and the per-launch archive all live and die with it, so there is no
+//! state directory for `capsule gc` to clean.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use guest_init::GuestConfig;
+use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+use crate::plan::{Plan, VmSpec};
+use crate::validate::{self, Host};
+use crate::{Error, Outcome, Timings};
+
+/// Guest RAM when the Plan sets no memory.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+/// The least guest RAM capsule boots with: the kernel decompresses itself
+/// into ~60 MiB, and the initramfs and the rootfs are unpacked into RAM.
+pub const MIN_MEMORY: u64 = 128 << 20;
+
+/// capsule's part of the kernel command line. Every console byte is a
+/// trapped port write, so the boot is quiet unless the Plan asks for the
+/// kernel log; `panic=-1` turns a panic into a reset the VMM sees at once;
+/// `8250.nr_uarts=1` stops the serial driver probing three absent UARTs.
+const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off \
+                       i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init";
+const QUIET: &str = "quiet loglevel=1";
+
+/// The exit status of a launch stopped by `--timeout`, as coreutils' `timeout`.
+const TIMED_OUT: i32 = 124;
+
+/// The kernel and base initramfs a Plan boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestArtifacts {
+    /// The bzImage.
+    pub kernel: PathBuf,
+    /// The base initramfs holding capsule-init and the guest's modules.
+    pub initrd: PathBuf,
+}
+
+impl GuestArtifacts {
+    /// The Plan's own files, else `cargo xtask guest`'s: `$CAPSULE_GUEST_DIR`,
+    /// else `~/.cache/capsule/guest`.
+    pub fn of(vm: &VmSpec) -> GuestArtifacts {
+        let dir = guest_dir();
+        GuestArtifacts {
+            kernel: vm.kernel.clone().unwrap_or_else(|| dir.join("vmlinuz")),
+            initrd: vm
+                .initrd
+                .clone()
+                .unwrap_or_else(|| dir.join("initramfs.cpio")),
+        }
+    }
+}
+
+fn guest_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAPSULE_GUEST_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/capsule/guest")
+}
+
+/// The signal that asked the launch to stop, 0 for none.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop the VM (as they would end the command),
+/// and capsule then exits 128 + the signal, as a shell reports it.
+fn catch_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let handler: extern "C" fn(libc::c_int) = on_stop_signal;
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+}
+
+/// Boots the Plan's microVM, runs its command and reports how it ended.
+pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    validate::validate(plan, host)?;
+    let vm = plan.vm.clone().unwrap_or_default();
+    let artifacts = GuestArtifacts::of(&vm);
+
+    let guest = guest_config(plan, &vm);
+    let mut archive = Vec::new();
+    guest_init::write_launch_archive(&mut archive, &guest, Some(&plan.root.path))
+        .map_err(|e| Error::Guest(format!("cannot pack {}: {e}", plan.root.path.display())))?;
+    let mut cmdline = format!("{CMDLINE} {}", if vm.kernel_log { "" } else { QUIET });
+    if let Some(extra) = &vm.cmdline {
+        cmdline = format!("{cmdline} {extra}");
+    }
+    let config = MachineConfig {
+        memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY) as usize,
+        vcpus: vcpus(plan),
+        kernel: artifacts.kernel,
+        initrd: vec![
+            InitrdPart::File(artifacts.initrd),
+            InitrdPart::Bytes(archive),
+        ],
+        cmdline,
+    };
+    let prepared = start.elapsed();
+
+    catch_stop_signals();
+    let mut machine = Machine::build(&config, Box::new(std::io::stdout()))?;
+    let created = start.elapsed();
+    let booted = Instant::now();
+    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &STOP);
+    let ran = start.elapsed();
+    let user_space = machine.user_space_reached();
+    drop(machine);
+    let _ = std::io::stdout().flush();
+    let exit = exit?;
+    let finished = start.elapsed();
+
+    let (exit_code, signal, error) = match exit {
+        MachineExit::Status(status) => (i32::from(status), None, None),
+        MachineExit::Timeout => (
+            TIMED_OUT,
+            None,
+            Some(format!(
+                "the guest did not finish within the {}s timeout and was stopped",
+                plan.timeout.unwrap_or_default()
+            )),
+        ),
+        MachineExit::Stopped => {
+            let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+            (128 + signal, Some(signal), None)
+        }
+        MachineExit::PowerOff => (
+            125,
+            None,
+            Some("the guest powered off without reporting an exit status".into()),
+        ),
+        MachineExit::Reset | MachineExit::TripleFault => (
+            125,
+            None,
+            Some(format!(
+                "the guest kernel {} before the command ended (a kernel panic, or a reboot); rerun with --kernel-log to see its console",
+                if exit == MachineExit::Reset {
+                    "reset"
+                } else {
+                    "triple-faulted"
+                }
+            )),
+        ),
+    };
+    if let Some(error) = &error {
+        eprintln!("capsule: {error}");
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Outcome {
+        id: String::new(),
+        isolation: plan.isolation,
+        exit_code,
+        signal,
+        oom_killed: false,
+        error,
+        timings: Timings {
+            prepare_ms: ms(prepared),
+            create_ms: ms(created - prepared),
+            run_ms: ms(ran - created),
+            cleanup_ms: ms(finished - ran),
+            total_ms: ms(finished),
+            boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
+        },
+        peaks: Default::default(),
+        violations: Vec::new(),
+    })
+}
+
+/// `resources.cpus` rounded up: 1.5 CPUs of time need 2 vCPUs.
+fn vcpus(plan: &Plan) -> u8 {
+    plan.resources
+        .cpus
+        .map_or(1, |cpus| cpus.ceil().clamp(1.0, 254.0) as u8)
+}
+
+/// The part of the Plan capsule-init carries out inside the guest.
+fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
+    let process = &plan.process;
+    GuestConfig {
+        args: process.args.clone(),
+        env: process.env.clone(),
+        cwd: process.cwd.to_string_lossy().into_owned(),
+        uid: process.user.uid,
+        gid: process.user.gid,
+        additional_gids: process.user.additional_gids.clone(),
+        hostname: plan.hostname.clone(),
+        modules: Vec::new(),
+        readonly_root: plan.root.readonly,
+        quiet: !vm.kernel_log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpus_round_cpus_up() {
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        assert_eq!(vcpus(&plan), 1);
+        plan.resources.cpus = Some(1.5);
+        assert_eq!(vcpus(&plan), 2);
+        plan.resources.cpus = Some(0.1);
+        assert_eq!(vcpus(&plan), 1);
+    }
+
+    #[test]
+    fn the_plan_s_files_win_over_the_guest_dir() {
+        let vm = VmSpec {
+            kernel: Some("/k".into()),
+            ..Default::default()
+        };
+        let artifacts = GuestArtifacts::of(&vm);
+        assert_eq!(artifacts.kernel, PathBuf::from("/k"));
+        assert!(artifacts.initrd.ends_with("initramfs.cpio"));
+    }
+}

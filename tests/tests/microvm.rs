@@ -1,0 +1,162 @@
+//! `capsule run --isolation microvm`: each test boots the stock Debian kernel
+//! on capsule's VMM with capsule-init as PID 1.
+//!
+//! A stock kernel cannot boot on a PVM host (this project's hosts), so the
+//! booting tests are `#[ignore]`d there and `cargo xtask lab` runs them on
+//! the lab's nested hardware KVM, with `CAPSULE_BIN`, `CAPSULE_TEST_ROOTFS`
+//! and `CAPSULE_GUEST_DIR` pointing into its initramfs.
+
+use tests::{Env, Launch, env};
+
+macro_rules! env_or_skip {
+    () => {
+        match env() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+fn microvm(flags: &[&str], cmd: &[&str]) -> Launch {
+    let env = env_or_skip_inner();
+    let mut all = vec!["--isolation", "microvm"];
+    all.extend_from_slice(flags);
+    let launch = env.run(&all, cmd);
+    eprintln!("{launch:?}");
+    launch
+}
+
+fn env_or_skip_inner() -> Env {
+    env().expect("the lab provides capsule, the rootfs and the guest")
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn echo_reaches_stdout() {
+    let launch = microvm(&[], &["echo", "hello from the guest"]);
+    assert_eq!(launch.code, 0);
+    assert_eq!(launch.stdout, "hello from the guest\n");
+    assert!(
+        launch.outcome["timings"]["bootMs"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0)
+    );
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn exit_statuses_come_back() {
+    for status in ["0", "1", "7"] {
+        let launch = microvm(&[], &["sh", "-c", &format!("exit {status}")]);
+        assert_eq!(launch.code.to_string(), status);
+        assert_eq!(launch.outcome["exitCode"].to_string(), status);
+    }
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+    let launch = microvm(&[], &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(launch.code, 137);
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn cpus_become_vcpus() {
+    assert_eq!(microvm(&[], &["nproc"]).stdout, "1\n");
+    assert_eq!(microvm(&["--cpus", "2"], &["nproc"]).stdout, "2\n");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn memory_sizes_the_guest() {
+    let launch = microvm(
+        &["--memory", "512M"],
+        &["grep", "MemTotal", "/proc/meminfo"],
+    );
+    assert_eq!(launch.code, 0);
+    let kib: u64 = launch
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal: N kB");
+    // The kernel keeps its own image and reserved areas out of MemTotal.
+    assert!((400 << 10..=512 << 10).contains(&kib), "MemTotal {kib} kB");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn the_process_gets_its_user_env_cwd_and_hostname() {
+    let launch = microvm(
+        &[
+            "--user",
+            "nobody",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp",
+            "--hostname",
+            "vm1",
+        ],
+        &["sh", "-c", "echo $(id -u) $GREETING $(pwd) $(hostname)"],
+    );
+    assert_eq!(launch.stdout, "65534 hi /tmp vm1\n");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_read_only_root_refuses_writes() {
+    let launch = microvm(&["--read-only"], &["touch", "/new-file"]);
+    assert_eq!(launch.code, 1, "{launch:?}");
+    assert!(launch.stdout.contains("Read-only file system"));
+    assert_eq!(microvm(&[], &["touch", "/new-file"]).code, 0);
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn missing_commands_exit_127() {
+    let launch = microvm(&[], &["/no/such/command"]);
+    assert_eq!(launch.code, 127);
+    assert!(launch.stdout.contains("/no/such/command"));
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_guest_that_never_exits_ends_at_the_timeout() {
+    let launch = microvm(&["--timeout", "5s"], &["sleep", "600"]);
+    assert_eq!(launch.code, 124);
+    assert!(launch.stderr.contains("timeout"), "{}", launch.stderr);
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_guest_kernel_panic_is_reported() {
+    let launch = microvm(&[], &["sh", "-c", "echo c > /proc/sysrq-trigger"]);
+    assert_eq!(launch.code, 125);
+    assert!(launch.stderr.contains("kernel reset"), "{}", launch.stderr);
+}
+
+#[test]
+fn a_missing_kernel_and_initrd_are_both_named() {
+    let env = env_or_skip!();
+    let launch = env.run(
+        &[
+            "--isolation",
+            "microvm",
+            "--kernel",
+            "/no/such/kernel",
+            "--initrd",
+            "/no/such/initrd",
+        ],
+        &["true"],
+    );
+    assert_eq!(launch.code, 125, "{launch:?}");
+    for expected in [
+        "vm.kernel /no/such/kernel: no such file",
+        "vm.initrd /no/such/initrd: no such file",
+        "cargo xtask guest",
+    ] {
+        assert!(launch.stderr.contains(expected), "{}", launch.stderr);
+    }
+}
