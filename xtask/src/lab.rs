@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,14 +23,18 @@ use crate::util::{self, progress};
 
 const MARKER: &str = "CAPSULE-LAB";
 
-/// A whole lab boot may take this long before it is killed (a passing one takes about 5 s).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A whole lab boot may take this long before it is killed.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// A lab whose console stays silent this long has stalled (cases echo their output to the
+/// console line by line, and no single test takes this long): it is killed and booted again.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Boots before a lab that never finishes counts as failed.
 const MAX_BOOTS: u32 = 3;
 
 /// One case may take this long; a hung case then fails instead of hanging the whole boot.
-const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+const CASE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
 const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
@@ -62,7 +68,7 @@ const CASES: &[(&str, &str)] = &[
 /// Applets the lab's init uses.
 const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir", "sed", "head",
-    "tr", "timeout", "tail",
+    "tr", "timeout", "tail", "tee",
 ];
 
 /// One case's verdict.
@@ -162,7 +168,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
             break (results, done);
         }
         eprintln!(
-            "xtask: WARNING: lab boot {attempt} did not finish within {BOOT_TIMEOUT:?} (console in {}); booting once more",
+            "xtask: WARNING: lab boot {attempt} stalled or did not finish (console in {}); booting once more",
             log.display()
         );
         attempt += 1;
@@ -212,12 +218,18 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     let stdout = child.stdout.take().context("qemu's stdout")?;
     let pid = child.id();
     // The watchdog ends a hung lab; the reader below then sees EOF.
+    let start = Instant::now();
+    let last_line_ms = Arc::new(AtomicU64::new(0));
+    let heard = Arc::clone(&last_line_ms);
     let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        while Instant::now() < deadline {
+        loop {
             std::thread::sleep(Duration::from_millis(200));
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 return;
+            }
+            let silence = start.elapsed() - Duration::from_millis(heard.load(Ordering::Relaxed));
+            if start.elapsed() > BOOT_TIMEOUT || silence > SILENCE_TIMEOUT {
+                break;
             }
         }
         // The QEMU process we started; at worst it is already gone.
@@ -231,6 +243,7 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     let mut done = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
+        last_line_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         let _ = writeln!(log, "{line}");
         if let Some(result) = parse_result(&line) {
             results.push(result);
@@ -242,7 +255,7 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     let _ = watchdog.join();
     if !done {
         progress!(
-            "qemu exited with {status} before the lab finished (killed after {BOOT_TIMEOUT:?}?)"
+            "qemu exited with {status} before the lab finished (killed after {SILENCE_TIMEOUT:?} of silence or {BOOT_TIMEOUT:?} in all?)"
         );
     }
     Ok((results, done))
@@ -285,7 +298,7 @@ fn init_script(cases: &[(String, String)]) -> String {
         &"filter=$(sed -n 's/.*capsule.filter=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
          case_() {\n  case \"$1\" in *\"$filter\"*) ;; *) return ;; esac\n  \
          echo \"CAPSULE-LAB start $1\"\n  \
-         timeout {CASE_TIMEOUT_S} sh -c \"$2\" > /tmp/out 2>&1; rc=$?\n  \
+         { timeout {CASE_TIMEOUT_S} sh -c \"$2\" 2>&1; echo $? > /tmp/rc; } | tee /tmp/out; rc=$(cat /tmp/rc)\n  \
          [ $rc = 143 ] && echo \"timed out after {CASE_TIMEOUT_S} s\" >> /tmp/out\n  \
          if [ $rc = 0 ]; then r=pass; else r=fail; fi\n  \
          echo \"CAPSULE-LAB result $1 $r $(tail -c 300 /tmp/out | tr '\\n' ' ')\"\n}\n\

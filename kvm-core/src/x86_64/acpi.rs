@@ -6,7 +6,7 @@
 //! PIT setup by the kernel): power-off and reset go through the FADT's sleep
 //! and reset registers, which `devices::legacy::AcpiPm` implements on the
 //! ports named in [`layout`]. Everything else the guest must know about (COM1,
-//! the i8042, the virtio-mmio devices) is declared in the DSDT.
+//! the virtio-mmio devices) is declared in the DSDT.
 //!
 //! Tables are placed back to back from [`layout::ACPI_START`], RSDP first
 //! (where Linux's fallback scan of `0xe0000..0x100000` would also find it):
@@ -52,9 +52,6 @@ const FADT_MINOR_REVISION: u8 = 5;
 /// DSDT revision 2 or more switches the AML interpreter to 64-bit integers.
 const DSDT_REVISION: u8 = 2;
 
-/// IAPC_BOOT_ARCH bit 1: an 8042 is present. capsule emulates enough of one
-/// for `reboot=k`, and the DSDT declares it (`PNP0303`).
-const IAPC_8042: u16 = 1 << 1;
 /// IAPC_BOOT_ARCH bit 2: there is no VGA, so Linux must not probe for one.
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 /// IAPC_BOOT_ARCH bit 5: no CMOS RTC. Without it Linux registers `rtc_cmos`,
@@ -63,11 +60,11 @@ const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 /// What the FADT's IAPC_BOOT_ARCH says. "MSI not supported" (bit 3) stays
 /// clear so a later virtio-pci transport can use MSI-X.
-const IAPC_BOOT_ARCH: u16 = IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT;
-
-/// The i8042's command/status port, the second register Linux's i8042 PNP
-/// probe expects in `_CRS` (the first is the data port, [`layout::I8042_PORT`]).
-const I8042_COMMAND_PORT: u16 = layout::I8042_PORT + 4;
+///
+/// Bit 1 (an 8042 is present) stays clear too: the i8042 capsule emulates is
+/// only the `reboot=k` reset line, and a Linux that believed in a keyboard
+/// controller would spend a second of every boot failing to probe it.
+const IAPC_BOOT_ARCH: u16 = IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT;
 
 /// The most vCPUs the MADT describes: xAPIC ids are 8 bits and 255 is the
 /// broadcast id, so APIC ids (= vCPU indices) stop at 254.
@@ -325,7 +322,6 @@ fn xsdt_bytes(entries: &[u64]) -> Vec<u8> {
 fn dsdt_bytes(virtio_devices: &[VirtioMmioDevice]) -> Vec<u8> {
     let mut devices = Vec::new();
     serial_aml(&mut devices);
-    i8042_aml(&mut devices);
     for (index, dev) in virtio_devices.iter().enumerate() {
         virtio_aml(index, dev, &mut devices);
     }
@@ -383,21 +379,6 @@ fn serial_aml(out: &mut Vec<u8>) {
         &aml::EISAName::new("PNP0501"),
         0,
         vec![&ports, &irq],
-        out,
-    );
-}
-
-fn i8042_aml(out: &mut Vec<u8>) {
-    // The i8042 PNP probe takes the first I/O resource as the data port and
-    // the second as the command port, so they are two one-byte ranges.
-    let data = io_range(layout::I8042_PORT, 1);
-    let command = io_range(I8042_COMMAND_PORT, 1);
-    let irq = edge_interrupt(layout::I8042_IRQ);
-    device_aml(
-        "PS2K",
-        &aml::EISAName::new("PNP0303"),
-        0,
-        vec![&data, &command, &irq],
         out,
     );
 }
@@ -539,6 +520,11 @@ mod tests {
         assert_ne!(boot_arch & (1 << 5), 0, "CMOS RTC not present");
         assert_ne!(boot_arch & (1 << 2), 0, "VGA not present");
         assert_eq!(boot_arch & (1 << 3), 0, "MSI must stay allowed");
+        assert_eq!(
+            boot_arch & (1 << 1),
+            0,
+            "no 8042: Linux must not probe a keyboard"
+        );
 
         // GAS: space id, bit width, bit offset, access size, address.
         let io_byte = |port: u16| {
@@ -598,18 +584,13 @@ mod tests {
                 dsdt[at_s5 + s5.len()..at_s5 + s5.len() + 4],
                 [layout::ACPI_S5_SLEEP_TYPE, 0, 0, 0]
             );
-            // EISAID("PNP0501") and EISAID("PNP0303") as DWordConst.
+            // EISAID("PNP0501") as DWordConst, and no keyboard controller (PNP0303).
             assert_eq!(count(dsdt, &[0x0c, 0x41, 0xd0, 0x05, 0x01]), 1);
-            assert_eq!(count(dsdt, &[0x0c, 0x41, 0xd0, 0x03, 0x03]), 1);
+            assert_eq!(count(dsdt, &[0x0c, 0x41, 0xd0, 0x03, 0x03]), 0);
             // IO(Decode16, 0x3f8, 0x3f8, 1, 8), then ExtendedIRQ 4.
             let mut com1 = vec![0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08];
             com1.extend_from_slice(&[0x89, 0x06, 0x00, 0x03, 0x01, 4, 0, 0, 0]);
             assert_eq!(count(dsdt, &com1), 1);
-            // The i8042's data and command ports, then IRQ 1.
-            let mut ps2 = vec![0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x01, 0x01];
-            ps2.extend_from_slice(&[0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01]);
-            ps2.extend_from_slice(&[0x89, 0x06, 0x00, 0x03, 0x01, 1, 0, 0, 0]);
-            assert_eq!(count(dsdt, &ps2), 1);
             for (index, dev) in cfg.virtio_devices.iter().enumerate() {
                 assert_eq!(count(dsdt, format!("V{index:03X}").as_bytes()), 1);
                 // Memory32Fixed(ReadWrite, base, size), then an ExtendedIRQ

@@ -2,7 +2,7 @@
 //!
 //! 1. Tells the VMM that user space started (a byte to `STARTED_PORT`, if it may).
 //! 2. Mounts devtmpfs on /dev, proc and sysfs in the initramfs; puts the console on stdin,
-//!    stdout and stderr where the kernel could not.
+//!    stdout and stderr where the kernel could not, and stops it turning `\n` into `\r\n`.
 //! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH` and loads its kernel modules.
 //! 4. If the launch brought a root filesystem at `ROOTFS_DIR`, makes it the root (read-only if
 //!    asked) with its own /dev, /proc and /sys.
@@ -48,6 +48,7 @@ fn main() {
 fn init() -> Result<u8, Failure> {
     setup::mount_api_filesystems(true)?;
     setup::attach_console();
+    setup::console_output_verbatim();
     let config = read_config()?;
     if config.quiet {
         // Kernel messages would interleave with the command's output on the console; keep

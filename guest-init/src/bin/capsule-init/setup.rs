@@ -9,6 +9,7 @@ use nix::fcntl::{OFlag, open};
 use nix::kmod::{ModuleInitFlags, finit_module};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::termios::{OutputFlags, SetArg, tcgetattr, tcsetattr};
 use nix::unistd::{chdir, chroot, mkdir};
 
 use crate::Failure;
@@ -100,6 +101,20 @@ pub fn attach_console() {
     }
     if !useful[2] {
         let _ = nix::unistd::dup2_stderr(&console);
+    }
+}
+
+/// Lets the command's output reach the VMM byte for byte: a tty turns every `\n` into `\r\n`
+/// by default (ONLCR), which would change what `capsule run` prints on the host, whose own
+/// terminal adds the `\r` where one is needed. Not fatal: stdout may be no tty at all.
+pub fn console_output_verbatim() {
+    let stdout = std::io::stdout();
+    let Ok(mut termios) = tcgetattr(stdout.as_fd()) else {
+        return;
+    };
+    if termios.output_flags.contains(OutputFlags::ONLCR) {
+        termios.output_flags.remove(OutputFlags::ONLCR);
+        let _ = tcsetattr(stdout.as_fd(), SetArg::TCSANOW, &termios);
     }
 }
 
