@@ -1,3 +1,4 @@
+use ns_core::{Capabilities, Rlimit, SeccompProfile};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -45,6 +46,22 @@ pub struct GuestConfig {
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
+    /// The command's capability sets (all of them by default: it is root in its own VM).
+    #[serde(default = "Capabilities::all")]
+    pub capabilities: Capabilities,
+    /// Set no_new_privs before running the command.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// Resource limits of the command.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// The command's seccomp filter (none by default).
+    #[serde(default = "unconfined")]
+    pub seccomp: SeccompProfile,
+}
+
+fn unconfined() -> SeccompProfile {
+    SeccompProfile::Unconfined
 }
 
 fn root_dir() -> String {
@@ -65,6 +82,10 @@ impl GuestConfig {
             modules: Vec::new(),
             readonly_root: false,
             quiet: false,
+            capabilities: Capabilities::all(),
+            no_new_privileges: false,
+            rlimits: Vec::new(),
+            seccomp: SeccompProfile::Unconfined,
         }
     }
 
@@ -162,6 +183,14 @@ mod tests {
             modules: vec!["virtio.ko".into()],
             readonly_root: true,
             quiet: true,
+            capabilities: Capabilities::oci_default(),
+            no_new_privileges: true,
+            rlimits: vec![Rlimit {
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft: 1024,
+                hard: 2048,
+            }],
+            seccomp: SeccompProfile::Default,
         }
     }
 

@@ -196,6 +196,11 @@ impl Machine {
         self.user_space.get().copied()
     }
 
+    /// Bytes of guest RAM resident on the host (what the guest has touched).
+    pub fn guest_memory_resident(&self) -> u64 {
+        crate::memory::resident_bytes(self.vm.memory())
+    }
+
     /// The VM, for what the builder does not wrap.
     pub fn vm(&self) -> &Vm {
         &self.vm

@@ -20,6 +20,7 @@
 //! ```
 
 mod capabilities;
+mod credentials;
 mod dev;
 mod error;
 mod idmap;
@@ -32,6 +33,7 @@ mod spec;
 mod sys;
 
 pub use capabilities::{Capabilities, parse_capability};
+pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};
 pub use rlimits::{Rlimit, parse_rlimit_resource};

@@ -20,10 +20,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use seccompiler::BpfProgram;
 
 use crate::Error;
-use crate::capabilities;
+use crate::credentials::{CredentialStep, Credentials};
 use crate::mounts::{self, Planner, Step};
 use crate::rlimits;
 use crate::rootfs::{self, Layers};
@@ -87,15 +86,7 @@ struct Prepared {
     _envp: Vec<CString>,
     envp: Vec<*const libc::c_char>,
     candidates: Vec<CString>,
-    groups: Vec<libc::gid_t>,
-    set_groups: bool,
-    spec_rlimits: Vec<crate::Rlimit>,
-    caps: crate::Capabilities,
-    last_cap: u8,
-    uid: u32,
-    gid: u32,
-    no_new_privs: bool,
-    filter: Option<BpfProgram>,
+    credentials: Credentials,
     init: bool,
     userns: bool,
 }
@@ -131,6 +122,20 @@ enum Stage {
     Cwd,
     Seccomp,
     Fork,
+}
+
+impl From<CredentialStep> for Stage {
+    fn from(step: CredentialStep) -> Stage {
+        match step {
+            CredentialStep::Rlimits => Stage::Rlimits,
+            CredentialStep::BoundingSet => Stage::BoundingSet,
+            CredentialStep::Groups => Stage::Groups,
+            CredentialStep::Gid => Stage::Gid,
+            CredentialStep::Uid => Stage::Uid,
+            CredentialStep::Capabilities => Stage::Capabilities,
+            CredentialStep::NoNewPrivs => Stage::NoNewPrivs,
+        }
+    }
 }
 
 const STAGES: &[(Stage, &str)] = &[
@@ -317,7 +322,19 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
             .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
             .collect()
     };
-    let filter = crate::seccomp::compile(spec.seccomp, &spec.capabilities.bounding.to_set())?;
+    let credentials = Credentials::new(
+        &spec.user,
+        spec.capabilities,
+        spec.no_new_privs,
+        &spec.rlimits,
+        spec.seccomp,
+    )?;
+    // An unprivileged writer of gid_map had to deny setgroups(2).
+    let credentials = if !userns || nix::unistd::geteuid().is_root() {
+        credentials
+    } else {
+        credentials.keep_groups()
+    };
 
     let mut argv: Vec<_> = argv_owned.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -349,16 +366,7 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
             .iter()
             .map(|c| cstring(c))
             .collect::<Result<_, _>>()?,
-        groups: spec.user.additional_gids.clone(),
-        // An unprivileged writer of gid_map had to deny setgroups(2).
-        set_groups: !userns || nix::unistd::geteuid().is_root(),
-        spec_rlimits: spec.rlimits.clone(),
-        caps: spec.capabilities,
-        last_cap: capabilities::last_cap(),
-        uid: spec.user.uid,
-        gid: spec.user.gid,
-        no_new_privs: spec.no_new_privs,
-        filter,
+        credentials,
         init: spec.init,
         userns,
     };
@@ -427,30 +435,8 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         if let Err(e) = rootfs::pivot(&p.merged) {
             fail(Stage::Pivot, 0, e);
         }
-        // Before privileges drop, so hard limits can still be raised.
-        if let Err((i, e)) = rlimits::apply(&p.spec_rlimits) {
-            fail(Stage::Rlimits, i, e);
-        }
-        // Needs CAP_SETPCAP, so before the user change.
-        if let Err((cap, e)) = capabilities::drop_bounding(&p.caps, p.last_cap) {
-            fail(Stage::BoundingSet, cap, e);
-        }
-        // Keep the permitted set across setuid; capset below chooses what remains.
-        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
-        if p.set_groups && libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0 {
-            fail(Stage::Groups, 0, errno());
-        }
-        if libc::setresgid(p.gid, p.gid, p.gid) != 0 {
-            fail(Stage::Gid, p.gid, errno());
-        }
-        if libc::setresuid(p.uid, p.uid, p.uid) != 0 {
-            fail(Stage::Uid, p.uid, errno());
-        }
-        if let Err((cap, e)) = capabilities::apply_sets(&p.caps) {
-            fail(Stage::Capabilities, cap, e);
-        }
-        if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            fail(Stage::NoNewPrivs, 0, errno());
+        if let Err((step, index, e)) = p.credentials.apply() {
+            fail(Stage::from(step), index, e);
         }
         // As the final user, so a directory it cannot enter is an error, as with runc.
         if libc::chdir(p.cwd.as_ptr()) != 0 {
@@ -466,10 +452,8 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
-        if let Some(filter) = &p.filter {
-            if let Err(e) = crate::seccomp::install_raw(filter) {
-                fail(Stage::Seccomp, 0, e);
-            }
+        if let Err(e) = p.credentials.install_seccomp() {
+            fail(Stage::Seccomp, 0, e);
         }
         if p.init {
             init(p, report_fd)

@@ -54,4 +54,7 @@ pub struct Peaks {
     pub cpu_time_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// microVM: the VMM's peak RSS less the guest RAM it holds resident.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmm_overhead_bytes: Option<u64>,
 }

@@ -179,6 +179,22 @@ pub enum Network {
     None,
 }
 
+impl Process {
+    /// The rlimits with their names resolved to resource numbers.
+    pub fn resolved_rlimits(&self) -> Result<Vec<ns_core::Rlimit>, ns_core::Error> {
+        self.rlimits
+            .iter()
+            .map(|r| {
+                Ok(ns_core::Rlimit {
+                    resource: ns_core::parse_rlimit_resource(&r.kind)?,
+                    soft: r.soft,
+                    hard: r.hard,
+                })
+            })
+            .collect()
+    }
+}
+
 impl Plan {
     /// A container Plan with `docker run`'s defaults for `args` in `rootfs`.
     pub fn container(rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {

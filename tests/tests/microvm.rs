@@ -36,6 +36,14 @@ fn echo_reaches_stdout() {
     let launch = microvm(&[], &["echo", "hello from the guest"]);
     assert_eq!(launch.code, 0);
     assert_eq!(launch.stdout, "hello from the guest\n");
+    // The VMM's own memory, beyond the guest RAM it holds for the guest.
+    assert!(
+        launch.outcome["peaks"]["vmmOverheadBytes"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 0 && bytes < 64 << 20),
+        "{}",
+        launch.outcome
+    );
     assert!(
         launch.outcome["timings"]["bootMs"]
             .as_f64()
@@ -159,4 +167,32 @@ fn a_missing_kernel_and_initrd_are_both_named() {
     ] {
         assert!(launch.stderr.contains(expected), "{}", launch.stderr);
     }
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn the_plan_s_privileges_limits_and_seccomp_hold_in_the_guest_too() {
+    let probe =
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; ulimit -n";
+    // A container's defaults: Docker's capabilities, no_new_privs, its seccomp profile.
+    let launch = microvm(&[], &["sh", "-c", probe]);
+    assert_eq!(
+        launch.stdout,
+        "CapEff: 00000000a80425fb\nNoNewPrivs: 1\nSeccomp: 2\n1024\n"
+    );
+    let launch = microvm(
+        &[
+            "--cap-drop",
+            "ALL",
+            "--seccomp",
+            "unconfined",
+            "--ulimit",
+            "nofile=99",
+        ],
+        &["sh", "-c", probe],
+    );
+    assert_eq!(
+        launch.stdout,
+        "CapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 0\n99\n"
+    );
 }

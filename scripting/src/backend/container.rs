@@ -87,6 +87,7 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
                 .and_then(|s| s.cpu_usage_ns)
                 .map(|ns| ns as f64 / 1e6),
             pids: stats.as_ref().and_then(|s| s.pids_peak.or(s.pids_current)),
+            vmm_overhead_bytes: None,
         },
         violations: if oom_killed {
             vec!["memory".to_owned()]
@@ -136,17 +137,7 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
     spec.user = p.user.clone();
     spec.capabilities = p.capabilities;
     spec.no_new_privs = p.no_new_privileges;
-    spec.rlimits = p
-        .rlimits
-        .iter()
-        .map(|r| {
-            Ok(ns_core::Rlimit {
-                resource: ns_core::parse_rlimit_resource(&r.kind)?,
-                soft: r.soft,
-                hard: r.hard,
-            })
-        })
-        .collect::<Result<_, ns_core::Error>>()?;
+    spec.rlimits = p.resolved_rlimits()?;
     spec.seccomp = plan.seccomp;
     spec.mounts = plan
         .mounts

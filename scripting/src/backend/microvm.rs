@@ -15,7 +15,7 @@ use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use crate::plan::{Plan, VmSpec};
 use crate::validate::{self, Host};
-use crate::{Error, Outcome, Timings};
+use crate::{Error, Outcome, Peaks, Timings};
 
 /// Guest RAM when the Plan sets no memory.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
@@ -92,7 +92,7 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
 
-    let guest = guest_config(plan, &vm);
+    let guest = guest_config(plan, &vm)?;
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, Some(&plan.root.path))
         .map_err(|e| Error::Guest(format!("cannot pack {}: {e}", plan.root.path.display())))?;
@@ -119,7 +119,12 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
     let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &STOP);
     let ran = start.elapsed();
     let user_space = machine.user_space_reached();
+    // The VMM is this process: its RSS holds the guest RAM the guest touched,
+    // and what is left is the VMM's own (measured while the VM still exists).
+    let vmm_overhead =
+        status_bytes("VmRSS:").map(|rss| rss.saturating_sub(machine.guest_memory_resident()));
     drop(machine);
+    let peak_rss = status_bytes("VmHWM:");
     let _ = std::io::stdout().flush();
     let exit = exit?;
     let finished = start.elapsed();
@@ -175,9 +180,21 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
             total_ms: ms(finished),
             boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
         },
-        peaks: Default::default(),
+        peaks: Peaks {
+            memory_bytes: peak_rss,
+            vmm_overhead_bytes: vmm_overhead,
+            ..Default::default()
+        },
         violations: Vec::new(),
     })
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// `resources.cpus` rounded up: 1.5 CPUs of time need 2 vCPUs.
@@ -187,10 +204,12 @@ fn vcpus(plan: &Plan) -> u8 {
         .map_or(1, |cpus| cpus.ceil().clamp(1.0, 254.0) as u8)
 }
 
-/// The part of the Plan capsule-init carries out inside the guest.
-fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
+/// The part of the Plan capsule-init carries out inside the guest: the
+/// process, with the same privileges, limits and seccomp filter it would
+/// have in a container.
+fn guest_config(plan: &Plan, vm: &VmSpec) -> Result<GuestConfig, Error> {
     let process = &plan.process;
-    GuestConfig {
+    Ok(GuestConfig {
         args: process.args.clone(),
         env: process.env.clone(),
         cwd: process.cwd.to_string_lossy().into_owned(),
@@ -201,7 +220,11 @@ fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
         modules: Vec::new(),
         readonly_root: plan.root.readonly,
         quiet: !vm.kernel_log,
-    }
+        capabilities: process.capabilities,
+        no_new_privileges: process.no_new_privileges,
+        rlimits: process.resolved_rlimits()?,
+        seccomp: plan.seccomp,
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use guest_init::GuestConfig;
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, fork, setgid, setgroups, setuid};
+use nix::unistd::{ForkResult, Pid, chdir, execve, fork};
+use ns_core::{Credentials, User};
 
 use crate::{Failure, SETUP_FAILED};
 
@@ -32,9 +33,7 @@ pub struct Command {
     envp: Vec<CString>,
     search_path: String,
     cwd: CString,
-    uid: Uid,
-    gid: Gid,
-    groups: Vec<Gid>,
+    credentials: Credentials,
 }
 
 impl Command {
@@ -60,13 +59,18 @@ impl Command {
                 .map(|e| c_string(e))
                 .collect::<Result<_, _>>()?,
             cwd: c_string(&config.cwd)?,
-            uid: Uid::from_raw(config.uid),
-            gid: Gid::from_raw(config.gid),
-            groups: config
-                .additional_gids
-                .iter()
-                .map(|g| Gid::from_raw(*g))
-                .collect(),
+            credentials: Credentials::new(
+                &User {
+                    uid: config.uid,
+                    gid: config.gid,
+                    additional_gids: config.additional_gids.clone(),
+                },
+                config.capabilities,
+                config.no_new_privileges,
+                &config.rlimits,
+                config.seccomp,
+            )
+            .map_err(|e| Failure::message(format!("preparing the command's credentials: {e}")))?,
             name,
         })
     }
@@ -172,12 +176,19 @@ fn become_user(command: &Command) -> Result<(), Failure> {
     // matter.
     unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
         .map_err(|e| Failure::new("resetting", "SIGPIPE", e))?;
-    setgroups(&command.groups)
-        .map_err(|e| Failure::new("setgroups", format_args!("{:?}", command.groups), e))?;
-    setgid(command.gid).map_err(|e| Failure::new("setgid", command.gid, e))?;
-    setuid(command.uid).map_err(|e| Failure::new("setuid", command.uid, e))?;
+    command.credentials.apply().map_err(|(step, what, errno)| {
+        Failure::message(format!(
+            "setting the command's credentials ({step:?} {what}): {}",
+            Errno::from_raw(errno)
+        ))
+    })?;
     chdir(command.cwd.as_c_str())
-        .map_err(|e| Failure::new("changing directory to", command.cwd.to_string_lossy(), e))
+        .map_err(|e| Failure::new("changing directory to", command.cwd.to_string_lossy(), e))?;
+    // Last, so the steps above are not filtered; execve is allowed by every profile.
+    command
+        .credentials
+        .install_seccomp()
+        .map_err(|errno| Failure::new("installing", "the seccomp filter", Errno::from_raw(errno)))
 }
 
 /// The `PATH` of the command's environment (the first one, as getenv finds it), else
