@@ -98,7 +98,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// linux-loader refused the kernel image.
-    #[error("cannot load the kernel {}: {source} (capsule boots a bzImage)", path.display())]
+    #[error(
+        "cannot load the kernel {}: {source} (capsule boots a bzImage, or an ELF vmlinux with a PVH entry)",
+        path.display()
+    )]
     Kernel {
         /// The kernel's path.
         path: PathBuf,
@@ -128,6 +131,12 @@ pub enum Error {
     /// Writing the zero page failed.
     #[error("write the zero page: {0}")]
     BootParams(String),
+    /// More memory map entries than the room kept for the PVH memory map.
+    #[error("{0} memory map entries do not fit the PVH start info's memory map")]
+    PvhMemmapFull(usize),
+    /// Writing the PVH start info failed.
+    #[error("write the PVH start info: {0}")]
+    StartInfo(String),
     /// The initramfs does not fit between the kernel and the end of low RAM.
     #[error(
         "the initramfs ({size} bytes) does not fit in guest memory ({room} bytes free above the kernel): give the VM more memory"

@@ -18,7 +18,7 @@ use crate::io::{DeviceBuses, IrqFd};
 use crate::vcpu::{ExitAction, Vcpu, handle_exit};
 use crate::watchdog::{install_kick_handler, kick_signal};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
-use crate::x86_64::boot::{InitrdPart, load_linux};
+use crate::x86_64::boot::{InitrdPart, KernelEntry, load_linux};
 use crate::x86_64::layout::*;
 use crate::x86_64::{cpuid, regs};
 use crate::{Error, Result, Vm};
@@ -30,7 +30,8 @@ pub struct MachineConfig {
     pub memory: usize,
     /// Number of vCPUs (1 to 254).
     pub vcpus: u8,
-    /// A bzImage (boot protocol 2.12 or later, 64-bit entry).
+    /// A bzImage (boot protocol 2.12 or later, 64-bit entry), or an ELF
+    /// vmlinux with a PVH entry (`CONFIG_PVH`), told apart by the ELF magic.
     pub kernel: PathBuf,
     /// The initramfs, as archives to concatenate.
     pub initrd: Vec<InitrdPart>,
@@ -178,7 +179,14 @@ impl Machine {
             // The other vCPUs wait in the in-kernel LAPIC for the boot
             // vCPU's INIT/SIPI, which sets their registers.
             if id == 0 {
-                regs::setup_long_mode(vcpu.fd(), vm.memory(), kernel.entry, kernel.boot_params)?;
+                match kernel {
+                    KernelEntry::Linux64 { entry, boot_params } => {
+                        regs::setup_long_mode(vcpu.fd(), vm.memory(), entry, boot_params)?;
+                    }
+                    KernelEntry::Pvh { entry, start_info } => {
+                        regs::setup_protected_mode(vcpu.fd(), vm.memory(), entry, start_info)?;
+                    }
+                }
             }
             vcpus.push(vcpu);
         }

@@ -1,7 +1,9 @@
 //! Tier-1 tests of a whole [`Machine`] on the host's KVM (PVM included): a
 //! hand-made bzImage whose "kernel" is a few 64-bit instructions goes
 //! through the real builder (ACPI, zero page, CPUID, MSRs, LAPIC, long
-//! mode) and the real run loop (vCPU threads, devices, stop, timeout).
+//! mode) and the real run loop (vCPU threads, devices, stop, timeout); a
+//! hand-made ELF with a PVH note whose "kernel" is a few 32-bit
+//! instructions goes through the PVH path (start info, protected mode).
 //!
 //! Without `/dev/kvm` they print "skipped", except under `CI=true`, where
 //! that is a failure.
@@ -72,6 +74,81 @@ fn reports_its_boot_params(initrd_size: u32) -> Vec<u8> {
     code
 }
 
+/// Where the hand-made ELF is loaded (its one segment, from file offset 0).
+const ELF_LOAD: u64 = 0x10_0000;
+/// Where its code starts in the file, so the entry is `ELF_LOAD + ELF_CODE`.
+const ELF_CODE: usize = 0x100;
+
+/// An ELF64 vmlinux stand-in: one PT_LOAD segment holding the whole file at
+/// [`ELF_LOAD`], with `code` at the entry; with `pvh`, a PT_NOTE segment
+/// holds the Xen note naming the entry as the PVH 32-bit entry point.
+fn pvh_elf(code: &[u8], pvh: bool) -> Vec<u8> {
+    let entry = ELF_LOAD + ELF_CODE as u64;
+    let phnum: u16 = if pvh { 2 } else { 1 };
+    let note_offset = 64 + 56 * u64::from(phnum);
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&entry.to_le_bytes());
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers right after
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for field in [64u16, 56, phnum, 64, 0, 0] {
+        elf.extend_from_slice(&field.to_le_bytes());
+    }
+    let total = (ELF_CODE + code.len()) as u64;
+    let mut segment = |kind: u32, flags: u32, offset: u64, addr: u64, size: u64, align: u64| {
+        elf.extend_from_slice(&kind.to_le_bytes());
+        elf.extend_from_slice(&flags.to_le_bytes());
+        elf.extend_from_slice(&offset.to_le_bytes());
+        elf.extend_from_slice(&addr.to_le_bytes()); // vaddr
+        elf.extend_from_slice(&addr.to_le_bytes()); // paddr
+        elf.extend_from_slice(&size.to_le_bytes()); // filesz
+        elf.extend_from_slice(&size.to_le_bytes()); // memsz
+        elf.extend_from_slice(&align.to_le_bytes());
+    };
+    segment(1, 5, 0, ELF_LOAD, total, 0x1000); // PT_LOAD, R+X
+    if pvh {
+        segment(4, 4, note_offset, 0, 20, 4); // PT_NOTE, R
+        elf.extend_from_slice(&4u32.to_le_bytes()); // namesz
+        elf.extend_from_slice(&4u32.to_le_bytes()); // descsz
+        elf.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+        elf.extend_from_slice(b"Xen\0");
+        elf.extend_from_slice(&(entry as u32).to_le_bytes());
+    }
+    elf.resize(ELF_CODE, 0);
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// 32-bit guest code: "ok" on COM1; then the exit port gets 42 if `ebx`
+/// points at an `hvm_start_info` whose magic is right, with one module of
+/// `initrd_size` bytes, else 99.
+fn reports_its_start_info(initrd_size: u32) -> Vec<u8> {
+    let size = initrd_size.to_le_bytes();
+    #[rustfmt::skip]
+    let code = vec![
+        0x66, 0xba, 0xf8, 0x03,                   // mov dx, 0x3f8
+        0xb0, b'o', 0xee,                         // mov al, 'o'; out dx, al
+        0xb0, b'k', 0xee,                         // mov al, 'k'; out dx, al
+        0x81, 0x3b, 0x78, 0xc5, 0x6e, 0x33,       // cmp dword [ebx], 0x336ec578
+        0x75, 0x16,                               // jne bad
+        0x83, 0x7b, 0x0c, 0x01,                   // cmp dword [ebx+12], 1 (nr_modules)
+        0x75, 0x10,                               // jne bad
+        0x8b, 0x43, 0x10,                         // mov eax, [ebx+16] (modlist_paddr)
+        0x81, 0x78, 0x08, size[0], size[1], size[2], size[3], // cmp dword [eax+8], size
+        0x75, 0x04,                               // jne bad
+        0xb0, 42,                                 // mov al, 42
+        0xeb, 0x02,                               // jmp report
+        0xb0, 99,                                 // bad: mov al, 99
+        0x66, 0xba, 0x01, 0x05,                   // report: mov dx, 0x501
+        0xee,                                     // out dx, al
+        0xf4,                                     // hlt
+    ];
+    code
+}
+
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);
 
@@ -92,8 +169,12 @@ struct Run {
 }
 
 fn kernel_file(dir: &Path, code: &[u8]) -> PathBuf {
-    let path = dir.join("bzImage");
-    std::fs::write(&path, bzimage(code)).expect("write the kernel");
+    image_file(dir, &bzimage(code))
+}
+
+fn image_file(dir: &Path, image: &[u8]) -> PathBuf {
+    let path = dir.join("kernel");
+    std::fs::write(&path, image).expect("write the kernel");
     path
 }
 
@@ -104,11 +185,21 @@ fn run_machine(
     timeout: Duration,
     stop: Arc<AtomicBool>,
 ) -> Run {
+    run_image(&bzimage(code), vcpus, initrd, timeout, stop)
+}
+
+fn run_image(
+    image: &[u8],
+    vcpus: u8,
+    initrd: Vec<u8>,
+    timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = MachineConfig {
         memory: 32 << 20,
         vcpus,
-        kernel: kernel_file(dir.path(), code),
+        kernel: image_file(dir.path(), image),
         initrd: vec![InitrdPart::Bytes(initrd)],
         cmdline: "console=ttyS0".into(),
     };
@@ -151,6 +242,54 @@ fn the_kernel_entry_gets_the_zero_page_and_reports_through_the_exit_port() {
     );
     assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
     assert_eq!(run.console, "ok");
+}
+
+#[test]
+fn the_pvh_entry_gets_the_start_info_in_32_bit_protected_mode() {
+    if !kvm_available() {
+        return;
+    }
+    for vcpus in [1, 2] {
+        let run = run_image(
+            &pvh_elf(&reports_its_start_info(5000), true),
+            vcpus,
+            vec![7u8; 5000],
+            Duration::from_secs(10),
+            Arc::default(),
+        );
+        assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
+        assert_eq!(run.console, "ok");
+    }
+}
+
+#[test]
+fn an_elf_without_a_pvh_note_or_loading_below_1_mib_is_refused() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = MachineConfig {
+        memory: 32 << 20,
+        vcpus: 1,
+        kernel: image_file(dir.path(), &pvh_elf(&[0xf4], false)),
+        initrd: Vec::new(),
+        cmdline: String::new(),
+    };
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("no PVH note");
+    let message = err.to_string();
+    assert!(
+        message.contains(&config.kernel.display().to_string())
+            && message.contains("no XEN_ELFNOTE_PHYS32_ENTRY note"),
+        "{message}"
+    );
+
+    // The same ELF with its segment moved to 4 KiB, over the boot structures.
+    let mut low = pvh_elf(&[0xf4], true);
+    let paddr = 64 + 24; // the first program header's p_paddr
+    low[paddr..paddr + 8].copy_from_slice(&0x1000u64.to_le_bytes());
+    config.kernel = image_file(dir.path(), &low);
+    let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("below 1 MiB");
+    assert!(err.to_string().contains("below 0x100000"), "{err}");
 }
 
 #[test]

@@ -45,7 +45,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VmSpec {
-    /// A bzImage; default: `vmlinuz` from `cargo xtask guest`.
+    /// An ELF vmlinux with a PVH note, or a bzImage; default: `vmlinux` (else `vmlinuz`)
+    /// from `cargo xtask guest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
     /// The base initramfs with capsule-init; default: `initramfs.cpio` from `cargo xtask guest`.

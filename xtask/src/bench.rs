@@ -282,7 +282,7 @@ fn enter_private_mount_namespace(bench_dir: &Path) -> Result<()> {
 }
 
 /// The `p`-quantile (0..=1) of sorted samples, interpolating linearly between ranks.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], p: f64) -> f64 {
     match sorted.len() {
         0 => f64::NAN,
         1 => sorted[0],

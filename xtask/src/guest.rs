@@ -2,8 +2,9 @@
 //! `linux-image-cloud-amd64`, downloaded with apt (verified against its signed index, never
 //! installed), unpacked into `$CAPSULE_GUEST_DIR` (default `~/.cache/capsule/guest`), and the
 //! base initramfs `initramfs.cpio`: a static `capsule-init` as `/init` and the guest's virtio
-//! modules. A manifest records the package and the init's hash; a second run with the same
-//! ones does nothing.
+//! modules. Besides the bzImage `vmlinuz`, the ELF `vmlinux` decompressed from its payload,
+//! which boots through PVH. A manifest records the package and the init's hash; a second run
+//! with the same ones does nothing.
 
 use std::fs::{self, File};
 use std::io::BufWriter;
@@ -20,7 +21,7 @@ use crate::util::{self, progress};
 const KERNEL_META: &str = "linux-image-cloud-amd64";
 
 /// Bump when the artifacts written below change, so existing ones are rebuilt.
-const LAYOUT: u32 = 2;
+const LAYOUT: u32 = 3;
 
 /// Modules the lab's L1 kernel loads to offer KVM, in load order. The guest's own modules are
 /// [`guest_init::BASE_MODULES`].
@@ -37,7 +38,10 @@ const INIT_TARGET: &str = "x86_64-unknown-linux-musl";
 /// What `cargo xtask guest` produced.
 #[derive(Debug)]
 pub struct Guest {
+    /// The bzImage, as Debian ships it.
     pub kernel: PathBuf,
+    /// The ELF vmlinux inside [`Guest::kernel`], for the PVH boot.
+    pub vmlinux: PathBuf,
     /// `<name>.ko` for every module of [`LAB_MODULES`] and [`guest_init::BASE_MODULES`] the
     /// kernel has.
     pub modules: PathBuf,
@@ -67,6 +71,7 @@ pub fn build() -> Result<Guest> {
     let dir = guest_dir();
     let guest = Guest {
         kernel: dir.join("vmlinuz"),
+        vmlinux: dir.join("vmlinux"),
         modules: dir.join("modules"),
         initramfs: dir.join("initramfs.cpio"),
         kernel_version: format!("{image_package} {version}"),
@@ -77,11 +82,16 @@ pub fn build() -> Result<Guest> {
     let init_line = format!("init capsule-init sha256 {}", util::sha256(&init)?);
     let manifest = format!("{kernel_line}\n{init_line}\n{layout_line}\n");
     let current = fs::read_to_string(&manifest_path).unwrap_or_default();
-    if current == manifest && guest.kernel.is_file() && guest.initramfs.is_file() {
+    if current == manifest
+        && guest.kernel.is_file()
+        && guest.vmlinux.is_file()
+        && guest.initramfs.is_file()
+    {
         progress!(
-            "guest artifacts in {} are up to date ({image_package} {version}): {}, {}",
+            "guest artifacts in {} are up to date ({image_package} {version}): {}, {}, {}",
             dir.display(),
             guest.kernel.display(),
+            guest.vmlinux.display(),
             guest.initramfs.display()
         );
         return Ok(guest);
@@ -91,6 +101,7 @@ pub fn build() -> Result<Guest> {
     let kernel_current = current.lines().any(|l| l == kernel_line)
         && current.lines().any(|l| l == layout_line)
         && guest.kernel.is_file()
+        && guest.vmlinux.is_file()
         && guest.modules.is_dir();
     if !kernel_current {
         progress!("unpacking {image_package} {version} into {}", dir.display());
@@ -109,8 +120,9 @@ pub fn build() -> Result<Guest> {
     fs::write(&manifest_path, manifest)
         .with_context(|| format!("writing {}", manifest_path.display()))?;
     progress!(
-        "guest artifacts ready: {}, {}",
+        "guest artifacts ready: {}, {}, {}",
         guest.kernel.display(),
+        guest.vmlinux.display(),
         guest.initramfs.display()
     );
     Ok(guest)
@@ -218,6 +230,16 @@ fn install(deb: &Path, unpacked: &Path, guest: &Guest) -> Result<()> {
     fs::create_dir_all(&guest.modules)
         .with_context(|| format!("creating {}", guest.modules.display()))?;
     copy(&vmlinuz, &guest.kernel)?;
+    let bzimage = fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+    let vmlinux = extract_vmlinux(&bzimage)
+        .with_context(|| format!("extracting the ELF vmlinux from {}", vmlinuz.display()))?;
+    fs::write(&guest.vmlinux, &vmlinux)
+        .with_context(|| format!("writing {}", guest.vmlinux.display()))?;
+    progress!(
+        "wrote {} ({:.1} MiB, the ELF kernel inside the bzImage)",
+        guest.vmlinux.display(),
+        vmlinux.len() as f64 / (1024.0 * 1024.0)
+    );
     let module_root = unpacked.join("lib/modules");
     let lab_files: Vec<String> = LAB_MODULES.iter().map(|m| format!("{m}.ko")).collect();
     let guest_files = guest_init::BASE_MODULES.iter().map(|f| f.to_string());
@@ -240,6 +262,105 @@ fn install(deb: &Path, unpacked: &Path, guest: &Guest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Setup header fields (boot protocol 2.08+, `Documentation/arch/x86/boot.rst`).
+const SETUP_SECTS: usize = 0x1f1;
+const HEADER_MAGIC: usize = 0x202;
+const HEADER_VERSION: usize = 0x206;
+/// `payload_offset` counts from the start of the protected-mode code.
+const PAYLOAD_OFFSET: usize = 0x248;
+const PAYLOAD_LENGTH: usize = 0x24c;
+
+/// The ELF vmlinux a bzImage carries as its compressed payload. Only LZ4 (what Debian's
+/// cloud kernel uses) is understood; another compression is named in the error.
+fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
+    let u32_at = |offset: usize| -> Result<u32> {
+        bzimage
+            .get(offset..offset + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .with_context(|| format!("the file ends before the setup header's byte {offset:#x}"))
+    };
+    if bzimage.get(HEADER_MAGIC..HEADER_MAGIC + 4) != Some(b"HdrS") {
+        bail!("no bzImage setup header (no \"HdrS\" at {HEADER_MAGIC:#x})");
+    }
+    let version = u32_at(HEADER_VERSION)? & 0xffff;
+    if version < 0x208 {
+        bail!("boot protocol {version:#x} has no payload fields (2.08+ has)");
+    }
+    // A zero means the historical 4.
+    let setup_sects = match bzimage[SETUP_SECTS] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(PAYLOAD_OFFSET)? as usize;
+    let length = u32_at(PAYLOAD_LENGTH)? as usize;
+    let payload = bzimage.get(start..start + length).with_context(|| {
+        format!(
+            "the payload ({length} bytes at {start:#x}) runs past the end of the file ({} bytes)",
+            bzimage.len()
+        )
+    })?;
+    let vmlinux = unlz4_legacy(payload)?;
+    if !vmlinux.starts_with(b"\x7fELF") {
+        bail!(
+            "the payload decompressed to {} bytes that are not an ELF",
+            vmlinux.len()
+        );
+    }
+    Ok(vmlinux)
+}
+
+/// The magic of LZ4's legacy frame (`lz4 -l`, which the kernel's build uses).
+const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
+/// A legacy frame's blocks each decompress to at most this.
+const LZ4_LEGACY_BLOCK_MAX: usize = 8 << 20;
+
+/// Decompresses an LZ4 legacy frame: the magic, then blocks, each a u32 LE compressed size
+/// and a raw LZ4 block. The magic may come again (concatenated frames); fewer than 4 bytes
+/// left end the stream, and so do exactly 4, which the kernel's build appends as the
+/// uncompressed size (checked).
+fn unlz4_legacy(input: &[u8]) -> Result<Vec<u8>> {
+    let Some(mut rest) = input.strip_prefix(&LZ4_LEGACY_MAGIC.to_le_bytes()) else {
+        let magic = input.get(..6).unwrap_or(input);
+        bail!(
+            "the payload is not LZ4 in the legacy frame format (it starts with {magic:02x?}; \
+             gzip is 1f 8b, xz fd 37 7a 58 5a 00, zstd 28 b5 2f fd)"
+        );
+    };
+    let mut out = Vec::new();
+    while let Some((size, after)) = rest.split_first_chunk::<4>() {
+        let size = u32::from_le_bytes(*size);
+        if size == LZ4_LEGACY_MAGIC {
+            rest = after;
+            continue;
+        }
+        if after.is_empty() {
+            // The size the kernel's build appends is modulo 2^32.
+            if size != out.len() as u32 {
+                bail!(
+                    "the LZ4 stream decompressed to {} bytes but its trailer says {size}",
+                    out.len()
+                );
+            }
+            break;
+        }
+        let at = input.len() - after.len();
+        let Some((block, after)) = after.split_at_checked(size as usize) else {
+            bail!(
+                "the LZ4 block at byte {at} claims {size} bytes, {} are left",
+                after.len()
+            );
+        };
+        let start = out.len();
+        out.resize(start + LZ4_LEGACY_BLOCK_MAX, 0);
+        let len = lz4_flex::block::decompress_into(block, &mut out[start..])
+            .with_context(|| format!("decompressing the LZ4 block at byte {at}"))?;
+        out.truncate(start + len);
+        rest = after;
+    }
+    Ok(out)
 }
 
 /// `tool -dc from > to`: the kernel's finit_module could take some compressed modules itself,
@@ -319,5 +440,75 @@ mod tests {
         assert_eq!(uncompressed("virtio.ko.xz"), "virtio.ko");
         assert_eq!(uncompressed("virtio.ko.zst"), "virtio.ko");
         assert_eq!(uncompressed("virtio.ko"), "virtio.ko");
+    }
+
+    /// A raw LZ4 block holding only `literals` (at most 14 bytes): the token's high nibble
+    /// is their count, and a last sequence has no match.
+    fn literal_block(literals: &[u8]) -> Vec<u8> {
+        let mut block = vec![(literals.len() as u8) << 4];
+        block.extend_from_slice(literals);
+        block
+    }
+
+    fn legacy_stream(blocks: &[&[u8]], trailer: Option<u32>) -> Vec<u8> {
+        let mut stream = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+        for literals in blocks {
+            let block = literal_block(literals);
+            stream.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            stream.extend_from_slice(&block);
+        }
+        if let Some(size) = trailer {
+            stream.extend_from_slice(&size.to_le_bytes());
+        }
+        stream
+    }
+
+    #[test]
+    fn a_legacy_lz4_stream_decompresses_block_by_block() {
+        let stream = legacy_stream(&[b"\x7fELF", b" and more"], Some(13));
+        assert_eq!(unlz4_legacy(&stream).unwrap(), b"\x7fELF and more");
+        // A second frame's magic, and stray bytes shorter than a size, are skipped.
+        let mut two = legacy_stream(&[b"ab"], None);
+        two.extend_from_slice(&legacy_stream(&[b"cd"], None));
+        two.extend_from_slice(&[0, 0]);
+        assert_eq!(unlz4_legacy(&two).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn a_bad_legacy_lz4_stream_is_an_error() {
+        let err = unlz4_legacy(&[0x1f, 0x8b, 8, 0]).unwrap_err();
+        assert!(err.to_string().contains("not LZ4"), "{err}");
+        let wrong_size = legacy_stream(&[b"abc"], Some(4));
+        let err = unlz4_legacy(&wrong_size).unwrap_err();
+        assert!(err.to_string().contains("trailer says 4"), "{err}");
+        let mut truncated = legacy_stream(&[b"abcdef"], None);
+        truncated.truncate(truncated.len() - 2);
+        let err = unlz4_legacy(&truncated).unwrap_err();
+        assert!(
+            err.to_string().contains("claims 7 bytes, 5 are left"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_vmlinux_is_the_bzimage_payload() {
+        let payload = legacy_stream(&[b"\x7fELF", b"rest"], Some(8));
+        let mut image = vec![0u8; 1024]; // boot sector and one setup sector
+        image[SETUP_SECTS] = 1;
+        image[HEADER_MAGIC..HEADER_MAGIC + 4].copy_from_slice(b"HdrS");
+        image[HEADER_VERSION..HEADER_VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&0x10u32.to_le_bytes());
+        image[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4]
+            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.resize(1024 + 0x10, 0x90);
+        image.extend_from_slice(&payload);
+        image.extend_from_slice(&[0; 64]); // what follows the payload in a real image
+        assert_eq!(extract_vmlinux(&image).unwrap(), b"\x7fELFrest");
+
+        let len = image.len();
+        image[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        let err = extract_vmlinux(&image).unwrap_err();
+        assert!(err.to_string().contains("runs past the end"), "{err}");
+        assert!(extract_vmlinux(&[0; 100]).is_err());
     }
 }

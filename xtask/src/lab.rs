@@ -47,10 +47,10 @@ const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Where the lab's initramfs carries `cargo xtask guest`'s kernel and base initramfs; the
 /// lab's init exports it as `CAPSULE_GUEST_DIR`, where `capsule` and the tests look.
-const GUEST_DIR: &str = "guest";
+pub(crate) const GUEST_DIR: &str = "guest";
 
 /// Where the lab's initramfs carries the busybox test rootfs.
-const BUSYBOX_ROOTFS: &str = "rootfs/busybox";
+pub(crate) const BUSYBOX_ROOTFS: &str = "rootfs/busybox";
 
 /// The built-in cases: a name and a shell condition that holds when the case passes (no
 /// single quotes: the init script quotes it with them).
@@ -60,7 +60,8 @@ const CASES: &[(&str, &str)] = &[
     ("vcpus", "[ \"$(nproc)\" = 2 ]"),
     (
         "guest-artifacts",
-        "[ -s $CAPSULE_GUEST_DIR/vmlinuz ] && [ -s $CAPSULE_GUEST_DIR/initramfs.cpio ] \
+        "[ -s $CAPSULE_GUEST_DIR/vmlinuz ] && [ -s $CAPSULE_GUEST_DIR/vmlinux ] \
+         && [ -s $CAPSULE_GUEST_DIR/initramfs.cpio ] \
          && [ -x /rootfs/busybox/bin/busybox ] && capsule --version",
     ),
 ];
@@ -79,20 +80,65 @@ pub struct CaseResult {
     pub detail: String,
 }
 
+/// What a benchmark brings to a lab boot of its own, which then runs only these cases (no
+/// built-in cases, no test binaries).
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// `(path inside the lab, regular file on this host, not a symlink)`; missing parent
+    /// directories are created.
+    pub files: Vec<(String, PathBuf)>,
+    /// A name and a shell condition, as in [`CASES`].
+    pub cases: Vec<(String, String)>,
+}
+
+/// What a lab boot that finished reported.
+#[derive(Debug)]
+pub struct LabRun {
+    pub results: Vec<CaseResult>,
+    /// The console of the boot that finished, for callers that parse more than the results.
+    pub console: PathBuf,
+}
+
 pub fn run(filter: Option<&str>) -> Result<()> {
+    let lab = boot_lab(filter, None)?;
+    let failed = lab.results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        bail!("{failed} lab case(s) failed");
+    }
+    Ok(())
+}
+
+/// Boots a lab that runs only `extra`'s cases. A failed case is in the results, not an error:
+/// the caller decides what to show of it.
+pub fn run_extra(extra: &Extra) -> Result<LabRun> {
+    boot_lab(None, Some(extra))
+}
+
+fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
     let qemu = which("qemu-system-x86_64").context(
         "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (the lab runs QEMU under TCG)",
     )?;
     let guest = guest::build()?;
     let rootfs = rootfs::busybox()?;
     let busybox = rootfs.join("bin/busybox");
-    let lab_dir = util::capsule_dir().join("lab");
+    // A boot of extra cases keeps its initramfs and consoles apart, named after its first
+    // case, so that it may run while `cargo xtask lab` does and replaces none of its files.
+    let lab_dir = util::capsule_dir().join(match extra.and_then(|e| e.cases.first()) {
+        Some((name, _)) => format!("lab-{name}"),
+        None => "lab".to_owned(),
+    });
     std::fs::create_dir_all(&lab_dir).with_context(|| format!("creating {}", lab_dir.display()))?;
-    let tests = build_test_binaries()?;
-    let mut cases: Vec<(String, String)> = CASES
-        .iter()
-        .map(|(name, condition)| (name.to_string(), condition.to_string()))
-        .collect();
+    let tests = match extra {
+        Some(_) => Vec::new(),
+        None => build_test_binaries()?,
+    };
+    let mut cases: Vec<(String, String)> = match extra {
+        Some(extra) => extra.cases.clone(),
+        None => CASES
+            .iter()
+            .map(|(name, condition)| (name.to_string(), condition.to_string()))
+            .collect(),
+    };
     cases.extend(tests.iter().map(|(name, _)| {
         (
             format!("test-{name}"),
@@ -108,6 +154,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         rootfs: &rootfs,
         guest: &guest,
         tests: &tests,
+        extra: extra.map_or(&[], |e| &e.files),
     };
     write_initramfs(&initramfs, &files, &cases)?;
 
@@ -150,13 +197,13 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         guest.kernel_version
     );
     let mut attempt = 1;
-    let (results, done) = loop {
+    let (results, done, log) = loop {
         let log = lab_dir.join(format!("console-{attempt}.log"));
         let start = Instant::now();
         let (results, done) = boot(&mut cmd, &log)?;
         progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
         if done {
-            break (results, done);
+            break (results, done, log);
         }
         print_console_tail(&log);
         // About one boot in seven stalls the whole L1 guest while kvm-core's tier-1 tests run
@@ -165,7 +212,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         // hang on the host's own KVM. Another boot tells such a stall from a real hang, which
         // would hang again. Every console is kept and each retry is reported.
         if attempt == MAX_BOOTS {
-            break (results, done);
+            break (results, done, log);
         }
         eprintln!(
             "xtask: WARNING: lab boot {attempt} stalled or did not finish (console in {}); booting once more",
@@ -196,10 +243,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if results.is_empty() {
         bail!("no lab case matched {filter:?}");
     }
-    if failed > 0 {
-        bail!("{failed} lab case(s) failed");
-    }
-    Ok(())
+    Ok(LabRun {
+        results,
+        console: log,
+    })
 }
 
 fn print_console_tail(log: &Path) {
@@ -306,7 +353,9 @@ fn init_script(cases: &[(String, String)]) -> String {
             .replace("{CASE_TIMEOUT_S}", &CASE_TIMEOUT.as_secs().to_string()),
     );
     for (name, condition) in cases {
-        s.push_str(&format!("case_ {name} '{condition}'\n"));
+        // Single-quoted for the init's shell: a quote inside ends it, so it is spelled '\''.
+        let quoted = condition.replace('\'', "'\\''");
+        s.push_str(&format!("case_ {name} '{quoted}'\n"));
     }
     s.push_str("echo CAPSULE-LAB done\npoweroff -f\n");
     s
@@ -321,6 +370,8 @@ struct LabFiles<'a> {
     rootfs: &'a Path,
     guest: &'a Guest,
     tests: &'a [(String, PathBuf)],
+    /// [`Extra::files`].
+    extra: &'a [(String, PathBuf)],
 }
 
 /// Writes the lab's initramfs, streaming every file into it.
@@ -349,6 +400,19 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
     for (name, binary) in files.tests {
         archive.file_from_path(format!("tests/{name}"), Meta::root(0o755), binary)?;
     }
+    // The kernel creates no missing directories while unpacking; sorted, a parent comes first.
+    let extra_dirs: std::collections::BTreeSet<&Path> = files
+        .extra
+        .iter()
+        .flat_map(|(name, _)| Path::new(name).ancestors().skip(1))
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .collect();
+    for dir in extra_dirs {
+        archive.directory(dir.as_os_str().as_encoded_bytes(), Meta::root(0o755))?;
+    }
+    for (name, host) in files.extra {
+        archive.file_from_path(name, Meta::root(0o755), host)?;
+    }
     archive.file_from_path("bin/busybox", Meta::root(0o755), files.busybox)?;
     for applet in APPLETS {
         archive.symlink(format!("bin/{applet}"), Meta::root(0o777), "busybox")?;
@@ -367,6 +431,11 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
         format!("{GUEST_DIR}/vmlinuz"),
         Meta::root(0o644),
         &files.guest.kernel,
+    )?;
+    archive.file_from_path(
+        format!("{GUEST_DIR}/vmlinux"),
+        Meta::root(0o644),
+        &files.guest.vmlinux,
     )?;
     archive.file_from_path(
         format!("{GUEST_DIR}/initramfs.cpio"),
@@ -476,7 +545,7 @@ fn package_name(id: &str) -> Option<&str> {
     id.split_whitespace().next()
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -524,6 +593,11 @@ mod tests {
             assert!(init.contains(&format!("case_ {name} ")), "{init}");
         }
         assert!(init.contains("export CAPSULE_GUEST_DIR=/guest\n"), "{init}");
+        let quoted = init_script(&[("q".to_owned(), "sh -c 'echo hi'".to_owned())]);
+        assert!(
+            quoted.contains("case_ q 'sh -c '\\''echo hi'\\'''\n"),
+            "{quoted}"
+        );
         assert!(init.ends_with("echo CAPSULE-LAB done\npoweroff -f\n"));
     }
 }

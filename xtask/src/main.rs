@@ -3,6 +3,7 @@
 
 mod apt;
 mod bench;
+mod bench_microvm;
 mod ci;
 mod demo;
 mod guest;
@@ -65,6 +66,16 @@ enum BenchKind {
         #[arg(long = "tool", value_enum)]
         tools: Vec<bench::Tool>,
     },
+    /// Boot-to-exit of /bin/true in a capsule microVM against QEMU's microvm machine, both
+    /// inside one nested lab boot (no root needed).
+    Microvm {
+        /// Timed runs per tool.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Also QEMU with microvm's default devices (under KVM no RTC; about twice as slow).
+        #[arg(long)]
+        qemu_default: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +88,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             kind: BenchKind::Container { runs, tools },
         } => bench::container(runs, &tools),
+        Cmd::Bench {
+            kind: BenchKind::Microvm { runs, qemu_default },
+        } => bench_microvm::microvm(runs, qemu_default),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))

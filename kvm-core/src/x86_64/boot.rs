@@ -1,10 +1,11 @@
 //! Loading Linux: the bzImage through linux-loader, the initramfs, the
 //! command line, and the zero page (`struct boot_params`) with the e820 map
 //! and the RSDP address (boot protocol 2.14+, so the kernel needs no BIOS
-//! scan to find ACPI).
+//! scan to find ACPI). An ELF vmlinux goes through [`crate::x86_64::pvh`] instead,
+//! sharing the command line, the initramfs placement and the memory map.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use linux_loader::configurator::linux::LinuxBootConfigurator;
@@ -54,13 +55,25 @@ impl InitrdPart {
     }
 }
 
-/// Where the kernel landed and how to enter it.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadedKernel {
-    /// The 64-bit entry point (`startup_64`).
-    pub entry: u64,
-    /// The zero page, passed to the kernel in `rsi`.
-    pub boot_params: u64,
+/// How the boot vCPU enters the kernel that was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelEntry {
+    /// A bzImage: its 64-bit entry (`startup_64`) in long mode, paging on
+    /// ([`super::regs::setup_long_mode`]).
+    Linux64 {
+        /// The entry point.
+        entry: u64,
+        /// The zero page, passed to the kernel in `rsi`.
+        boot_params: u64,
+    },
+    /// An ELF vmlinux: its PVH entry in 32-bit protected mode, paging off
+    /// ([`super::regs::setup_protected_mode`]).
+    Pvh {
+        /// The entry point its `XEN_ELFNOTE_PHYS32_ENTRY` note names.
+        entry: u64,
+        /// The `hvm_start_info`, passed to the kernel in `rbx`.
+        start_info: u64,
+    },
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File> {
@@ -71,22 +84,51 @@ fn open(what: &'static str, path: &Path) -> Result<File> {
     })
 }
 
-/// Loads the bzImage at `kernel`, the initramfs `initrd` and `cmdline` into
-/// `memory`, and writes the zero page; `rsdp` is the ACPI root pointer.
+/// Loads the kernel at `kernel` (a bzImage, or an ELF vmlinux with a PVH
+/// entry), the initramfs `initrd` and `cmdline` into `memory`, and writes
+/// the zero page or the PVH start info; `rsdp` is the ACPI root pointer.
 pub fn load_linux(
     memory: &GuestMemory,
     kernel: &Path,
     initrd: &[InitrdPart],
     cmdline: &str,
     rsdp: u64,
-) -> Result<LoadedKernel> {
+) -> Result<KernelEntry> {
     let mut image = open("kernel", kernel)?;
-    let loaded = BzImage::load(memory, None, &mut image, Some(GuestAddress(HIMEM_START))).map_err(
-        |source| Error::Kernel {
-            path: kernel.to_path_buf(),
-            source,
-        },
-    )?;
+    let mut magic = [0u8; 4];
+    match image.read_exact(&mut magic) {
+        Ok(()) => {}
+        // Too short to be an ELF: BzImage names what is wrong with it.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+        Err(source) => {
+            return Err(Error::File {
+                what: "kernel",
+                path: kernel.to_path_buf(),
+                source,
+            });
+        }
+    }
+    if magic == *b"\x7fELF" {
+        return super::pvh::load_elf(memory, kernel, &mut image, initrd, cmdline, rsdp);
+    }
+    load_bzimage(memory, kernel, &mut image, initrd, cmdline, rsdp)
+}
+
+fn load_bzimage(
+    memory: &GuestMemory,
+    kernel: &Path,
+    image: &mut File,
+    initrd: &[InitrdPart],
+    cmdline: &str,
+    rsdp: u64,
+) -> Result<KernelEntry> {
+    let loaded =
+        BzImage::load(memory, None, image, Some(GuestAddress(HIMEM_START))).map_err(|source| {
+            Error::Kernel {
+                path: kernel.to_path_buf(),
+                source,
+            }
+        })?;
     let mut header = loaded.setup_header.ok_or_else(|| Error::KernelFormat {
         path: kernel.to_path_buf(),
         reason: "it has no bzImage setup header".into(),
@@ -98,16 +140,7 @@ pub fn load_linux(
         });
     }
 
-    let cmdline_size = u64::from(header.cmdline_size);
-    if cmdline.len() as u64 >= cmdline_size || cmdline.contains('\0') {
-        return Err(Error::Cmdline {
-            len: cmdline.len(),
-            max: cmdline_size.saturating_sub(1),
-        });
-    }
-    let mut bytes = cmdline.as_bytes().to_vec();
-    bytes.push(0);
-    crate::memory::write_bytes(memory, CMDLINE_START, &bytes)?;
+    write_cmdline(memory, cmdline, u64::from(header.cmdline_size))?;
 
     // The kernel decompresses itself in place and needs `init_size` bytes from
     // its load address; the initramfs goes as high as possible above that.
@@ -145,16 +178,30 @@ pub fn load_linux(
     )
     .map_err(|source| Error::BootParams(source.to_string()))?;
 
-    Ok(LoadedKernel {
+    Ok(KernelEntry::Linux64 {
         entry: loaded.kernel_load.0 + STARTUP_64_OFFSET,
         boot_params: ZERO_PAGE_START,
     })
 }
 
+/// Writes `cmdline`, NUL-terminated, at [`CMDLINE_START`]; with its NUL it
+/// must fit the kernel's `cmdline_size`.
+pub(super) fn write_cmdline(memory: &GuestMemory, cmdline: &str, cmdline_size: u64) -> Result<()> {
+    if cmdline.len() as u64 >= cmdline_size || cmdline.contains('\0') {
+        return Err(Error::Cmdline {
+            len: cmdline.len(),
+            max: cmdline_size.saturating_sub(1),
+        });
+    }
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    crate::memory::write_bytes(memory, CMDLINE_START, &bytes)
+}
+
 /// Copies the initramfs parts back to back into the top of low RAM; returns
 /// its start and size. It must stay below the kernel's `initrd_addr_max`
 /// and above `kernel_end`.
-fn load_initrd(
+pub(super) fn load_initrd(
     memory: &GuestMemory,
     parts: &[InitrdPart],
     kernel_end: u64,
@@ -216,7 +263,7 @@ fn load_initrd(
 
 /// The e820 map: RAM below the EBDA, the reserved BIOS area (where the
 /// ACPI tables are), then every RAM region from 1 MiB up.
-fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
+pub(super) fn e820_map(memory: &GuestMemory) -> Vec<boot_e820_entry> {
     let entry = |addr: u64, size: u64, kind: u32| boot_e820_entry {
         addr,
         size,

@@ -9,5 +9,7 @@ pub mod boot;
 pub mod cpuid;
 /// Where everything lives in guest-physical and port space.
 pub mod layout;
-/// Boot-time CPU state: GDT, page tables, long mode, FPU, MSRs, LAPIC.
+/// The PVH boot protocol: an ELF vmlinux and its `hvm_start_info`.
+pub mod pvh;
+/// Boot-time CPU state: GDT, page tables, long or protected mode, FPU, MSRs, LAPIC.
 pub mod regs;

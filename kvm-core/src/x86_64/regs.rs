@@ -1,10 +1,12 @@
 //! A vCPU's architectural state at boot: GDT, identity page tables, long
-//! mode, general registers, FPU, the MSRs Linux expects a boot loader to have
-//! cleared, and the local APIC's LINT pins.
+//! mode or 32-bit protected mode, general registers, FPU, the MSRs Linux
+//! expects a boot loader to have cleared, and the local APIC's LINT pins.
 //!
 //! Values follow the Linux 64-bit boot protocol (`Documentation/arch/x86/boot.rst`):
 //! flat 4 GiB segments, paging on with an identity map covering the kernel,
 //! the zero page and the command line, interrupts off, `rsi` = zero page.
+//! Or the PVH boot ABI (Xen's `docs/misc/pvh.pandoc`): flat 32-bit
+//! segments, paging off, `ebx` = `hvm_start_info`.
 
 use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
@@ -29,10 +31,27 @@ const PTE_PAGE_SIZE: u64 = 0x80;
 const PAGE_DIRECTORIES: u64 = 4;
 
 /// GDT slots. Linux reloads its own GDT early; these only have to be valid
-/// for the first instructions of `startup_64` (or a test guest).
-const GDT_CODE64: usize = 1;
+/// for the first instructions of `startup_64` or `pvh_start_xen` (or a test guest).
+const GDT_CODE: usize = 1;
 const GDT_DATA: usize = 2;
 const GDT_TSS: usize = 3;
+
+/// The boot GDT for the 64-bit entry.
+const LONG_MODE_GDT: [u64; 4] = [
+    gdt_entry(0, 0, 0),            // null
+    gdt_entry(0xa09b, 0, 0xfffff), // 64-bit code, execute/read, accessed
+    gdt_entry(0xc093, 0, 0xfffff), // 32-bit data, read/write, accessed
+    gdt_entry(0x808b, 0, 0xfffff), // 32-bit TSS, busy
+];
+
+/// The boot GDT for the PVH entry: the same slots, but the code is 32-bit
+/// and the TSS is the 0x67-byte one the PVH ABI specifies.
+const PROTECTED_MODE_GDT: [u64; 4] = [
+    gdt_entry(0, 0, 0),            // null
+    gdt_entry(0xc09b, 0, 0xfffff), // 32-bit code, execute/read, accessed
+    gdt_entry(0xc093, 0, 0xfffff), // 32-bit data, read/write, accessed
+    gdt_entry(0x008b, 0, 0x67),    // 32-bit TSS, busy
+];
 
 /// The segments of the boot GDT, as KVM wants them described.
 struct Segments {
@@ -79,22 +98,32 @@ fn segment(index: usize, entry: u64) -> kvm_segment {
     }
 }
 
-/// Writes the boot GDT and an empty IDT into guest memory.
-fn write_gdt(memory: &GuestMemory) -> Result<Segments> {
-    let gdt = [
-        gdt_entry(0, 0, 0),            // null
-        gdt_entry(0xa09b, 0, 0xfffff), // 64-bit code, execute/read, accessed
-        gdt_entry(0xc093, 0, 0xfffff), // 32-bit data, read/write, accessed
-        gdt_entry(0x808b, 0, 0xfffff), // 32-bit TSS, busy
-    ];
+/// Writes `gdt` as the boot GDT and an empty IDT into guest memory.
+fn write_gdt(memory: &GuestMemory, gdt: &[u64; 4]) -> Result<Segments> {
     let bytes: Vec<u8> = gdt.iter().flat_map(|entry| entry.to_le_bytes()).collect();
     memory::write_bytes(memory, BOOT_GDT_START, &bytes)?;
     memory::write_bytes(memory, BOOT_IDT_START, &0u64.to_le_bytes())?;
     Ok(Segments {
-        code: segment(GDT_CODE64, gdt[GDT_CODE64]),
+        code: segment(GDT_CODE, gdt[GDT_CODE]),
         data: segment(GDT_DATA, gdt[GDT_DATA]),
         tss: segment(GDT_TSS, gdt[GDT_TSS]),
     })
+}
+
+/// Points `sregs` at the boot GDT and IDT and loads every segment register
+/// from `segments`; control registers are the caller's.
+fn load_segments(sregs: &mut kvm_sregs, segments: &Segments) {
+    sregs.gdt.base = BOOT_GDT_START;
+    sregs.gdt.limit = (4 * 8 - 1) as u16;
+    sregs.idt.base = BOOT_IDT_START;
+    sregs.idt.limit = 7;
+    sregs.cs = segments.code;
+    sregs.ds = segments.data;
+    sregs.es = segments.data;
+    sregs.fs = segments.data;
+    sregs.gs = segments.data;
+    sregs.ss = segments.data;
+    sregs.tr = segments.tss;
 }
 
 /// Writes identity-mapping page tables for the first 4 GiB with 2 MiB pages.
@@ -127,20 +156,10 @@ pub fn setup_long_mode(
     entry: u64,
     boot_info: u64,
 ) -> Result<()> {
-    let segments = write_gdt(memory)?;
+    let segments = write_gdt(memory, &LONG_MODE_GDT)?;
     write_page_tables(memory)?;
     let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-    sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (4 * 8 - 1) as u16;
-    sregs.idt.base = BOOT_IDT_START;
-    sregs.idt.limit = 7;
-    sregs.cs = segments.code;
-    sregs.ds = segments.data;
-    sregs.es = segments.data;
-    sregs.fs = segments.data;
-    sregs.gs = segments.data;
-    sregs.ss = segments.data;
-    sregs.tr = segments.tss;
+    load_segments(&mut sregs, &segments);
     sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
     sregs.cr3 = PML4_START;
     sregs.cr4 = CR4_PAE;
@@ -152,6 +171,34 @@ pub fn setup_long_mode(
         rsp: BOOT_STACK_POINTER,
         rbp: BOOT_STACK_POINTER,
         rsi: boot_info,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+}
+
+/// Puts `vcpu` in 32-bit protected mode with paging off and the boot GDT
+/// (written into `memory`), at `entry` with `rbx` = `start_info` (the PVH
+/// `hvm_start_info`) and interrupts off, as the PVH boot ABI specifies.
+pub fn setup_protected_mode(
+    vcpu: &VcpuFd,
+    memory: &GuestMemory,
+    entry: u64,
+    start_info: u64,
+) -> Result<()> {
+    let segments = write_gdt(memory, &PROTECTED_MODE_GDT)?;
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    load_segments(&mut sregs, &segments);
+    sregs.cr0 = CR0_PE | CR0_ET;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let regs = kvm_regs {
+        rflags: 0x2,
+        rip: entry,
+        rsp: BOOT_STACK_POINTER,
+        rbp: BOOT_STACK_POINTER,
+        rbx: start_info,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
@@ -253,21 +300,38 @@ mod tests {
 
     #[test]
     fn gdt_entries_decode_to_the_segments_linux_expects() {
-        let code = segment(GDT_CODE64, gdt_entry(0xa09b, 0, 0xfffff));
+        let code = segment(GDT_CODE, LONG_MODE_GDT[GDT_CODE]);
         assert_eq!(
             (code.selector, code.type_, code.l, code.db),
             (0x8, 0xb, 1, 0)
         );
         assert_eq!((code.present, code.s, code.g, code.dpl), (1, 1, 1, 0));
         assert_eq!(code.limit, 0xffff_ffff);
-        let data = segment(GDT_DATA, gdt_entry(0xc093, 0, 0xfffff));
+        let data = segment(GDT_DATA, LONG_MODE_GDT[GDT_DATA]);
         assert_eq!(
             (data.selector, data.type_, data.l, data.db),
             (0x10, 0x3, 0, 1)
         );
-        let tss = segment(GDT_TSS, gdt_entry(0x808b, 0, 0xfffff));
+        let tss = segment(GDT_TSS, LONG_MODE_GDT[GDT_TSS]);
         assert_eq!((tss.selector, tss.type_, tss.s), (0x18, 0xb, 0));
         assert_eq!(segment(0, 0).unusable, 1);
+    }
+
+    #[test]
+    fn the_pvh_gdt_has_flat_32_bit_segments_and_a_small_tss() {
+        let code = segment(GDT_CODE, PROTECTED_MODE_GDT[GDT_CODE]);
+        assert_eq!(
+            (code.selector, code.type_, code.l, code.db, code.g),
+            (0x8, 0xb, 0, 1, 1)
+        );
+        assert_eq!((code.base, code.limit, code.present), (0, 0xffff_ffff, 1));
+        let data = segment(GDT_DATA, PROTECTED_MODE_GDT[GDT_DATA]);
+        assert_eq!((data.type_, data.db, data.limit), (0x3, 1, 0xffff_ffff));
+        let tss = segment(GDT_TSS, PROTECTED_MODE_GDT[GDT_TSS]);
+        assert_eq!(
+            (tss.type_, tss.s, tss.g, tss.limit, tss.present),
+            (0xb, 0, 0, 0x67, 1)
+        );
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub struct LaunchArgs {
     /// Map group ids CONTAINER:HOST:SIZE in the user namespace (repeatable).
     #[arg(long, value_name = "CONTAINER:HOST:SIZE", value_parser = parse_idmap)]
     gidmap: Vec<IdMap>,
-    /// microVM: the guest kernel (a bzImage; default: the one `cargo xtask guest` fetched).
+    /// microVM: the guest kernel, an ELF vmlinux (PVH) or a bzImage; default: the one
+    /// `cargo xtask guest` fetched.
     #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
     /// microVM: the base initramfs holding capsule-init (default: `cargo xtask guest`'s).

@@ -1,0 +1,695 @@
+//! `cargo xtask bench microvm`: boot-to-exit of `/bin/true` in a capsule microVM against
+//! QEMU's `microvm` machine, both on the real (nested) KVM of one lab boot.
+//!
+//! This project's hosts have PVM, which cannot boot stock kernels, so both VMMs run inside the
+//! nested lab (see `lab.rs`), where absolute times are those of an L2 guest under TCG: only the
+//! ratio to QEMU measured in the same boot means anything.
+//!
+//! Both boot the same kernel (`cargo xtask guest`'s) with capsule's command line, 256 MiB and
+//! one vCPU, and the same initrd content: the base initramfs (capsule-init and the virtio
+//! modules) followed by a per-launch archive of the busybox rootfs and a guest config for
+//! `/bin/true`. capsule packs that archive itself on every launch; for QEMU xtask packs it once
+//! on the host with the same `guest_init::write_launch_archive` and appends it to a copy of
+//! the base initramfs. capsule-init writes the command's status to port 0x501, where capsule
+//! stops the VM; QEMU gets `isa-debug-exit` at 0x501, which exits with `(status << 1) | 1`,
+//! so a QEMU run that really ran `/bin/true` exits 1 and any other status fails the bench.
+//!
+//! Each lab case is one round; a round runs every tool once (the static `bench_driver`
+//! example, see there for how a run is timed), round 0 being the discarded warm-up. QEMU runs
+//! with `rtc=on`, the reference the goal is stated against. `--qemu-default` adds a QEMU with
+//! the machine's default, which under KVM has no RTC: it measured 2.3x slower than `rtc=on`
+//! (7.6 s against 3.3 s), likely because its ACPI tables do not say that the CMOS RTC is
+//! absent and Linux waits for one (see kvm-core's `IAPC_CMOS_RTC_NOT_PRESENT`), so it is no
+//! fair peer and only costs lab time by default.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use guest_init::GuestConfig;
+use serde_json::json;
+
+use crate::bench::quantile;
+use crate::guest;
+use crate::lab::{self, BUSYBOX_ROOTFS, Extra, GUEST_DIR};
+use crate::rootfs;
+use crate::util::{self, progress};
+
+/// capsule's kernel command line (`CMDLINE` and `QUIET` of scripting's microvm backend), which
+/// QEMU's guest gets too; a test keeps the two equal.
+const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off \
+                       i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init quiet loglevel=1";
+
+/// The guest RAM of both, as `capsule --memory` and `qemu -m` read it.
+const MEMORY: &str = "256M";
+
+/// What `capsule run` gives the guest when no `--env` is set (ns-core's default `PATH`).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// QEMU's files outside its binary and libraries: microvm's qboot BIOS and the option ROMs
+/// that load `-kernel`, a bzImage or a PVH ELF (what `strace -e openat` showed QEMU opening
+/// for this machine).
+const QEMU_FIRMWARE: &[&str] = &["bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin"];
+
+const DRIVER_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Where things are inside the lab.
+const LAB_CAPSULE: &str = "/bin/capsule";
+const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
+const LAB_DRIVER: &str = "bench/bench_driver";
+const LAB_PLAN: &str = "bench/plan.json";
+const LAB_INITRD: &str = "bench/qemu-initrd.cpio";
+/// capsule's Outcome of the latest run, in the lab's RAM.
+const LAB_OUTCOME: &str = "/tmp/bench-outcome.json";
+
+const MARKER: &str = "CAPSULE-BENCH";
+
+/// The tool the ratios are to.
+const REFERENCE: &str = "qemu-rtc-on";
+/// QEMU's microvm with its default devices (`--qemu-default`).
+const QEMU_DEFAULT: &str = "qemu-default";
+
+/// The issue's targets, printed next to the figures for context (not checked).
+const GOAL_RATIO: f64 = 0.5;
+const FIRECRACKER_RATIO: f64 = 0.73;
+const GOAL_OVERHEAD_MIB: f64 = 5.0;
+
+/// One timed run, as the driver printed it.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    tool: String,
+    round: usize,
+    ms: f64,
+    maxrss_kib: u64,
+    total_ms: Option<f64>,
+    boot_ms: Option<f64>,
+    memory_bytes: Option<u64>,
+    vmm_overhead_bytes: Option<u64>,
+}
+
+/// `cargo xtask bench microvm`.
+pub fn microvm(runs: usize, qemu_default: bool) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let qemu = lab::which("qemu-system-x86_64").context(
+        "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (the lab runs it, and the bench runs it inside)",
+    )?;
+    let qemu_version = util::output(
+        Command::new(&qemu).arg("--version"),
+        "qemu-system-x86_64 --version failed",
+    )?
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_owned();
+    let guest = guest::build()?;
+    let rootfs = rootfs::busybox()?;
+    let bench_dir = util::capsule_dir().join("bench");
+    fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
+
+    let initrd = bench_dir.join("qemu-initrd.cpio");
+    write_qemu_initrd(&guest.initramfs, &rootfs, &initrd)?;
+    let plan = bench_dir.join("plan.json");
+    let tools = tool_names(qemu_default);
+    fs::write(&plan, serde_json::to_vec_pretty(&driver_plan(&tools))?)
+        .with_context(|| format!("writing {}", plan.display()))?;
+    let mut files = vec![
+        (LAB_DRIVER.to_owned(), build_driver()?),
+        (LAB_PLAN.to_owned(), plan),
+        (LAB_INITRD.to_owned(), initrd),
+    ];
+    let qemu_files = qemu_files(&qemu)?;
+    progress!(
+        "QEMU goes into the lab with {} files (binary, libraries, loader, firmware)",
+        qemu_files.len()
+    );
+    files.extend(qemu_files);
+    // The first case names the lab's directory (`lab-bench-microvm`) and shows at once whether
+    // QEMU found its libraries.
+    let mut cases = vec![(
+        "bench-microvm".to_owned(),
+        format!("[ -c /dev/kvm ] && /{LAB_QEMU} --version"),
+    )];
+    cases.extend((0..=runs).map(|round| {
+        let name = if round == 0 {
+            "bench-microvm-warmup".to_owned()
+        } else {
+            format!("bench-microvm-round-{round}")
+        };
+        (name, format!("/{LAB_DRIVER} /{LAB_PLAN} {round}"))
+    }));
+
+    progress!(
+        "one lab boot: 1 warm-up round and {runs} timed rounds, each running {} once",
+        tools.join(", ")
+    );
+    let lab = lab::run_extra(&Extra { files, cases })?;
+    let console = fs::read_to_string(&lab.console)
+        .with_context(|| format!("reading {}", lab.console.display()))?;
+    if let Some(failed) = lab.results.iter().find(|r| !r.passed) {
+        bail!(
+            "lab case {} failed; its output:\n{}\n(the whole console is in {})",
+            failed.name,
+            case_output(&console, &failed.name),
+            lab.console.display()
+        );
+    }
+
+    let samples = parse_samples(&console)?;
+    for tool in &tools {
+        let n = samples.iter().filter(|s| s.tool == *tool).count();
+        if n != runs {
+            bail!(
+                "the console holds {n} timed runs of {tool}, not {runs}; see {}",
+                lab.console.display()
+            );
+        }
+    }
+    report(
+        &samples,
+        &tools,
+        runs,
+        &qemu_version,
+        &guest.kernel_version,
+        &bench_dir.join("microvm.json"),
+    )
+}
+
+/// The QEMU command line of one tool; `machine` is its `-M` value.
+fn qemu_argv(machine: &str) -> Vec<String> {
+    let mut argv: Vec<String> = vec![format!("/{LAB_QEMU}")];
+    for arg in [
+        "-M",
+        machine,
+        "-accel",
+        "kvm",
+        // capsule too gives the guest every CPUID feature KVM supports.
+        "-cpu",
+        "host",
+        "-m",
+        MEMORY,
+        "-smp",
+        "1",
+        // Only the devices named here: no default NIC, VGA, monitor or config file.
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        // A guest panic (panic=-1) then ends QEMU with status 0 and fails the run, as it
+        // fails capsule's, instead of rebooting forever.
+        "-no-reboot",
+        // The guest's console goes where capsule's goes: the run's output file.
+        "-serial",
+        "stdio",
+        "-kernel",
+    ] {
+        argv.push(arg.to_owned());
+    }
+    // The kernel capsule boots by default, entered through PVH by both.
+    argv.push(format!("/{GUEST_DIR}/vmlinux"));
+    argv.extend(["-initrd".to_owned(), format!("/{LAB_INITRD}")]);
+    argv.extend(["-append".to_owned(), CMDLINE.to_owned()]);
+    argv.extend([
+        "-device".to_owned(),
+        format!(
+            "isa-debug-exit,iobase={:#x},iosize=1",
+            guest_init::EXIT_PORT
+        ),
+    ]);
+    argv
+}
+
+/// The tools in the order of the plan (the driver rotates it per round).
+fn tool_names(qemu_default: bool) -> Vec<&'static str> {
+    let mut tools = vec!["capsule", REFERENCE];
+    if qemu_default {
+        tools.push(QEMU_DEFAULT);
+    }
+    tools
+}
+
+/// What the driver runs: `tools`, of [`tool_names`].
+fn driver_plan(tools: &[&str]) -> serde_json::Value {
+    let capsule = [
+        LAB_CAPSULE,
+        "run",
+        "--isolation",
+        "microvm",
+        "--memory",
+        MEMORY,
+        "--rootfs",
+        &format!("/{BUSYBOX_ROOTFS}"),
+        "--outcome",
+        LAB_OUTCOME,
+        "--",
+        "/bin/true",
+    ];
+    let plan_of = |tool: &str| match tool {
+        "capsule" => json!({ "name": tool, "argv": capsule, "status": 0, "outcome": LAB_OUTCOME }),
+        // The guest's status 0 through isa-debug-exit: (0 << 1) | 1.
+        REFERENCE => json!({ "name": tool, "argv": qemu_argv("microvm,rtc=on"), "status": 1 }),
+        // Under KVM, microvm's `rtc=auto` means no RTC at all.
+        _ => json!({ "name": tool, "argv": qemu_argv("microvm"), "status": 1 }),
+    };
+    json!({
+        "output": "/tmp/bench-run.out",
+        "tools": tools.iter().map(|t| plan_of(t)).collect::<Vec<_>>(),
+    })
+}
+
+/// The guest config capsule writes for `capsule run --isolation microvm --rootfs R --
+/// /bin/true` (scripting's `guest_config` of that Plan).
+fn guest_config() -> GuestConfig {
+    let mut config = GuestConfig::new(vec!["/bin/true".to_owned()]);
+    config.env.push(DEFAULT_PATH.to_owned());
+    config.quiet = true;
+    config
+}
+
+/// The base initramfs, then the per-launch archive for `/bin/true` in `rootfs`: the one initrd
+/// QEMU loads, with the content capsule hands its guest as two parts.
+fn write_qemu_initrd(base: &Path, rootfs: &Path, path: &Path) -> Result<()> {
+    let mut out = io::BufWriter::new(
+        File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut base_file = File::open(base).with_context(|| format!("opening {}", base.display()))?;
+    let base_len = io::copy(&mut base_file, &mut out)
+        .with_context(|| format!("copying {} to {}", base.display(), path.display()))?;
+    // A cpio archive that follows another starts 4-aligned; the kernel skips zero padding.
+    let pad = (4 - base_len % 4) % 4;
+    out.write_all(&[0; 4][..pad as usize])?;
+    let launch = guest_init::write_launch_archive(&mut out, &guest_config(), Some(rootfs))
+        .with_context(|| format!("packing {} for QEMU's initrd", rootfs.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    progress!(
+        "QEMU's initrd {}: {base_len} bytes of base initramfs + {launch} bytes of per-launch archive",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Builds the driver as a static binary for the lab.
+fn build_driver() -> Result<PathBuf> {
+    util::run(
+        util::cargo().args([
+            "build",
+            "--release",
+            "--target",
+            DRIVER_TARGET,
+            "-p",
+            "xtask",
+            "--example",
+            "bench_driver",
+        ]),
+        &format!(
+            "the bench driver must build as a static {DRIVER_TARGET} binary; is the target installed (rustup target add {DRIVER_TARGET})?"
+        ),
+    )?;
+    let bin = util::target_dir()
+        .join(DRIVER_TARGET)
+        .join("release/examples/bench_driver");
+    if !bin.is_file() {
+        bail!(
+            "cargo built the bench driver, but {} is missing",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// QEMU's binary, every library `ldd` names (at the same paths) with the dynamic loader, and
+/// its firmware, as `(path in the lab, regular file on this host)`.
+fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let real = |path: &Path| {
+        fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
+    };
+    let mut files = vec![(LAB_QEMU.to_owned(), real(qemu)?)];
+    let ldd = util::output(
+        Command::new("ldd").arg(qemu),
+        "ldd (libc-bin) lists the libraries QEMU needs in the lab",
+    )?;
+    for library in ldd_paths(&ldd)? {
+        let lab_path = library.trim_start_matches('/').to_owned();
+        files.push((lab_path, real(Path::new(&library))?));
+    }
+    // QEMU looks for firmware next to its binary (`../share/qemu`), then in its build's data
+    // directory; the lab has both at /usr/share/qemu.
+    let beside = real(qemu)?
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("share/qemu"));
+    for name in QEMU_FIRMWARE {
+        let host = [beside.clone(), Some(PathBuf::from("/usr/share/qemu"))]
+            .into_iter()
+            .flatten()
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!("QEMU's firmware {name} is missing (package qemu-system-data)")
+            })?;
+        files.push((format!("usr/share/qemu/{name}"), real(&host)?));
+    }
+    Ok(files)
+}
+
+/// The absolute paths in `ldd` output: `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x..)`
+/// and the loader's `/lib64/ld-linux-x86-64.so.2 (0x..)`; the vDSO has no file.
+fn ldd_paths(ldd: &str) -> Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for line in ldd.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.contains("not found") {
+            bail!("QEMU's library is missing on this host: {line}");
+        }
+        let target = line.split_once("=>").map_or(line, |(_, target)| target);
+        if let Some(path) = target
+            .split_whitespace()
+            .next()
+            .filter(|p| p.starts_with('/'))
+        {
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_owned());
+            }
+        }
+    }
+    if !paths.iter().any(|p| p.contains("ld-linux")) {
+        bail!("ldd named no dynamic loader for QEMU:\n{ldd}");
+    }
+    Ok(paths)
+}
+
+/// The console lines of one case, from its start marker to its result.
+fn case_output(console: &str, case: &str) -> String {
+    let start = format!("CAPSULE-LAB start {case}");
+    let end = format!("CAPSULE-LAB result {case} ");
+    console
+        .lines()
+        .skip_while(|l| !l.contains(&start))
+        .skip(1)
+        .take_while(|l| !l.contains(&end))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The timed runs on the console (round 0, the warm-up, left out).
+fn parse_samples(console: &str) -> Result<Vec<Sample>> {
+    let mut samples: Vec<Sample> = Vec::new();
+    // The lab's result lines repeat the end of a case's output; only the driver's own lines
+    // count.
+    for line in console.lines().filter(|l| !l.contains("CAPSULE-LAB ")) {
+        let Some(sample) = parse_sample(line) else {
+            continue;
+        };
+        if sample.round == 0 {
+            continue;
+        }
+        if samples
+            .iter()
+            .any(|s| s.tool == sample.tool && s.round == sample.round)
+        {
+            bail!(
+                "the console has two runs of {} in round {}",
+                sample.tool,
+                sample.round
+            );
+        }
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+/// `CAPSULE-BENCH tool=NAME round=N ms=F maxrss_kib=N [total_ms=F] [boot_ms=F]
+/// [memory_bytes=N] [vmm_overhead_bytes=N]`, anywhere on the line.
+fn parse_sample(line: &str) -> Option<Sample> {
+    let rest = &line[line.find(&format!("{MARKER} tool="))? + MARKER.len() + 1..];
+    let field = |key: &str| {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    Some(Sample {
+        tool: field("tool")?.to_owned(),
+        round: field("round")?.parse().ok()?,
+        ms: field("ms")?.parse().ok()?,
+        maxrss_kib: field("maxrss_kib")?.parse().ok()?,
+        total_ms: field("total_ms").and_then(|v| v.parse().ok()),
+        boot_ms: field("boot_ms").and_then(|v| v.parse().ok()),
+        memory_bytes: field("memory_bytes").and_then(|v| v.parse().ok()),
+        vmm_overhead_bytes: field("vmm_overhead_bytes").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// The median of the values present, if every run has one (a figure only some runs report
+/// would be a median of a different set).
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.collect::<Option<_>>()?;
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    Some(quantile(&sorted, 0.5))
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn or_na(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "n/a".to_owned(), format)
+}
+
+fn report(
+    samples: &[Sample],
+    tools: &[&str],
+    runs: usize,
+    qemu_version: &str,
+    kernel: &str,
+    json_path: &Path,
+) -> Result<()> {
+    struct Row<'a> {
+        tool: &'a str,
+        median: f64,
+        min: f64,
+        max: f64,
+        maxrss_mib: f64,
+        samples: Vec<&'a Sample>,
+    }
+    let rows: Vec<Row> = tools
+        .iter()
+        .map(|&tool| {
+            let of_tool: Vec<&Sample> = samples.iter().filter(|s| s.tool == tool).collect();
+            let mut ms: Vec<f64> = of_tool.iter().map(|s| s.ms).collect();
+            ms.sort_by(f64::total_cmp);
+            Row {
+                tool,
+                median: quantile(&ms, 0.5),
+                min: ms.first().copied().unwrap_or(f64::NAN),
+                max: ms.last().copied().unwrap_or(f64::NAN),
+                maxrss_mib: median_of(of_tool.iter().map(|s| Some(s.maxrss_kib as f64)))
+                    .unwrap_or(f64::NAN)
+                    / 1024.0,
+                samples: of_tool,
+            }
+        })
+        .collect();
+    let reference = rows.iter().find(|r| r.tool == REFERENCE).map(|r| r.median);
+    let ratio = |median: f64| reference.map(|q| median / q);
+
+    println!(
+        "microVM boot-to-exit of /bin/true in the nested lab, {runs} runs each after 1 warm-up (ms, spawn to exit)"
+    );
+    println!("{kernel}; {qemu_version}; guest {MEMORY}, 1 vCPU");
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>12} {:>15}",
+        "tool", "median", "min", "max", "vs rtc=on", "maxrss MiB"
+    );
+    for row in &rows {
+        println!(
+            "{:<14} {:>9.1} {:>9.1} {:>9.1} {:>12} {:>15.1}",
+            row.tool,
+            row.median,
+            row.min,
+            row.max,
+            or_na(ratio(row.median), |r| format!("{r:.2}x")),
+            row.maxrss_mib,
+        );
+    }
+
+    let capsule = rows.iter().find(|r| r.tool == "capsule");
+    let from_outcome = |get: fn(&Sample) -> Option<f64>| {
+        capsule.and_then(|row| median_of(row.samples.iter().map(|s| get(s))))
+    };
+    let boot_ms = from_outcome(|s| s.boot_ms);
+    let total_ms = from_outcome(|s| s.total_ms);
+    let memory_mib = from_outcome(|s| s.memory_bytes.map(|b| b as f64 / MIB));
+    let overhead_mib = from_outcome(|s| s.vmm_overhead_bytes.map(|b| b as f64 / MIB));
+    println!(
+        "capsule's Outcome (medians): bootMs {} (vCPUs start -> init's first instruction), totalMs {}, peak memory {}, VMM overhead {}",
+        or_na(boot_ms, |v| format!("{v:.1} ms")),
+        or_na(total_ms, |v| format!("{v:.1} ms")),
+        or_na(memory_mib, |v| format!("{v:.1} MiB")),
+        or_na(overhead_mib, |v| format!("{v:.2} MiB")),
+    );
+    let capsule_ratio = capsule.and_then(|row| ratio(row.median));
+    println!(
+        "capsule/QEMU rtc=on: {} (issue's goal: at most {GOAL_RATIO:.2}x, and at most Firecracker's {FIRECRACKER_RATIO:.2}x in this lab); VMM overhead {} (goal: under {GOAL_OVERHEAD_MIB} MiB)",
+        or_na(capsule_ratio, |r| format!("{r:.2}x")),
+        or_na(overhead_mib, |v| format!("{v:.2} MiB")),
+    );
+
+    let tools_json: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "tool": row.tool,
+                "median_ms": row.median,
+                "min_ms": row.min,
+                "max_ms": row.max,
+                "ratio_to_qemu_rtc_on": ratio(row.median),
+                "median_maxrss_mib": row.maxrss_mib,
+                "samples_ms": row.samples.iter().map(|s| s.ms).collect::<Vec<_>>(),
+                "samples_maxrss_kib": row.samples.iter().map(|s| s.maxrss_kib).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "benchmark": "microvm",
+        "workload": ["/bin/true"],
+        "runs": runs,
+        "warmup_runs": 1,
+        "kernel": kernel,
+        "qemu": qemu_version,
+        "cmdline": CMDLINE,
+        "memory": MEMORY,
+        "vcpus": 1,
+        "tools": tools_json,
+        "capsule_outcome_medians": {
+            "boot_ms": boot_ms,
+            "total_ms": total_ms,
+            "memory_mib": memory_mib,
+            "vmm_overhead_mib": overhead_mib,
+        },
+        "capsule_qemu_rtc_on_ratio": capsule_ratio,
+    });
+    let text = serde_json::to_string_pretty(&doc).context("serializing the results")?;
+    fs::write(json_path, text + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    progress!("results written to {}", json_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `const NAME: &str = "...";` in Rust source, with `\`-newline
+    /// continuations joined as the compiler joins them.
+    fn str_const(source: &str, name: &str) -> String {
+        let start = source
+            .find(&format!("const {name}: &str = \""))
+            .unwrap_or_else(|| panic!("no const {name}"));
+        let rest = &source[start..];
+        let rest = &rest[rest.find('"').unwrap() + 1..];
+        let literal = &rest[..rest.find('"').unwrap()];
+        let mut out = String::new();
+        let mut parts = literal.split("\\\n");
+        out.push_str(parts.next().unwrap());
+        for part in parts {
+            out.push_str(part.trim_start());
+        }
+        out
+    }
+
+    #[test]
+    fn qemu_gets_capsule_s_kernel_command_line() {
+        let path = util::workspace_root().join("scripting/src/backend/microvm.rs");
+        let source = fs::read_to_string(&path).unwrap();
+        let capsule = format!(
+            "{} {}",
+            str_const(&source, "CMDLINE"),
+            str_const(&source, "QUIET")
+        );
+        assert_eq!(CMDLINE, capsule, "update CMDLINE to {}", path.display());
+    }
+
+    #[test]
+    fn ldd_output_gives_libraries_and_loader() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd5e9f5000)\n\
+                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f0e1c0a0000)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1be00000)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c0e0000)\n";
+        assert_eq!(
+            ldd_paths(ldd).unwrap(),
+            [
+                "/lib/x86_64-linux-gnu/libz.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+        assert!(ldd_paths("\tlibfoo.so.1 => not found\n").is_err());
+    }
+
+    #[test]
+    fn samples_parse_and_lab_result_echoes_are_ignored() {
+        let console = "\x1b[2JCAPSULE-BENCH tool=capsule round=1 ms=812.40 maxrss_kib=40960 total_ms=800.5 boot_ms=610.2\n\
+                       CAPSULE-BENCH tool=qemu-rtc-on round=1 ms=1500.00 maxrss_kib=90000\n\
+                       CAPSULE-BENCH tool=capsule round=0 ms=900 maxrss_kib=1\n\
+                       CAPSULE-LAB result bench-microvm-round-1 pass CAPSULE-BENCH tool=capsule round=1 ms=812.40 maxrss_kib=40960\n";
+        let samples = parse_samples(console).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(
+            samples[0],
+            Sample {
+                tool: "capsule".into(),
+                round: 1,
+                ms: 812.4,
+                maxrss_kib: 40960,
+                total_ms: Some(800.5),
+                boot_ms: Some(610.2),
+                memory_bytes: None,
+                vmm_overhead_bytes: None,
+            }
+        );
+        assert_eq!(samples[1].tool, "qemu-rtc-on");
+        let twice = "CAPSULE-BENCH tool=a round=1 ms=1 maxrss_kib=1\n".repeat(2);
+        assert!(parse_samples(&twice).is_err());
+    }
+
+    #[test]
+    fn a_figure_missing_from_one_run_has_no_median() {
+        assert_eq!(median_of([Some(1.0), Some(3.0)].into_iter()), Some(2.0));
+        assert_eq!(median_of([Some(1.0), None].into_iter()), None);
+        assert_eq!(median_of(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn a_case_s_output_is_cut_from_the_console() {
+        let console = "noise\nCAPSULE-LAB start x\nline 1\nline 2\nCAPSULE-LAB result x fail line 2\nCAPSULE-LAB start y\n";
+        assert_eq!(case_output(console, "x"), "line 1\nline 2");
+    }
+
+    #[test]
+    fn the_plan_expects_each_tool_s_success_status() {
+        let plan = driver_plan(&tool_names(true));
+        let statuses: Vec<(&str, i64)> = plan["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap(), t["status"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [("capsule", 0), (REFERENCE, 1), (QEMU_DEFAULT, 1)]
+        );
+        assert_eq!(plan["tools"][0]["outcome"], LAB_OUTCOME);
+        assert_eq!(plan["tools"][1]["argv"][2], "microvm,rtc=on");
+        assert_eq!(plan["tools"][2]["argv"][2], "microvm");
+        assert_eq!(tool_names(false), ["capsule", REFERENCE]);
+    }
+
+    #[test]
+    fn qemu_exits_through_the_init_s_exit_port() {
+        let argv = qemu_argv("microvm,rtc=on");
+        assert!(argv.contains(&"isa-debug-exit,iobase=0x501,iosize=1".to_owned()));
+        assert!(argv.contains(&CMDLINE.to_owned()));
+    }
+}
