@@ -33,9 +33,9 @@ pub enum Error {
     GuestMemory {
         /// The size asked for, in bytes.
         size: usize,
-        /// vm-memory's reason.
+        /// Why mmap (or vm-memory) refused.
         #[source]
-        source: vm_memory::mmap::FromRangesError,
+        source: std::io::Error,
     },
     /// More guest memory regions than KVM memslot numbers.
     #[error("guest memory region {0} has no kvm memslot number")]

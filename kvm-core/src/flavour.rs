@@ -31,15 +31,17 @@ impl KvmFlavour {
     pub fn stock_kernel_refusal(self) -> &'static str {
         match self {
             KvmFlavour::Hardware => {
-                "kvm is hardware-backed (kvm_intel or kvm_amd): stock kernels boot"
+                "KVM is hardware-backed (kvm_intel or kvm_amd): stock kernels boot"
             }
             KvmFlavour::Pvm => {
-                "this host's kvm is pvm (kvm_pvm, software virtualization without vt-x/amd-v): \
-                 a stock 64-bit guest kernel hangs under pvm; use a pvm-built guest kernel \
-                 or the nested lab (cargo xtask lab)"
+                "this host's KVM is PVM (kvm_pvm: software virtualization for hosts without \
+                 VT-x/AMD-V), under which a stock 64-bit guest kernel hangs; pass a PVM-built \
+                 guest kernel with --kernel, or run stock kernels in the nested lab \
+                 (cargo xtask lab)"
             }
             KvmFlavour::None => {
-                "no kvm on this host: none of the kvm_intel, kvm_amd or kvm_pvm modules is loaded"
+                "this host has no KVM: none of the kvm_intel, kvm_amd or kvm_pvm modules is \
+                 loaded (modprobe kvm_intel or kvm_amd where the CPU has VT-x or AMD-V)"
             }
         }
     }

@@ -60,7 +60,7 @@ pub use flavour::{KvmFlavour, detect_flavour, require_stock_kernel_support};
 pub use io::{DeviceBuses, IrqFd};
 pub use kvm_ioctls::VcpuExit;
 pub use machine::{Machine, MachineConfig, MachineExit};
-pub use memory::{GuestMemory, create_guest_memory};
+pub use memory::{GuestMemory, RamMapping, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;
 pub use x86_64::boot::InitrdPart;

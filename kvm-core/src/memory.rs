@@ -6,16 +6,22 @@
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::bitmap::{Bitmap, WithBitmapSlice};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::x86_64::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::{Error, Result};
 
-/// The guest's physical memory: vm-memory's mmap backend, no dirty bitmap.
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+/// The guest's physical memory: vm-memory's mmap backend over RAM that kvm-core maps itself
+/// ([`RamMapping`]).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<RamMapping>;
 
 /// KVM memslot sizes and guest addresses are in units of this (x86_64 page).
 pub const PAGE_SIZE: usize = 4096;
+
+/// The huge page size guest RAM is aligned to.
+const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// Maps `size` bytes of anonymous guest RAM from guest-physical 0, split
 /// around the MMIO hole.
@@ -28,8 +34,116 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
             page: PAGE_SIZE,
         });
     }
-    GuestMemory::from_ranges(&ram_ranges(size))
-        .map_err(|source| Error::GuestMemory { size, source })
+    let mut regions = Vec::new();
+    for (start, len) in ram_ranges(size) {
+        let mapping = RamMapping::new(len).map_err(|source| Error::GuestMemory { size, source })?;
+        let addr = mapping.addr as *mut u8;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: `addr` is the start of a live, page-aligned mapping of `len` bytes that the
+        // region itself owns (as its bitmap), so it outlives every access through the region.
+        let region = unsafe {
+            MmapRegionBuilder::new_with_bitmap(len, mapping)
+                .with_mmap_prot(prot)
+                .with_mmap_flags(RamMapping::FLAGS)
+                .with_raw_mmap_pointer(addr)
+        }
+        .build()
+        .map_err(|e| Error::GuestMemory {
+            size,
+            source: std::io::Error::other(e),
+        })?;
+        let region = GuestRegionMmap::new(region, start).ok_or_else(|| Error::GuestMemory {
+            size,
+            source: std::io::Error::other(format!("a region at {start:?} overflows")),
+        })?;
+        regions.push(region);
+    }
+    GuestMemory::from_regions(regions).map_err(|e| Error::GuestMemory {
+        size,
+        source: std::io::Error::other(e),
+    })
+}
+
+/// One region of guest RAM, mapped 2 MiB-aligned and marked for transparent huge pages, and
+/// unmapped when the last region that uses it is dropped.
+///
+/// Why not vm-memory's own mapping: it puts RAM wherever mmap does, at any page boundary, and
+/// KVM backs guest memory with 2 MiB pages only where guest-physical and host-virtual addresses
+/// agree modulo 2 MiB. With 4 KiB pages every page the guest first touches is a nested page
+/// fault; nested in the lab, a boot of the Debian kernel to its init took 1.8 s instead of
+/// 2.5 s once RAM was aligned (QEMU aligns its RAM the same way).
+///
+/// vm-memory's regions over a raw pointer never unmap it; the one value that lives exactly as
+/// long as a region and all its clones is the region's dirty bitmap, so the owner sits there,
+/// tracking no dirty pages.
+#[derive(Debug)]
+pub struct RamMapping {
+    addr: usize,
+    len: usize,
+}
+
+impl RamMapping {
+    /// vm-memory's own flags for anonymous guest RAM.
+    const FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+    fn new(len: usize) -> std::io::Result<RamMapping> {
+        let reserved = len + HUGE_PAGE_SIZE;
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; nothing else
+        // is affected.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserved,
+                libc::PROT_READ | libc::PROT_WRITE,
+                Self::FLAGS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let raw = raw as usize;
+        let addr = raw.next_multiple_of(HUGE_PAGE_SIZE);
+        let head = addr - raw;
+        let tail = reserved - head - len;
+        // SAFETY: both ranges are the unused ends of the mapping made above, which nothing
+        // references; an empty range is skipped.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw as *mut libc::c_void, head);
+            }
+            if tail > 0 {
+                libc::munmap((addr + len) as *mut libc::c_void, tail);
+            }
+        }
+        // Without THP (or with it off), this fails and RAM simply stays in 4 KiB pages.
+        // SAFETY: madvise only changes the paging policy of our own mapping.
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        Ok(RamMapping { addr, len })
+    }
+}
+
+impl Drop for RamMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours; it is dropped with the last region that used it, so
+        // no guest memory access can reach it anymore.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+impl WithBitmapSlice<'_> for RamMapping {
+    type S = ();
+}
+
+impl Bitmap for RamMapping {
+    fn mark_dirty(&self, _offset: usize, _len: usize) {}
+
+    fn dirty_at(&self, _offset: usize) -> bool {
+        false
+    }
+
+    fn slice_at(&self, _offset: usize) {}
 }
 
 /// Where `size` bytes of RAM go: below the MMIO hole, then above 4 GiB.
@@ -103,6 +217,26 @@ pub(crate) unsafe fn register_memslots(vm: &VmFd, memory: &GuestMemory) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn is_mapped(addr: *mut u8) -> bool {
+        let mut page = 0u8;
+        // SAFETY: mincore only reads the page tables of the page at `addr` and writes one
+        // byte into `page`; it fails with ENOMEM where nothing is mapped.
+        unsafe { libc::mincore(addr.cast(), PAGE_SIZE, &mut page) == 0 }
+    }
+
+    #[test]
+    fn ram_is_2_mib_aligned_and_unmapped_with_its_last_clone() {
+        let memory = create_guest_memory(3 * HUGE_PAGE_SIZE + PAGE_SIZE).expect("map");
+        let addr = memory.iter().next().expect("a region").as_ptr();
+        assert_eq!(addr as usize % HUGE_PAGE_SIZE, 0);
+        let clone = memory.clone();
+        drop(memory);
+        assert!(is_mapped(addr), "still used by the clone");
+        write_bytes(&clone, 0, b"ok").expect("write through the clone");
+        drop(clone);
+        assert!(!is_mapped(addr), "the last clone unmaps it");
+    }
 
     #[test]
     fn size_must_be_a_nonzero_multiple_of_the_page_size() {

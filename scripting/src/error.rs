@@ -1,5 +1,7 @@
 use std::fmt;
 
+use crate::problem::Problem;
+
 /// The exit codes of `docker run` for failures of the runtime rather than the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -16,7 +18,7 @@ pub enum ExitCode {
 pub enum Error {
     /// The Plan was refused before anything was created; one line per problem.
     #[error("the plan is invalid:\n{}", Problems(.0))]
-    Invalid(Vec<String>),
+    Invalid(Vec<Problem>),
     #[error("{0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -35,7 +37,7 @@ pub enum Error {
     },
 }
 
-struct Problems<'a>(&'a [String]);
+struct Problems<'a>(&'a [Problem]);
 
 impl fmt::Display for Problems<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,6 +6,9 @@
 //! runs it and returns an [`Outcome`]. Launch state that outlives the process lives in a
 //! [`state`] directory per launch, so [`state::gc`] can clean up after a crash.
 //!
+//! A [`policy`] script (`.rhai`) computes Plans from facts about the host and the workload,
+//! and points its errors, validation problems included ([`Problem`]), at its own lines.
+//!
 //! The `capsule` command line ([`cli`]) is a thin shell over these.
 
 pub mod backend;
@@ -13,6 +16,8 @@ pub mod cli;
 mod error;
 mod outcome;
 mod plan;
+pub mod policy;
+mod problem;
 pub mod state;
 mod units;
 mod users;
@@ -23,6 +28,7 @@ pub use outcome::{Outcome, Peaks, Timings};
 pub use plan::{
     Isolation, Mount, MountType, Network, Plan, Process, Resources, Rlimit, Root, VmSpec,
 };
-pub use units::{parse_cpus, parse_size};
+pub use problem::Problem;
+pub use units::{parse_cpus, parse_duration, parse_size};
 pub use users::resolve_user;
-pub use validate::validate;
+pub use validate::{Host, validate};

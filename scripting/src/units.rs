@@ -41,6 +41,25 @@ pub fn parse_cpus(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Seconds from `30`, `30s`, `500ms` or `2m`.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(sec) = s.strip_suffix('s') {
+        (sec, 1.0)
+    } else if let Some(min) = s.strip_suffix('m') {
+        (min, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value * scale),
+        _ => Err(format!(
+            "{s:?}: expected a positive duration such as 30, 30s, 500ms or 2m"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +77,17 @@ mod tests {
                 .contains("unknown unit")
         );
         assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("30"), Ok(30.0));
+        assert_eq!(parse_duration("1.5s"), Ok(1.5));
+        assert_eq!(parse_duration("500ms"), Ok(0.5));
+        assert_eq!(parse_duration("2m"), Ok(120.0));
+        for bad in ["", "0", "-1", "x", "1h", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Checking a Plan as a whole before anything is created.
 //!
 //! Every problem is collected, not just the first, and each names the field, the value and
-//! what would be accepted.
+//! what would be accepted, with advice for the flags and for a policy script ([`Problem`]).
 
 use cgroup_core::{CpuQuota, Layout, Limits};
+use kvm_core::KvmFlavour;
 
 use crate::Error;
 use crate::plan::{Isolation, MountType, Plan};
+use crate::problem::Problem;
 
 /// The host facts a Plan is checked against.
 #[derive(Debug)]
@@ -14,6 +16,8 @@ pub struct Host {
     pub rootless: bool,
     /// None when the host has no usable cgroup hierarchy (and the Plan asks for no limits).
     pub cgroups: Option<Layout>,
+    /// Whether, and how, this host runs microVMs.
+    pub kvm: KvmFlavour,
 }
 
 impl Host {
@@ -21,6 +25,7 @@ impl Host {
         Host {
             rootless: !nix::unistd::geteuid().is_root(),
             cgroups: cgroup_core::detect().ok(),
+            kvm: kvm_core::detect_flavour(),
         }
     }
 }
@@ -52,11 +57,11 @@ pub fn validate(plan: &Plan, host: &Host) -> Result<(), Error> {
     common_problems(plan, &mut problems);
     match plan.isolation {
         Isolation::Container => container_problems(plan, host, &mut problems),
-        Isolation::Microvm => microvm_problems(plan, &mut problems)?,
+        Isolation::Microvm => microvm_problems(plan, host, &mut problems)?,
         Isolation::Kata => {
-            return Err(Error::Unsupported(
-                "isolation \"kata\" (a container inside a microVM) needs the microVM's virtio devices, which this build does not have yet; use --isolation microvm or container".to_owned(),
-            ));
+            return Err(Error::Unsupported(format!(
+                "isolation \"kata\" (a container inside a microVM) {KATA_WHY}; use --isolation microvm or container"
+            )));
         }
     }
     if problems.is_empty() {
@@ -66,11 +71,15 @@ pub fn validate(plan: &Plan, host: &Host) -> Result<(), Error> {
     }
 }
 
+/// Why `kata` is refused, for the flags and for scripts alike.
+pub(crate) const KATA_WHY: &str =
+    "needs the microVM's virtio devices, which this build does not have yet";
+
 /// What a microVM cannot do yet, and the guest artifacts it needs. A host
 /// that cannot boot the kernel at all is one error, not a list.
-fn microvm_problems(plan: &Plan, problems: &mut Vec<String>) -> Result<(), Error> {
+fn microvm_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) -> Result<(), Error> {
     let vm = plan.vm.clone().unwrap_or_default();
-    let flavour = kvm_core::detect_flavour();
+    let flavour = host.kvm;
     if vm.kernel.is_none() && !flavour.boots_stock_kernels() {
         return Err(Error::Unsupported(format!(
             "isolation \"microvm\" cannot boot the stock guest kernel here: {}",
@@ -79,96 +88,173 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<String>) -> Result<(), Error
     }
     let artifacts = crate::backend::microvm::GuestArtifacts::of(&vm);
     for (field, path, flag) in [
-        ("vm.kernel", &artifacts.kernel, "--kernel"),
-        ("vm.initrd", &artifacts.initrd, "--initrd"),
+        ("vm.kernel", &artifacts.kernel, "kernel"),
+        ("vm.initrd", &artifacts.initrd, "initrd"),
     ] {
         if !path.is_file() {
-            problems.push(format!(
-                "{field} {}: no such file; run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs) or give {flag} FILE",
-                path.display()
-            ));
+            let guest = "run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs)";
+            problems.push(
+                Problem::new(field, format!("{field} {}", path.display()), "no such file").fixes(
+                    format!("{guest} or give --{flag} FILE"),
+                    format!("{guest} or give {flag}(\"FILE\")"),
+                ),
+            );
         }
     }
     let r = &plan.resources;
     if let Some(memory) = r.memory
         && memory < crate::backend::microvm::MIN_MEMORY
     {
-        problems.push(format!(
-            "resources.memory {memory}: a microVM needs at least 128M (its kernel and initramfs live in it)"
-        ));
+        problems.push(
+            Problem::new(
+                "resources.memory",
+                format!("resources.memory {memory}"),
+                "a microVM needs at least 128M (its kernel and initramfs live in it)",
+            )
+            .fixes(
+                "give --memory 128M or more",
+                "give memory(\"128M\") or more",
+            ),
+        );
     }
     if let Some(cpus) = r.cpus
         && cpus.ceil() > 254.0
     {
-        problems.push(format!(
-            "resources.cpus {cpus}: a microVM has at most 254 vCPUs"
-        ));
+        problems.push(
+            Problem::new(
+                "resources.cpus",
+                format!("resources.cpus {cpus}"),
+                "a microVM has at most 254 vCPUs",
+            )
+            .fixes("give --cpus 254 or fewer", "give cpus(254) or fewer"),
+        );
     }
     let container_only = [
-        ("memorySwap", r.memory_swap.is_some(), "--memory-swap"),
-        ("cpuShares", r.cpu_shares.is_some(), "--cpu-shares"),
-        ("pids", r.pids.is_some(), "--pids"),
-        ("ioWeight", r.io_weight.is_some(), "--blkio-weight"),
-        ("cpusetCpus", r.cpuset_cpus.is_some(), "--cpuset-cpus"),
-        ("cpusetMems", r.cpuset_mems.is_some(), "--cpuset-mems"),
+        (
+            "memorySwap",
+            r.memory_swap.is_some(),
+            "--memory-swap",
+            "memory_swap",
+        ),
+        (
+            "cpuShares",
+            r.cpu_shares.is_some(),
+            "--cpu-shares",
+            "cpu_shares",
+        ),
+        ("pids", r.pids.is_some(), "--pids", "pids"),
+        (
+            "ioWeight",
+            r.io_weight.is_some(),
+            "--blkio-weight",
+            "io_weight",
+        ),
+        (
+            "cpusetCpus",
+            r.cpuset_cpus.is_some(),
+            "--cpuset-cpus",
+            "cpuset_cpus",
+        ),
+        (
+            "cpusetMems",
+            r.cpuset_mems.is_some(),
+            "--cpuset-mems",
+            "cpuset_mems",
+        ),
     ];
-    for (field, set, flag) in container_only {
+    for (field, set, flag, function) in container_only {
         if set {
-            problems.push(format!(
-                "resources.{field}: a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\"); drop {flag} or use --isolation container"
-            ));
+            let field = format!("resources.{field}");
+            problems.push(
+                Problem::new(
+                    &field,
+                    &field,
+                    "a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\")",
+                )
+                .fixes(
+                    format!("drop {flag} or use --isolation container"),
+                    format!("drop {function}() or use isolation(\"container\")"),
+                ),
+            );
         }
     }
-    for mount in &plan.mounts {
-        problems.push(format!(
-            "mounts {}: a microVM cannot share host directories yet (that comes with its virtio devices); drop --volume/--tmpfs or use --isolation container",
-            mount.destination.display()
-        ));
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        problems.push(
+            Problem::new(
+                format!("mounts[{i}]"),
+                format!("mounts {}", mount.destination.display()),
+                "a microVM cannot share host directories yet (that comes with its virtio devices)",
+            )
+            .fixes(
+                "drop --volume/--tmpfs or use --isolation container",
+                "drop bind()/tmpfs() or use isolation(\"container\")",
+            ),
+        );
     }
     if plan.user_namespace.is_some() {
         problems.push(
-            "userNamespace: a microVM's guest has its own kernel and ids; drop --uidmap/--gidmap"
-                .to_owned(),
+            Problem::new(
+                "userNamespace",
+                "userNamespace",
+                "a microVM's guest has its own kernel and ids",
+            )
+            .fixes("drop --uidmap/--gidmap", "drop map_uids()/map_gids()"),
         );
     }
     if !plan.init {
         problems.push(
-            "init: in a microVM capsule-init is always PID 1 (it reports the exit status); drop --no-init".to_owned(),
+            Problem::new(
+                "init",
+                "init",
+                "in a microVM capsule-init is always PID 1 (it reports the exit status)",
+            )
+            .fixes("drop --no-init", "drop init(false)"),
         );
     }
     Ok(())
 }
 
-fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<String>) {
+fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
     if plan.vm.is_some() {
         problems.push(
-            "vm: kernel, initrd and kernel log are for --isolation microvm; drop --kernel/--initrd/--kernel-log"
-                .to_owned(),
+            Problem::new("vm", "vm", "kernel, initrd and kernel log are for isolation \"microvm\"")
+                .fixes(
+                    "drop --kernel/--initrd/--kernel-log",
+                    "drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
+                ),
         );
     }
     if plan.timeout.is_some() {
         problems.push(
-            "timeout: containers do not take a timeout yet; drop --timeout or use --isolation microvm"
-                .to_owned(),
+            Problem::new("timeout", "timeout", "containers do not take a timeout yet").fixes(
+                "drop --timeout or use --isolation microvm",
+                "drop timeout() or use isolation(\"microvm\")",
+            ),
         );
     }
-    for mount in &plan.mounts {
-        let dest = mount.destination.display();
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
         if !mount.destination.is_absolute() || mount.destination == std::path::Path::new("/") {
-            problems.push(format!(
-                "mounts {dest}: destination must be an absolute path other than /"
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "destination must be an absolute path other than /",
             ));
         }
         match (mount.kind, &mount.source) {
-            (MountType::Bind, None) => {
-                problems.push(format!("mounts {dest}: a bind mount needs a source"))
-            }
-            (MountType::Bind, Some(src)) if !src.exists() => problems.push(format!(
-                "mounts {dest}: source {} does not exist on the host",
-                src.display()
+            (MountType::Bind, None) => problems.push(Problem::new(
+                &field,
+                &subject,
+                "a bind mount needs a source",
+            )),
+            (MountType::Bind, Some(src)) if !src.exists() => problems.push(Problem::new(
+                &field,
+                &subject,
+                format!("source {} does not exist on the host", src.display()),
             )),
             (MountType::Tmpfs, Some(_)) => {
-                problems.push(format!("mounts {dest}: a tmpfs takes no source"))
+                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
             }
             _ => {}
         }
@@ -176,84 +262,157 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<String>) {
     if let Some(maps) = &plan.user_namespace {
         if maps.uids.is_empty() || maps.gids.is_empty() {
             problems.push(
-                "userNamespace: give both uid and gid maps (--uidmap and --gidmap)".to_owned(),
+                Problem::new(
+                    "userNamespace",
+                    "userNamespace",
+                    "give both uid and gid maps",
+                )
+                .fixes("use --uidmap and --gidmap", "use map_uids() and map_gids()"),
             );
         } else if host.rootless {
             problems.push(
-                "userNamespace: a rootless launch maps only your own ids; drop --uidmap/--gidmap or run as root".to_owned(),
+                Problem::new(
+                    "userNamespace",
+                    "userNamespace",
+                    "a rootless launch maps only your own ids",
+                )
+                .fixes(
+                    "drop --uidmap/--gidmap or run as root",
+                    "drop map_uids()/map_gids() or run capsule as root",
+                ),
             );
         } else {
             let user = &plan.process.user;
             if !maps.maps_uid(user.uid) || !maps.maps_gid(user.gid) {
-                problems.push(format!(
-                    "process.user {}:{}: not mapped by userNamespace; map it with --uidmap/--gidmap",
-                    user.uid, user.gid
-                ));
+                problems.push(
+                    Problem::new(
+                        "process.user",
+                        format!("process.user {}:{}", user.uid, user.gid),
+                        "not mapped by userNamespace",
+                    )
+                    .fixes(
+                        "map it with --uidmap/--gidmap",
+                        "map it with map_uids()/map_gids()",
+                    ),
+                );
             }
         }
     }
     let limits = limits(plan);
     if host.rootless {
         if plan.process.user.uid != 0 || plan.process.user.gid != 0 {
-            problems.push(format!(
-                "process.user {}:{}: a rootless container maps only your own user, as root inside; run capsule as root to use other users",
-                plan.process.user.uid, plan.process.user.gid
-            ));
+            problems.push(
+                Problem::new(
+                    "process.user",
+                    format!(
+                        "process.user {}:{}",
+                        plan.process.user.uid, plan.process.user.gid
+                    ),
+                    "a rootless container maps only your own user, as root inside",
+                )
+                .fix("run capsule as root to use other users"),
+            );
         }
         if !plan.resources.is_empty() {
             problems.push(
-                "resources: limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none; run capsule as root or drop the limits".to_owned(),
+                Problem::new(
+                    "resources",
+                    "resources",
+                    "limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none",
+                )
+                .fix("run capsule as root or drop the limits"),
             );
         }
     } else {
         match &host.cgroups {
             Some(layout) => {
                 if let Err(errors) = layout.validate(&limits) {
-                    problems.extend(errors.iter().map(|e| format!("resources.{e}")));
+                    problems.extend(errors.iter().map(limit_problem));
                 }
             }
             None => problems.push(
-                "this host has no usable cgroup hierarchy under /sys/fs/cgroup; mount cgroup2 or the v1 controllers".to_owned(),
+                Problem::new(
+                    "resources",
+                    "",
+                    "this host has no usable cgroup hierarchy under /sys/fs/cgroup",
+                )
+                .fix("mount cgroup2 or the v1 controllers"),
             ),
         }
     }
 }
 
+/// A cgroup limit the host refuses, named by the Plan field it came from.
+fn limit_problem(error: &cgroup_core::LimitError) -> Problem {
+    let field = match error.field {
+        "memory" => "resources.memory",
+        "memory_swap" => "resources.memorySwap",
+        "cpu_quota" => "resources.cpus",
+        "cpu_shares" => "resources.cpuShares",
+        "pids" => "resources.pids",
+        "io_weight" => "resources.ioWeight",
+        "cpuset_cpus" => "resources.cpusetCpus",
+        "cpuset_mems" => "resources.cpusetMems",
+        _ => "resources",
+    };
+    Problem::new(
+        field,
+        format!("resources.{}={}", error.field, error.value),
+        &error.problem,
+    )
+}
+
 /// Checks every isolation shares: the root, the process, the hostname.
-fn common_problems(plan: &Plan, problems: &mut Vec<String>) {
+fn common_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     let root = &plan.root.path;
+    let subject = format!("root.path {}", root.display());
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => problems.push(format!(
-            "root.path {}: not a directory; give the directory that becomes /",
-            root.display()
-        )),
-        Err(e) => problems.push(format!(
-            "root.path {}: {e}; give an existing directory (cargo xtask rootfs busybox builds one)",
-            root.display()
-        )),
+        Ok(_) => problems.push(
+            Problem::new("root.path", &subject, "not a directory")
+                .fix("give the directory that becomes /"),
+        ),
+        Err(e) => problems.push(
+            Problem::new("root.path", &subject, e.to_string())
+                .fix("give an existing directory (cargo xtask rootfs busybox builds one)"),
+        ),
     }
     if plan.process.args.first().is_none_or(|a| a.is_empty()) {
-        problems.push("process.args is empty: give the command to run after --".to_owned());
+        problems.push(
+            Problem::new("process.args", "process.args", "no command").fixes(
+                "give the command to run after --",
+                "give one after -- on the command line or with command([...])",
+            ),
+        );
     }
     if !plan.process.cwd.is_absolute() {
-        problems.push(format!(
-            "process.cwd {:?}: must be an absolute path",
-            plan.process.cwd
+        problems.push(Problem::new(
+            "process.cwd",
+            format!("process.cwd {:?}", plan.process.cwd),
+            "must be an absolute path",
         ));
     }
     for env in &plan.process.env {
         if !env.contains('=') {
-            problems.push(format!("process.env {env:?}: expected KEY=VALUE"));
+            problems.push(Problem::new(
+                "process.env",
+                format!("process.env {env:?}"),
+                "expected KEY=VALUE",
+            ));
         }
     }
     for rlimit in &plan.process.rlimits {
+        let subject = format!("process.rlimits {}", rlimit.kind);
         if let Err(e) = ns_core::parse_rlimit_resource(&rlimit.kind) {
-            problems.push(format!("process.rlimits {}: {e}", rlimit.kind));
+            problems.push(Problem::new("process.rlimits", &subject, e.to_string()));
         } else if rlimit.soft > rlimit.hard {
-            problems.push(format!(
-                "process.rlimits {}: soft limit {} is above hard limit {}",
-                rlimit.kind, rlimit.soft, rlimit.hard
+            problems.push(Problem::new(
+                "process.rlimits",
+                &subject,
+                format!(
+                    "soft limit {} is above hard limit {}",
+                    rlimit.soft, rlimit.hard
+                ),
             ));
         }
     }
@@ -264,8 +423,10 @@ fn common_problems(plan: &Plan, problems: &mut Vec<String>) {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !valid {
-            problems.push(format!(
-                "hostname {name:?}: expected 1 to 64 letters, digits, '-' or '.'"
+            problems.push(Problem::new(
+                "hostname",
+                format!("hostname {name:?}"),
+                "expected 1 to 64 letters, digits, '-' or '.'",
             ));
         }
     }

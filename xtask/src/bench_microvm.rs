@@ -90,7 +90,7 @@ struct Sample {
 }
 
 /// `cargo xtask bench microvm`.
-pub fn microvm(runs: usize, qemu_default: bool) -> Result<()> {
+pub fn microvm(runs: usize, qemu_default: bool, kernel_log: bool) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -141,6 +141,14 @@ pub fn microvm(runs: usize, qemu_default: bool) -> Result<()> {
         };
         (name, format!("/{LAB_DRIVER} /{LAB_PLAN} {round}"))
     }));
+    if kernel_log {
+        cases.extend(KERNEL_LOG_TOOLS.iter().map(|tool| {
+            (
+                format!("{KERNEL_LOG_CASE}-{tool}"),
+                kernel_log_command(tool),
+            )
+        }));
+    }
 
     progress!(
         "one lab boot: 1 warm-up round and {runs} timed rounds, each running {} once",
@@ -156,6 +164,15 @@ pub fn microvm(runs: usize, qemu_default: bool) -> Result<()> {
             case_output(&console, &failed.name),
             lab.console.display()
         );
+    }
+
+    if kernel_log {
+        for tool in KERNEL_LOG_TOOLS {
+            let path = bench_dir.join(format!("kernel-log-{tool}.txt"));
+            let log = case_output(&console, &format!("{KERNEL_LOG_CASE}-{tool}"));
+            fs::write(&path, log + "\n").with_context(|| format!("writing {}", path.display()))?;
+            progress!("{tool}'s boot with the kernel log: {}", path.display());
+        }
     }
 
     let samples = parse_samples(&console)?;
@@ -219,6 +236,30 @@ fn qemu_argv(machine: &str) -> Vec<String> {
         ),
     ]);
     argv
+}
+
+/// `--kernel-log`: the lab cases (one per tool, named `KERNEL_LOG_CASE-TOOL`) that boot
+/// `/bin/true` once with the guest kernel's log, timestamped.
+const KERNEL_LOG_CASE: &str = "bench-microvm-kernel-log";
+const KERNEL_LOG_TOOLS: [&str; 2] = ["capsule", REFERENCE];
+
+/// The shell command of `tool`'s kernel-log case: the timed run's command line without
+/// `quiet loglevel=1` (Debian's kernel timestamps its log). The case passes when the guest
+/// ran `/bin/true`.
+fn kernel_log_command(tool: &str) -> String {
+    if tool == "capsule" {
+        return format!(
+            "{LAB_CAPSULE} run --isolation microvm --memory {MEMORY} --rootfs /{BUSYBOX_ROOTFS} \
+             --kernel-log -- /bin/true"
+        );
+    }
+    let verbose = CMDLINE.replace(" quiet loglevel=1", "");
+    let argv: Vec<String> = qemu_argv("microvm,rtc=on")
+        .into_iter()
+        .map(|arg| format!("'{}'", if arg == CMDLINE { &verbose } else { &arg }))
+        .collect();
+    // isa-debug-exit turns the guest's status 0 into 1.
+    format!("{}; [ $? = 1 ]", argv.join(" "))
 }
 
 /// The tools in the order of the plan (the driver rotates it per round).

@@ -8,6 +8,7 @@ mod ci;
 mod demo;
 mod guest;
 mod lab;
+mod policy_doc;
 mod rootfs;
 mod util;
 
@@ -47,6 +48,8 @@ enum Cmd {
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.
     Lab { filter: Option<String> },
+    /// Regenerate docs/policy.md, the policy language reference, from the registered functions.
+    PolicyDoc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,11 @@ enum BenchKind {
         /// Also QEMU with microvm's default devices (under KVM no RTC; about twice as slow).
         #[arg(long)]
         qemu_default: bool,
+        /// After the timed rounds, boot each tool once more with the guest kernel's log
+        /// (timestamped) and write both logs to target/capsule/bench/, to see where boot
+        /// time goes.
+        #[arg(long)]
+        kernel_log: bool,
     },
 }
 
@@ -89,13 +97,19 @@ fn main() -> ExitCode {
             kind: BenchKind::Container { runs, tools },
         } => bench::container(runs, &tools),
         Cmd::Bench {
-            kind: BenchKind::Microvm { runs, qemu_default },
-        } => bench_microvm::microvm(runs, qemu_default),
+            kind:
+                BenchKind::Microvm {
+                    runs,
+                    qemu_default,
+                    kernel_log,
+                },
+        } => bench_microvm::microvm(runs, qemu_default, kernel_log),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
         Cmd::Lab { filter } => lab::run(filter.as_deref()),
+        Cmd::PolicyDoc => policy_doc::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

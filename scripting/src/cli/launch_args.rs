@@ -6,7 +6,7 @@ use clap::Args;
 use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
-use crate::{parse_cpus, parse_size, resolve_user};
+use crate::{parse_cpus, parse_duration, parse_size, resolve_user};
 
 #[derive(Debug, Args)]
 #[group(id = "launch", multiple = true)]
@@ -93,7 +93,7 @@ pub struct LaunchArgs {
     #[arg(long)]
     kernel_log: bool,
     /// Stop the workload after this long, e.g. 30, 30s, 500ms or 2m (exit status 124).
-    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     timeout: Option<f64>,
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
@@ -132,25 +132,6 @@ fn parse_swap(s: &str) -> Result<i64, String> {
         return Ok(-1);
     }
     i64::try_from(parse_size(s)?).map_err(|_| format!("{s:?} is out of range"))
-}
-
-/// Seconds from `30`, `30s`, `500ms` or `2m`.
-fn parse_timeout(s: &str) -> Result<f64, String> {
-    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(sec) = s.strip_suffix('s') {
-        (sec, 1.0)
-    } else if let Some(min) = s.strip_suffix('m') {
-        (min, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    match number.parse::<f64>() {
-        Ok(value) if value.is_finite() && value > 0.0 => Ok(value * scale),
-        _ => Err(format!(
-            "{s:?}: expected a positive duration such as 30, 30s, 500ms or 2m"
-        )),
-    }
 }
 
 fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
@@ -260,6 +241,75 @@ impl LaunchArgs {
     }
 }
 
+impl LaunchArgs {
+    /// The workload a policy script reads: `--rootfs`, `-e` and the command. Every other
+    /// launch flag is refused, because the script decides what it sets.
+    pub fn workload(&self) -> Result<crate::policy::Workload, String> {
+        let given = [
+            ("--isolation", self.isolation != Isolation::Container),
+            ("--memory", self.memory.is_some()),
+            ("--memory-swap", self.memory_swap.is_some()),
+            ("--cpus", self.cpus.is_some()),
+            ("--cpu-shares", self.cpu_shares.is_some()),
+            ("--pids", self.pids.is_some()),
+            ("--blkio-weight", self.blkio_weight.is_some()),
+            ("--cpuset-cpus", self.cpuset_cpus.is_some()),
+            ("--cpuset-mems", self.cpuset_mems.is_some()),
+            ("--hostname", self.hostname.is_some()),
+            ("--workdir", self.workdir.is_some()),
+            ("--user", self.user.is_some()),
+            ("--read-only", self.read_only),
+            ("--cap-add", !self.cap_add.is_empty()),
+            ("--cap-drop", !self.cap_drop.is_empty()),
+            ("--seccomp", self.seccomp.is_some()),
+            ("--no-init", self.no_init),
+            ("--volume", !self.volume.is_empty()),
+            ("--tmpfs", !self.tmpfs.is_empty()),
+            ("--ulimit", !self.ulimit.is_empty()),
+            ("--uidmap", !self.uidmap.is_empty()),
+            ("--gidmap", !self.gidmap.is_empty()),
+            ("--kernel", self.kernel.is_some()),
+            ("--initrd", self.initrd.is_some()),
+            ("--kernel-log", self.kernel_log),
+            ("--timeout", self.timeout.is_some()),
+        ];
+        let refused: Vec<&str> = given
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(f, _)| *f)
+            .collect();
+        if !refused.is_empty() {
+            return Err(format!(
+                "{} cannot be used with a policy script: the script sets the launch (see docs/policy.md); with a script give only --rootfs, -e, --set and the command after --",
+                refused.join(", ")
+            ));
+        }
+        let mut env = std::collections::BTreeMap::new();
+        for kv in &self.env {
+            match kv.split_once('=') {
+                Some((key, value)) => {
+                    env.insert(key.to_owned(), value.to_owned());
+                }
+                None => {
+                    if let Ok(value) = std::env::var(kv) {
+                        env.insert(kv.clone(), value);
+                    }
+                }
+            }
+        }
+        let (command, args) = match self.command.split_first() {
+            Some((command, args)) => (command.clone(), args.to_vec()),
+            None => (String::new(), Vec::new()),
+        };
+        Ok(crate::policy::Workload {
+            command,
+            args,
+            env,
+            rootfs: self.rootfs.clone().map(absolute),
+        })
+    }
+}
+
 fn parse_ulimit(spec: &str) -> Result<Rlimit, String> {
     let bad = || format!("--ulimit {spec:?}: expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048");
     let (name, values) = spec.split_once('=').ok_or_else(bad)?;
@@ -331,17 +381,6 @@ fn parse_tmpfs(spec: &str) -> Result<Mount, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_take_units() {
-        assert_eq!(parse_timeout("30"), Ok(30.0));
-        assert_eq!(parse_timeout("1.5s"), Ok(1.5));
-        assert_eq!(parse_timeout("500ms"), Ok(0.5));
-        assert_eq!(parse_timeout("2m"), Ok(120.0));
-        for bad in ["", "0", "-1", "x", "1h", "nan"] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn volumes_and_tmpfs_parse_like_docker() {

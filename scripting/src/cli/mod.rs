@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod gc;
+mod group;
 mod launch_args;
 mod plan;
+mod policy_args;
 mod run;
 
 pub use launch_args::LaunchArgs;
+pub use policy_args::PolicyArgs;
 
 /// Run a workload as a container or a microVM, chosen by policy.
 #[derive(Debug, Parser)]
@@ -24,18 +28,38 @@ pub struct Cli {
 enum Command {
     /// Launch a workload and exit with its status.
     Run {
+        /// A policy script that computes the Plans to launch (see docs/policy.md).
+        #[arg(value_name = "SCRIPT.rhai", conflicts_with = "plan")]
+        script: Option<PathBuf>,
         /// Run a Plan saved by `capsule plan` instead of building one from flags.
         /// A saved Plan carries the whole launch, so no launch flag may be given with it.
         #[arg(long, value_name = "PLAN.json", conflicts_with = "launch")]
         plan: Option<PathBuf>,
-        /// Write the launch's Outcome as JSON to FILE.
+        /// Write the launch's Outcome as JSON to FILE (an array for a group of Plans).
         #[arg(long, value_name = "FILE")]
         outcome: Option<PathBuf>,
         #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
         launch: LaunchArgs,
     },
-    /// Print the Plan the flags describe, as JSON; launch nothing.
+    /// Print the Plan the flags or a policy script describe, as JSON; launch nothing.
     Plan {
+        /// A policy script; a group of Plans prints as a JSON array.
+        #[arg(value_name = "SCRIPT.rhai")]
+        script: Option<PathBuf>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
+        launch: LaunchArgs,
+    },
+    /// Evaluate a policy script and validate its Plans against this host; launch nothing.
+    Check {
+        /// The policy script.
+        #[arg(value_name = "SCRIPT.rhai")]
+        script: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
         #[command(flatten)]
         launch: LaunchArgs,
     },
@@ -65,13 +89,53 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    // --set and --host-facts mean something only to a script.
+    if let Command::Run {
+        script: None,
+        policy,
+        ..
+    }
+    | Command::Plan {
+        script: None,
+        policy,
+        ..
+    } = &cli.command
+        && let Some(flag) = policy.given()
+    {
+        return fail(format!(
+            "{flag} is for a policy script: give it after SCRIPT.rhai, e.g. capsule run job.rhai {flag} ..."
+        ));
+    }
     match cli.command {
         Command::Run {
+            script: Some(script),
+            outcome,
+            policy,
+            launch,
+            ..
+        } => run::run_script(&script, outcome.as_deref(), &policy, &launch),
+        Command::Run {
+            script: None,
             plan,
             outcome,
             launch,
+            ..
         } => run::run(plan.as_deref(), outcome.as_deref(), &launch),
-        Command::Plan { launch } => plan::plan(&launch),
+        Command::Plan {
+            script: Some(script),
+            policy,
+            launch,
+        } => plan::plan_script(&script, &policy, &launch),
+        Command::Plan {
+            script: None,
+            launch,
+            ..
+        } => plan::plan(&launch),
+        Command::Check {
+            script,
+            policy,
+            launch,
+        } => check::check(&script, &policy, &launch),
         Command::Gc => gc::gc(),
     }
 }
@@ -80,4 +144,18 @@ pub fn main() -> ExitCode {
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("capsule: {message}");
     ExitCode::from(crate::ExitCode::Runtime as u8)
+}
+
+/// Reports a policy's errors, one `capsule: file:line:col: ...` block each, and returns the
+/// runtime failure code.
+fn fail_policy(error: &crate::policy::PolicyError) -> ExitCode {
+    match error.diagnostics() {
+        [] => fail(error),
+        diagnostics => {
+            for d in diagnostics {
+                eprintln!("capsule: {d}");
+            }
+            ExitCode::from(crate::ExitCode::Runtime as u8)
+        }
+    }
 }

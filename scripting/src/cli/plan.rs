@@ -1,6 +1,7 @@
+use std::path::Path;
 use std::process::ExitCode;
 
-use super::{LaunchArgs, fail};
+use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
 
 pub(super) fn plan(args: &LaunchArgs) -> ExitCode {
     match args.to_plan() {
@@ -12,5 +13,17 @@ pub(super) fn plan(args: &LaunchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// `capsule plan SCRIPT.rhai`: the script's Plans as JSON, unvalidated (as with flags), so a
+/// Plan can be made for another host.
+pub(super) fn plan_script(script: &Path, policy: &PolicyArgs, launch: &LaunchArgs) -> ExitCode {
+    match policy.evaluate(script, launch, true) {
+        Ok((evaluation, _)) => {
+            print!("{}", evaluation.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_policy(&e),
     }
 }

@@ -1,0 +1,190 @@
+//! The process: command, environment, working directory, user, privileges and rlimits.
+
+use rhai::plugin::*;
+
+use crate::Plan;
+
+/// Sets `key` in the Plan's environment, replacing an earlier value.
+pub(crate) fn set_env(plan: &mut Plan, key: &str, value: &str) {
+    plan.process
+        .env
+        .retain(|e| e.split('=').next() != Some(key));
+    plan.process.env.push(format!("{key}={value}"));
+}
+
+#[export_module]
+pub mod process {
+    use ns_core::{Capabilities, parse_capability};
+    use rhai::{Array, INT};
+
+    use crate::plan::Rlimit;
+    use crate::policy::api::values::{Refusal, ns_message, refuse, strings};
+    use crate::policy::script_plan::ScriptPlan;
+    use crate::resolve_user;
+
+    /// Replaces the command and its arguments (an array of strings).
+    ///
+    /// ```rhai
+    /// p.command(["/bin/sh", "-c", "echo hello"]);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn command(ctx: NativeCallContext, p: &mut ScriptPlan, argv: Array) -> Result<(), Refusal> {
+        let written = format!("{argv:?}");
+        p.plan.process.args = strings("process.args", &argv)?;
+        p.record(&ctx, "process.args", written);
+        Ok(())
+    }
+
+    /// Sets one environment variable, replacing an earlier value of it.
+    ///
+    /// ```rhai
+    /// p.env("RUST_LOG", "info");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn env(
+        ctx: NativeCallContext,
+        p: &mut ScriptPlan,
+        key: &str,
+        value: &str,
+    ) -> Result<(), Refusal> {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err(refuse(
+                "process.env",
+                &Dynamic::from(key.to_owned()),
+                "expected a name without '=' or NUL, and a value without NUL",
+            ));
+        }
+        super::set_env(&mut p.plan, key, value);
+        p.record(&ctx, "process.env", format!("{key:?}"));
+        Ok(())
+    }
+
+    /// The working directory inside the root filesystem (absolute; default `/`).
+    pub fn cwd(ctx: NativeCallContext, p: &mut ScriptPlan, dir: &str) {
+        p.plan.process.cwd = dir.into();
+        p.record(&ctx, "process.cwd", format!("{dir:?}"));
+    }
+
+    /// The user to run as: `"name"`, `"uid"`, `"name:group"` or `"uid:gid"`, resolved in the
+    /// root filesystem's own `/etc/passwd` and `/etc/group` (so set the rootfs first).
+    ///
+    /// ```rhai
+    /// p.user("nobody");
+    /// p.user("1000:1000");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn user(ctx: NativeCallContext, p: &mut ScriptPlan, spec: &str) -> Result<(), Refusal> {
+        let user = resolve_user(spec, &p.plan.root.path)
+            .map_err(|e| refuse("process.user", &Dynamic::from(spec.to_owned()), e))?;
+        p.plan.process.user = user;
+        p.record(&ctx, "process.user", format!("{spec:?}"));
+        Ok(())
+    }
+
+    /// The hostname inside the container or guest (default: the launch's id).
+    pub fn hostname(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) {
+        p.plan.hostname = Some(name.to_owned());
+        p.record(&ctx, "hostname", format!("{name:?}"));
+    }
+
+    /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`.
+    #[rhai_fn(return_raw)]
+    pub fn cap_add(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
+        let caps = &mut p.plan.process.capabilities;
+        if name.eq_ignore_ascii_case("ALL") {
+            *caps = Capabilities::all();
+        } else {
+            let cap = parse_capability(name).map_err(|e| {
+                refuse(
+                    "process.capabilities",
+                    &Dynamic::from(name.to_owned()),
+                    ns_message(e),
+                )
+            })?;
+            caps.add(cap);
+        }
+        p.record(&ctx, "process.capabilities", format!("{name:?}"));
+        Ok(())
+    }
+
+    /// Drops a capability (`"CHOWN"`), or every one with `"ALL"`.
+    #[rhai_fn(return_raw)]
+    pub fn cap_drop(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
+        let caps = &mut p.plan.process.capabilities;
+        if name.eq_ignore_ascii_case("ALL") {
+            *caps = Capabilities::default();
+        } else {
+            let cap = parse_capability(name).map_err(|e| {
+                refuse(
+                    "process.capabilities",
+                    &Dynamic::from(name.to_owned()),
+                    ns_message(e),
+                )
+            })?;
+            caps.drop(cap);
+        }
+        p.record(&ctx, "process.capabilities", format!("{name:?}"));
+        Ok(())
+    }
+
+    /// Sets a resource limit with its `ulimit` or OCI name (`"nofile"`, `"RLIMIT_NPROC"`):
+    /// soft and hard values.
+    ///
+    /// ```rhai
+    /// p.rlimit("nofile", 1024, 4096);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn rlimit(
+        ctx: NativeCallContext,
+        p: &mut ScriptPlan,
+        name: &str,
+        soft: INT,
+        hard: INT,
+    ) -> Result<(), Refusal> {
+        let shown = Dynamic::from(name.to_owned());
+        ns_core::parse_rlimit_resource(name)
+            .map_err(|e| refuse("process.rlimits", &shown, ns_message(e)))?;
+        let (Ok(soft), Ok(hard)) = (u64::try_from(soft), u64::try_from(hard)) else {
+            return Err(refuse(
+                "process.rlimits",
+                &shown,
+                "limits cannot be negative",
+            ));
+        };
+        let upper = name.to_ascii_uppercase();
+        let kind = if upper.starts_with("RLIMIT_") {
+            upper
+        } else {
+            format!("RLIMIT_{upper}")
+        };
+        p.plan.process.rlimits.retain(|r| r.kind != kind);
+        p.plan.process.rlimits.push(Rlimit { kind, soft, hard });
+        p.record(&ctx, "process.rlimits", format!("{name:?}"));
+        Ok(())
+    }
+
+    /// Sets a resource limit's soft and hard values to the same number.
+    #[rhai_fn(name = "rlimit", return_raw)]
+    pub fn rlimit_both(
+        ctx: NativeCallContext,
+        p: &mut ScriptPlan,
+        name: &str,
+        limit: INT,
+    ) -> Result<(), Refusal> {
+        rlimit(ctx, p, name, limit, limit)
+    }
+
+    /// Whether the process may gain privileges through setuid binaries (default `true`:
+    /// it may not).
+    pub fn no_new_privileges(ctx: NativeCallContext, p: &mut ScriptPlan, on: bool) {
+        p.plan.process.no_new_privileges = on;
+        p.record(&ctx, "process.noNewPrivileges", on.to_string());
+    }
+
+    /// Whether capsule's minimal init runs as PID 1, reaping zombies and forwarding signals
+    /// (default `true`, like `docker run --init`). A microVM always has it.
+    pub fn init(ctx: NativeCallContext, p: &mut ScriptPlan, on: bool) {
+        p.plan.init = on;
+        p.record(&ctx, "init", on.to_string());
+    }
+}

@@ -1,0 +1,313 @@
+//! Every refusal a script can meet, with its exact message and the place it points at:
+//! the setter's own checks while the script runs, and validation of the whole Plan after.
+
+mod common;
+
+use common::{errors, host, inputs};
+use kvm_core::KvmFlavour;
+use scripting::policy::{self, Kvm};
+
+/// `script` as the body of a policy that starts from `plan(workload)` on line 1 and ends
+/// with the Plan; the body starts on line 2.
+fn policy(body: &str) -> String {
+    format!("let p = plan(workload);\n{body}\np\n")
+}
+
+fn container_errors(body: &str, rootless: bool) -> Vec<String> {
+    errors(
+        &policy(body),
+        &inputs(Kvm::Hardware),
+        &host(KvmFlavour::Hardware, rootless),
+    )
+}
+
+/// A microVM Plan whose kernel and initrd exist, on a host with hardware KVM.
+fn microvm_errors(body: &str) -> Vec<String> {
+    let body = format!(
+        "p.isolation(\"microvm\");\np.kernel(\"/bin/sh\");\np.initrd(\"/bin/sh\");\n{body}"
+    );
+    errors(
+        &policy(&body),
+        &inputs(Kvm::Hardware),
+        &host(KvmFlavour::Hardware, true),
+    )
+}
+
+#[test]
+fn setters_refuse_values_they_cannot_take_at_the_call() {
+    let cases = [
+        (
+            "p.memory(\"12 parsecs\");",
+            "job.rhai:2:3: resources.memory = \"12 parsecs\": \"12 parsecs\" has an unknown unit \" parsecs\": use b, k, m, g or t",
+        ),
+        (
+            "p.memory(true);",
+            "job.rhai:2:3: resources.memory = true: expected a size such as \"256M\" or 256.mib()",
+        ),
+        (
+            "p.memory(-1);",
+            "job.rhai:2:3: resources.memory = -1: a size cannot be negative",
+        ),
+        (
+            "p.cpus(0);",
+            "job.rhai:2:3: resources.cpus = 0: \"0\" is not a CPU count: expected a positive number such as 1.5",
+        ),
+        (
+            "p.pids(-1);",
+            "job.rhai:2:3: resources.pids = -1: expected a positive number",
+        ),
+        (
+            "p.isolation(\"vm\");",
+            "job.rhai:2:3: isolation = \"vm\": expected \"container\", \"microvm\", \"kata\"",
+        ),
+        (
+            "p.seccomp(\"strict\");",
+            "job.rhai:2:3: seccomp = \"strict\": expected \"default\", \"unconfined\"",
+        ),
+        (
+            "p.network(\"host\");",
+            "job.rhai:2:3: network = \"host\": this build has only \"none\" (its own namespace with loopback); host and bridged networks come with the virtio issue",
+        ),
+        (
+            "p.cap_add(\"FLY\");",
+            "job.rhai:2:3: process.capabilities = \"FLY\": unknown capability \"FLY\": expected a name from capabilities(7) such as NET_ADMIN",
+        ),
+        (
+            "p.rootfs(\"rootfs\");",
+            "job.rhai:2:3: root.path = \"rootfs\": expected an absolute path (a relative one would depend on where capsule runs)",
+        ),
+        (
+            "p.timeout(\"1h\");",
+            "job.rhai:2:3: timeout = \"1h\": \"1h\": expected a positive duration such as 30, 30s, 500ms or 2m",
+        ),
+        (
+            "p.map_uids(-1, 0, 1);",
+            "job.rhai:2:3: userNamespace = \"-1:0:1\": expected ids from 0 to 4294967295 and a positive size",
+        ),
+        (
+            "p.env(\"A=B\", \"x\");",
+            "job.rhai:2:3: process.env = \"A=B\": expected a name without '=' or NUL, and a value without NUL",
+        ),
+        (
+            "p.rlimit(\"bogus\", 1);",
+            "job.rhai:2:3: process.rlimits = \"bogus\": unknown rlimit \"bogus\": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack",
+        ),
+        (
+            "p.command([1]);",
+            "job.rhai:2:3: process.args = 1: expected strings only",
+        ),
+        (
+            "  p.user(\"nosuchuser\");",
+            "job.rhai:2:5: process.user = \"nosuchuser\": unknown user \"nosuchuser\": no such entry in //etc/passwd; give a numeric uid or a user of the image",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(container_errors(body, true), [expected], "{body}");
+    }
+}
+
+#[test]
+fn container_validation_points_at_the_setter_of_the_field() {
+    let cases: [(&str, bool, &[&str]); 9] = [
+        (
+            "p.timeout(30);",
+            true,
+            &[
+                "job.rhai:2:3: timeout = 30: containers do not take a timeout yet; drop timeout() or use isolation(\"microvm\")",
+            ],
+        ),
+        (
+            "p.kernel(\"/boot/vmlinuz\");",
+            true,
+            &[
+                "job.rhai:2:3: vm: kernel, initrd and kernel log are for isolation \"microvm\"; drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
+            ],
+        ),
+        (
+            "p.tmpfs(\"scratch\");",
+            true,
+            &[
+                "job.rhai:2:3: mounts[0] = \"scratch\": destination must be an absolute path other than /",
+            ],
+        ),
+        (
+            "p.bind(\"/nonexistent\", \"/data\");",
+            true,
+            &[
+                "job.rhai:2:3: mounts[0] = \"/data\": source /nonexistent does not exist on the host",
+            ],
+        ),
+        (
+            "p.cwd(\"work\");",
+            true,
+            &["job.rhai:2:3: process.cwd = \"work\": must be an absolute path"],
+        ),
+        (
+            "p.hostname(\"no spaces\");",
+            true,
+            &[
+                "job.rhai:2:3: hostname = \"no spaces\": expected 1 to 64 letters, digits, '-' or '.'",
+            ],
+        ),
+        (
+            "p.rlimit(\"nofile\", 10, 5);",
+            true,
+            &["job.rhai:2:3: process.rlimits = \"nofile\": soft limit 10 is above hard limit 5"],
+        ),
+        (
+            "p.memory(\"64M\");",
+            true,
+            &[
+                "job.rhai:2:3: resources: limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none; run capsule as root or drop the limits",
+            ],
+        ),
+        (
+            "p.map_uids(0, 100000, 65536);",
+            false,
+            &[
+                "job.rhai:2:3: userNamespace = 0:100000:65536: give both uid and gid maps; use map_uids() and map_gids()",
+                "job.rhai:1:9: this host has no usable cgroup hierarchy under /sys/fs/cgroup; mount cgroup2 or the v1 controllers",
+            ],
+        ),
+    ];
+    for (body, rootless, expected) in cases {
+        assert_eq!(container_errors(body, rootless), expected, "{body}");
+    }
+    let rootless_user = errors(
+        &policy("p.user(\"1000:1000\");"),
+        &inputs(Kvm::Hardware),
+        &host(KvmFlavour::Hardware, true),
+    );
+    assert_eq!(
+        rootless_user,
+        [
+            "job.rhai:2:3: process.user = \"1000:1000\": a rootless container maps only your own user, as root inside; run capsule as root to use other users"
+        ]
+    );
+}
+
+#[test]
+fn plan_problems_point_at_where_the_plan_was_made() {
+    let missing_root = "let p = plan(\"/nonexistent\", [\"true\"]);\np\n";
+    assert_eq!(
+        errors(
+            missing_root,
+            &inputs(Kvm::Hardware),
+            &host(KvmFlavour::Hardware, true)
+        ),
+        [
+            "job.rhai:1:9: root.path = \"/nonexistent\": No such file or directory (os error 2); give an existing directory (cargo xtask rootfs busybox builds one)"
+        ]
+    );
+    let mut no_command = inputs(Kvm::Hardware);
+    no_command.workload.command.clear();
+    no_command.workload.args.clear();
+    assert_eq!(
+        errors(
+            "plan(workload)\n",
+            &no_command,
+            &host(KvmFlavour::Hardware, true)
+        ),
+        [
+            "job.rhai:1:1: process.args = []: no command; give one after -- on the command line or with command([...])"
+        ]
+    );
+}
+
+#[test]
+fn microvm_validation_names_what_a_microvm_cannot_honour() {
+    let cases = [
+        (
+            "p.memory(\"64K\");",
+            "job.rhai:5:3: resources.memory = \"64K\": a microVM needs at least 128M (its kernel and initramfs live in it); give memory(\"128M\") or more",
+        ),
+        (
+            "p.cpus(300);",
+            "job.rhai:5:3: resources.cpus = 300: a microVM has at most 254 vCPUs; give cpus(254) or fewer",
+        ),
+        (
+            "p.pids(16);",
+            "job.rhai:5:3: resources.pids = 16: a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\"); drop pids() or use isolation(\"container\")",
+        ),
+        (
+            "p.tmpfs(\"/scratch\");",
+            "job.rhai:5:3: mounts[0] = \"/scratch\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")",
+        ),
+        (
+            "p.init(false);",
+            "job.rhai:5:3: init = false: in a microVM capsule-init is always PID 1 (it reports the exit status); drop init(false)",
+        ),
+        (
+            "p.map_uids(0, 1, 1);",
+            "job.rhai:5:3: userNamespace = 0:1:1: a microVM's guest has its own kernel and ids; drop map_uids()/map_gids()",
+        ),
+        (
+            "p.kernel(\"/nonexistent/vmlinux\");",
+            "job.rhai:5:3: vm.kernel = \"/nonexistent/vmlinux\": no such file; run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs) or give kernel(\"FILE\")",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(microvm_errors(body), [expected], "{body}");
+    }
+    // Every problem is reported, each at its own line.
+    assert_eq!(microvm_errors("p.memory(\"64K\");\np.pids(16);").len(), 2);
+}
+
+#[test]
+fn isolation_refusals_point_at_the_isolation() {
+    let kata = policy("p.isolation(\"kata\");");
+    assert_eq!(
+        errors(
+            &kata,
+            &inputs(Kvm::Hardware),
+            &host(KvmFlavour::Hardware, true)
+        ),
+        [
+            "job.rhai:2:3: isolation = \"kata\": a container inside a microVM needs the microVM's virtio devices, which this build does not have yet; use isolation(\"microvm\") or isolation(\"container\")"
+        ]
+    );
+    let on_pvm = errors(
+        &policy("p.isolation(\"microvm\");"),
+        &inputs(Kvm::Pvm),
+        &host(KvmFlavour::Pvm, true),
+    );
+    assert_eq!(on_pvm.len(), 1);
+    assert!(
+        on_pvm[0].starts_with("job.rhai:2:3: isolation \"microvm\" cannot boot the stock guest kernel here: this host's KVM is PVM"),
+        "{on_pvm:?}"
+    );
+}
+
+#[test]
+fn a_diagnostic_quotes_the_line_with_a_caret_under_the_call() {
+    let error = policy::check_source(
+        "job.rhai",
+        &policy("p.isolation(\"microvm\");\np.kernel(\"/bin/sh\");\np.initrd(\"/bin/sh\");\n    p.memory(\"64K\");"),
+        &inputs(Kvm::Hardware),
+        &host(KvmFlavour::Hardware, true),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "job.rhai:5:7: resources.memory = \"64K\": a microVM needs at least 128M (its kernel and initramfs live in it); give memory(\"128M\") or more\n        p.memory(\"64K\");\n          ^"
+    );
+}
+
+#[test]
+fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
+    // untrusted() on a host without hardware KVM hardens a container: its /tmp tmpfs is a
+    // mount a microVM could not take, reported at the untrusted() call.
+    let script = policy(
+        "p.untrusted(host);\np.isolation(\"microvm\");\np.kernel(\"/bin/sh\");\np.initrd(\"/bin/sh\");",
+    );
+    assert_eq!(
+        errors(
+            &script,
+            &inputs(Kvm::Pvm),
+            &host(KvmFlavour::Hardware, true)
+        ),
+        [
+            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")"
+        ]
+    );
+}

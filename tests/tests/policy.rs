@@ -1,0 +1,212 @@
+//! `capsule run SCRIPT.rhai`: the container examples of `examples/` launched on this host,
+//! and `capsule check`. Every launch is followed by a check that nothing was left behind.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tests::{Launch, assert_nothing_left, env, to_launch};
+
+macro_rules! env_or_skip {
+    () => {
+        match env() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// `capsule run examples/SCRIPT --rootfs <busybox> FLAGS -- CMD` with an Outcome file.
+fn run_example(env: &tests::Env, script: &str, flags: &[&str], cmd: &[&str]) -> Launch {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outcome = dir.path().join("outcome.json");
+    let output = env
+        .command()
+        .arg("run")
+        .arg(example(script))
+        .arg("--outcome")
+        .arg(&outcome)
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("capsule runs");
+    let launch = to_launch(output, &outcome);
+    assert_nothing_left();
+    launch
+}
+
+#[test]
+fn hello_runs_the_command_in_a_container_named_by_the_policy() {
+    let env = env_or_skip!();
+    let launch = run_example(
+        &env,
+        "hello.rhai",
+        &[],
+        &["sh", "-c", "hostname; echo $GREETING; exit 3"],
+    );
+    assert_eq!(launch.code, 3, "{launch:?}");
+    assert_eq!(launch.stdout, "hello\nhello from capsule\n");
+    assert_eq!(launch.outcome["isolation"], "container");
+    assert_eq!(launch.outcome["exitCode"], 3);
+}
+
+#[test]
+fn untrusted_code_gets_a_microvm_or_a_hardened_container() {
+    let env = env_or_skip!();
+    if kvm_is_hardware() {
+        // The microVM launch itself is exercised by the lab (tests/microvm.rs).
+        return;
+    }
+    let probe = "cat /proc/self/status | grep CapEff; touch /x 2>&1; touch /tmp/x && echo tmp ok";
+    let launch = run_example(&env, "untrusted.rhai", &[], &["sh", "-c", probe]);
+    assert_eq!(launch.code, 0, "{launch:?}");
+    assert!(
+        launch.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        launch.stdout
+    );
+    assert!(
+        launch.stdout.contains("Read-only file system"),
+        "{}",
+        launch.stdout
+    );
+    assert!(launch.stdout.contains("tmp ok"), "{}", launch.stdout);
+}
+
+#[test]
+fn resources_sizes_the_container_from_the_host() {
+    let env = env_or_skip!();
+    let script = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let launch = run_example(
+        &env,
+        "resources.rhai",
+        &["--set", "memory=64M"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(launch.code, 0, "{launch:?}");
+    assert_eq!(launch.stdout.trim(), (64u64 << 20).to_string());
+    let refused = run_example(&env, "resources.rhai", &["--set", "memory=100T"], &["true"]);
+    assert_eq!(refused.code, 125, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("examples/resources.rhai:10:5: this host has"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn a_group_launches_both_workloads_and_reports_each() {
+    let env = env_or_skip!();
+    let launch = run_example(&env, "group.rhai", &[], &[]);
+    assert_eq!(launch.code, 0, "{launch:?}");
+    let mut lines: Vec<&str> = launch.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["consumer: consumer", "producer: producer"]);
+    let outcomes = launch.outcome.as_array().expect("an Outcome per Plan");
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o["exitCode"] == 0), "{outcomes:?}");
+}
+
+#[test]
+fn scripts_sharing_a_module_both_get_its_rules() {
+    let env = env_or_skip!();
+    let probe = "echo $ORG; grep CapEff /proc/self/status; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max";
+    let batch = run_example(&env, "batch.rhai", &[], &["sh", "-c", probe]);
+    assert_eq!(batch.code, 0, "{batch:?}");
+    assert!(batch.stdout.starts_with("example\n"), "{}", batch.stdout);
+    assert!(batch.stdout.trim_end().ends_with("128"), "{}", batch.stdout);
+    let service = run_example(&env, "service.rhai", &[], &["sh", "-c", probe]);
+    assert_eq!(service.code, 0, "{service:?}");
+    assert!(
+        service.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        service.stdout
+    );
+    assert!(
+        service.stdout.trim_end().ends_with("128"),
+        "{}",
+        service.stdout
+    );
+}
+
+#[test]
+fn the_tenant_comes_from_set() {
+    let env = env_or_skip!();
+    let acme = run_example(
+        &env,
+        "tenant.rhai",
+        &["--set", "tenant=acme"],
+        &["sh", "-c", "echo $TENANT; hostname"],
+    );
+    assert_eq!(acme.code, 0, "{acme:?}");
+    assert_eq!(acme.stdout, "acme\nacme\n");
+    let unknown = run_example(
+        &env,
+        "tenant.rhai",
+        &["--set", "tenant=umbrella"],
+        &["true"],
+    );
+    assert_eq!(unknown.code, 125);
+    assert!(
+        unknown.stderr.contains("unknown tenant \"umbrella\""),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn check_exits_zero_or_prints_the_errors_with_their_place() {
+    let env = env_or_skip!();
+    let ok = env
+        .command()
+        .arg("check")
+        .arg(example("hello.rhai"))
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.rhai");
+    std::fs::write(
+        &script,
+        "let p = plan(workload);\np.isolation(\"kata\");\np\n",
+    )
+    .unwrap();
+    let kata = env
+        .command()
+        .arg("run")
+        .arg(&script)
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(kata.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&kata.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "capsule: {}:2:3: isolation = \"kata\": a container inside a microVM needs the microVM's virtio devices, which this build does not have yet; use isolation(\"microvm\") or isolation(\"container\")\n    p.isolation(\"kata\");\n      ^\n",
+            script.display()
+        )
+    );
+    assert_nothing_left();
+}
+
+fn kvm_is_hardware() -> bool {
+    let module = |name: &str| std::path::Path::new("/sys/module").join(name).exists();
+    !module("kvm_pvm") && (module("kvm_intel") || module("kvm_amd"))
+}
