@@ -1,11 +1,14 @@
 //! How the workload is isolated: the kind of isolation, syscalls, network, user namespace,
 //! the microVM's kernel, and a time limit.
 
+use ns_core::{IdMap, IdMaps};
 use rhai::plugin::*;
+
+use crate::policy::script_plan::ScriptPlan;
 
 #[export_module]
 pub mod isolation {
-    use ns_core::{IdMap, IdMaps, SeccompProfile};
+    use ns_core::{IdMap, SeccompProfile};
     use rhai::INT;
 
     use crate::Isolation;
@@ -67,16 +70,11 @@ pub mod isolation {
         host_id: INT,
         size: INT,
     ) -> Result<(), Refusal> {
-        let map = id_map(container_id, host_id, size)?;
-        p.plan
-            .user_namespace
-            .get_or_insert_with(no_maps)
-            .uids
-            .push(map);
-        p.record(
+        super::push_id_map(
             &ctx,
-            "userNamespace",
-            format!("{container_id}:{host_id}:{size}"),
+            p,
+            |maps| &mut maps.uids,
+            id_map(container_id, host_id, size)?,
         );
         Ok(())
     }
@@ -90,25 +88,13 @@ pub mod isolation {
         host_id: INT,
         size: INT,
     ) -> Result<(), Refusal> {
-        let map = id_map(container_id, host_id, size)?;
-        p.plan
-            .user_namespace
-            .get_or_insert_with(no_maps)
-            .gids
-            .push(map);
-        p.record(
+        super::push_id_map(
             &ctx,
-            "userNamespace",
-            format!("{container_id}:{host_id}:{size}"),
+            p,
+            |maps| &mut maps.gids,
+            id_map(container_id, host_id, size)?,
         );
         Ok(())
-    }
-
-    fn no_maps() -> IdMaps {
-        IdMaps {
-            uids: Vec::new(),
-            gids: Vec::new(),
-        }
     }
 
     fn id_map(container_id: INT, host_id: INT, size: INT) -> Result<IdMap, Refusal> {
@@ -174,4 +160,28 @@ pub mod isolation {
         p.record(&ctx, "timeout", written(&duration));
         Ok(())
     }
+}
+
+/// Adds `map` to the list of the user namespace's maps that `list` picks.
+fn push_id_map(
+    ctx: &NativeCallContext,
+    p: &mut ScriptPlan,
+    list: fn(&mut IdMaps) -> &mut Vec<IdMap>,
+    map: IdMap,
+) {
+    let maps = p.plan.user_namespace.get_or_insert_with(|| IdMaps {
+        uids: Vec::new(),
+        gids: Vec::new(),
+    });
+    list(maps).push(map);
+    let IdMap {
+        container_id,
+        host_id,
+        size,
+    } = map;
+    p.record(
+        ctx,
+        "userNamespace",
+        format!("{container_id}:{host_id}:{size}"),
+    );
 }

@@ -1,8 +1,11 @@
 //! The process: command, environment, working directory, user, privileges and rlimits.
 
+use ns_core::Capabilities;
 use rhai::plugin::*;
 
 use crate::Plan;
+use crate::policy::api::values::{Refusal, ns_message, refuse};
+use crate::policy::script_plan::ScriptPlan;
 
 /// Sets `key` in the Plan's environment, replacing an earlier value.
 pub(crate) fn set_env(plan: &mut Plan, key: &str, value: &str) {
@@ -90,41 +93,17 @@ pub mod process {
     /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`.
     #[rhai_fn(return_raw)]
     pub fn cap_add(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
-        let caps = &mut p.plan.process.capabilities;
-        if name.eq_ignore_ascii_case("ALL") {
-            *caps = Capabilities::all();
-        } else {
-            let cap = parse_capability(name).map_err(|e| {
-                refuse(
-                    "process.capabilities",
-                    &Dynamic::from(name.to_owned()),
-                    ns_message(e),
-                )
-            })?;
-            caps.add(cap);
-        }
-        p.record(&ctx, "process.capabilities", format!("{name:?}"));
-        Ok(())
+        super::edit_capabilities(&ctx, p, name, Capabilities::all(), |caps| {
+            parse_capability(name).map(|cap| caps.add(cap))
+        })
     }
 
     /// Drops a capability (`"CHOWN"`), or every one with `"ALL"`.
     #[rhai_fn(return_raw)]
     pub fn cap_drop(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
-        let caps = &mut p.plan.process.capabilities;
-        if name.eq_ignore_ascii_case("ALL") {
-            *caps = Capabilities::default();
-        } else {
-            let cap = parse_capability(name).map_err(|e| {
-                refuse(
-                    "process.capabilities",
-                    &Dynamic::from(name.to_owned()),
-                    ns_message(e),
-                )
-            })?;
-            caps.drop(cap);
-        }
-        p.record(&ctx, "process.capabilities", format!("{name:?}"));
-        Ok(())
+        super::edit_capabilities(&ctx, p, name, Capabilities::default(), |caps| {
+            parse_capability(name).map(|cap| caps.drop(cap))
+        })
     }
 
     /// Sets a resource limit with its `ulimit` or OCI name (`"nofile"`, `"RLIMIT_NPROC"`):
@@ -187,4 +166,28 @@ pub mod process {
         p.plan.init = on;
         p.record(&ctx, "init", on.to_string());
     }
+}
+
+/// `"ALL"` makes the set `all`; any other name goes to `edit_one`, whose error refuses it.
+fn edit_capabilities(
+    ctx: &NativeCallContext,
+    p: &mut ScriptPlan,
+    name: &str,
+    all: Capabilities,
+    edit_one: impl FnOnce(&mut Capabilities) -> Result<(), ns_core::Error>,
+) -> Result<(), Refusal> {
+    let caps = &mut p.plan.process.capabilities;
+    if name.eq_ignore_ascii_case("ALL") {
+        *caps = all;
+    } else {
+        edit_one(caps).map_err(|e| {
+            refuse(
+                "process.capabilities",
+                &Dynamic::from(name.to_owned()),
+                ns_message(e),
+            )
+        })?;
+    }
+    p.record(ctx, "process.capabilities", format!("{name:?}"));
+    Ok(())
 }
