@@ -39,9 +39,23 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
 const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
 
-/// Packages whose test binaries also run inside the lab, on its real (nested) KVM, built as
-/// static musl executables since the lab has no C library.
-const TEST_PACKAGES: &[&[&str]] = &[&["-p", "kvm-core"], &["-p", "tests", "--test", "microvm"]];
+/// Test binaries that also run inside the lab, on its real (nested) KVM, built as static musl
+/// executables since the lab has no C library. kvm-core's `tier1` is left to the host, where
+/// it belongs: its real-mode guests are the ones during or after which the whole L1 guest
+/// stalled (3 of 5 boots on 2026-11-23), which points at QEMU's TCG emulation of nested SVM,
+/// not at kvm-core (they never hang on the host's KVM).
+const TEST_PACKAGES: &[&[&str]] = &[
+    &[
+        "-p",
+        "kvm-core",
+        "--lib",
+        "--test",
+        "boot_linux",
+        "--test",
+        "machine",
+    ],
+    &["-p", "tests", "--test", "microvm"],
+];
 
 const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -206,11 +220,11 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
             break (results, done, log);
         }
         print_console_tail(&log);
-        // About one boot in seven stalls the whole L1 guest while kvm-core's tier-1 tests run
-        // L2 code (even the in-guest per-case `timeout` stops firing), which points at QEMU's
-        // TCG emulation of nested SVM rather than at the code under test; those tests never
-        // hang on the host's own KVM. Another boot tells such a stall from a real hang, which
-        // would hang again. Every console is kept and each retry is reported.
+        // The whole L1 guest sometimes stalls while L2 code runs (even the in-guest per-case
+        // `timeout` stops firing), which points at QEMU's TCG emulation of nested SVM rather
+        // than at the code under test (see TEST_PACKAGES). Another boot tells such a stall
+        // from a real hang, which would hang again. Every console is kept and each retry is
+        // reported.
         if attempt == MAX_BOOTS {
             break (results, done, log);
         }
