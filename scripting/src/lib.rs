@@ -16,6 +16,7 @@ pub mod cli;
 mod error;
 mod outcome;
 mod plan;
+mod plans;
 pub mod policy;
 mod problem;
 pub mod state;
@@ -28,6 +29,7 @@ pub use outcome::{Outcome, Peaks, Timings};
 pub use plan::{
     Isolation, Mount, MountType, Network, Plan, Process, Resources, Rlimit, Root, VmSpec,
 };
+pub use plans::Plans;
 pub use problem::Problem;
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use users::resolve_user;

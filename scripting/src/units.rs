@@ -53,11 +53,25 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
         (s, 1.0)
     };
     match number.parse::<f64>() {
-        Ok(value) if value.is_finite() && value > 0.0 => Ok(value * scale),
+        Ok(value) if value.is_finite() && value > 0.0 => {
+            let seconds = value * scale;
+            if fits_duration(seconds) {
+                Ok(seconds)
+            } else {
+                Err(format!("{s:?} is too long for a timeout"))
+            }
+        }
         _ => Err(format!(
             "{s:?}: expected a positive duration such as 30, 30s, 500ms or 2m"
         )),
     }
+}
+
+/// Whether `seconds` is positive and converts to a [`std::time::Duration`]: the microVM's
+/// run loop converts with `Duration::from_secs_f64`, which panics on infinity, NaN and
+/// values past `u64::MAX` seconds (`timeout(1e300)`, or `"1e308m"` once scaled).
+pub(crate) fn fits_duration(seconds: f64) -> bool {
+    seconds > 0.0 && std::time::Duration::try_from_secs_f64(seconds).is_ok()
 }
 
 #[cfg(test)]
@@ -85,7 +99,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(1.5));
         assert_eq!(parse_duration("500ms"), Ok(0.5));
         assert_eq!(parse_duration("2m"), Ok(120.0));
-        for bad in ["", "0", "-1", "x", "1h", "nan"] {
+        // The last two would panic as a Duration: too long, and infinite once scaled.
+        for bad in ["", "0", "-1", "x", "1h", "nan", "1e300", "1e308m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -129,6 +129,23 @@ fn microvm_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) -> Re
             .fixes("give --cpus 254 or fewer", "give cpus(254) or fewer"),
         );
     }
+    // A saved Plan's timeout never went through parse_duration; the run loop turns it into a
+    // Duration, which panics on what does not fit.
+    if let Some(timeout) = plan.timeout
+        && !crate::units::fits_duration(timeout)
+    {
+        problems.push(
+            Problem::new(
+                "timeout",
+                format!("timeout {timeout}"),
+                "expected a positive number of seconds that fits a duration",
+            )
+            .fixes(
+                "give --timeout 30s, for example",
+                "give timeout(\"30s\"), for example",
+            ),
+        );
+    }
     let container_only = [
         (
             "memorySwap",

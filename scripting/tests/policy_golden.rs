@@ -54,6 +54,12 @@ const CASES: &[Case] = &[
         set: &[],
     },
     Case {
+        name: "steps",
+        script: "steps.rhai",
+        host_facts: HARDWARE,
+        set: &[],
+    },
+    Case {
         name: "batch",
         script: "batch.rhai",
         host_facts: HARDWARE,
@@ -146,4 +152,26 @@ fn the_same_inputs_give_the_same_bytes() {
     for case in CASES {
         assert_eq!(plan(case), plan(case), "{}", case.name);
     }
+}
+
+/// The launch order is part of `capsule plan`'s output, not only of the golden bytes: an
+/// `in_order` group is `{"inOrder": [...]}` in script order, a group launched together a
+/// plain array, one Plan an object.
+#[test]
+fn plan_output_keeps_the_group_s_launch_order() {
+    let json = |name: &str| -> serde_json::Value {
+        let case = CASES.iter().find(|c| c.name == name).expect("a case");
+        let (ok, bytes) = plan(case);
+        assert!(ok, "{name}: {}", String::from_utf8_lossy(&bytes));
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    let steps = json("steps");
+    let members = steps["inOrder"]
+        .as_array()
+        .unwrap_or_else(|| panic!("an in_order group prints as {{\"inOrder\": [...]}}: {steps}"));
+    let hostnames: Vec<_> = members.iter().map(|p| p["hostname"].clone()).collect();
+    assert_eq!(hostnames, ["prepare", "main"]);
+    assert_eq!(steps.as_object().map(|o| o.len()), Some(1), "{steps}");
+    assert!(json("group").is_array());
+    assert!(json("hello").get("isolation").is_some());
 }

@@ -311,3 +311,36 @@ fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
         ]
     );
 }
+
+/// The microVM's run loop turns the timeout into a `Duration`, which panics on what does not
+/// fit: the setter refuses such a timeout at its line, and validation refuses it in a Plan
+/// that never met the setter (a saved one).
+#[test]
+fn a_timeout_too_long_for_a_duration_is_refused_rather_than_a_panic() {
+    assert_eq!(
+        microvm_errors("p.timeout(1e300);"),
+        ["job.rhai:5:3: timeout = 1e300: \"1e300\" is too long for a timeout"]
+    );
+    assert_eq!(
+        microvm_errors("p.timeout(\"1e308m\");"),
+        ["job.rhai:5:3: timeout = \"1e308m\": \"1e308m\" is too long for a timeout"]
+    );
+    let mut saved = scripting::Plan::container("/", vec!["true".to_owned()]);
+    saved.isolation = scripting::Isolation::Microvm;
+    saved.vm = Some(scripting::VmSpec {
+        kernel: Some("/bin/sh".into()),
+        initrd: Some("/bin/sh".into()),
+        ..Default::default()
+    });
+    for timeout in [1e300, f64::INFINITY, f64::NAN, -1.0] {
+        saved.timeout = Some(timeout);
+        let refused = scripting::validate(&saved, &host(KvmFlavour::Hardware, true));
+        match refused {
+            Err(scripting::Error::Invalid(problems)) => {
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert_eq!(problems[0].field, "timeout");
+            }
+            other => panic!("timeout {timeout}: {other:?}"),
+        }
+    }
+}

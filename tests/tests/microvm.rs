@@ -224,3 +224,31 @@ fn sigterm_to_capsule_stops_the_vm_and_exits_143() {
     );
     tests::assert_nothing_left();
 }
+
+/// The policy example for untrusted code picks a microVM where KVM is hardware, as in the lab,
+/// and the microVM backend honours the Plan it computed (its 256M of guest RAM).
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn the_untrusted_code_example_launches_a_microvm() {
+    let env = env_or_skip_inner();
+    // Embedded, so that the test binary needs no checkout inside the lab.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("untrusted.rhai");
+    std::fs::write(&script, include_str!("../../examples/untrusted.rhai")).expect("write");
+    let flags = [
+        script.display().to_string(),
+        "--rootfs".to_owned(),
+        env.rootfs.display().to_string(),
+    ];
+    let launch = env.run_raw(&flags, &["grep", "MemTotal", "/proc/meminfo"]);
+    eprintln!("{launch:?}");
+    assert_eq!(launch.code, 0);
+    assert_eq!(launch.outcome["isolation"], "microvm", "{}", launch.outcome);
+    let kib: u64 = launch
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal in kB");
+    assert!((200_000..=262_144).contains(&kib), "{}", launch.stdout);
+}

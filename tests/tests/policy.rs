@@ -118,6 +118,143 @@ fn a_group_launches_both_workloads_and_reports_each() {
     assert!(outcomes.iter().all(|o| o["exitCode"] == 0), "{outcomes:?}");
 }
 
+/// `capsule plan examples/SCRIPT --rootfs <busybox> FLAGS -- CMD` saved to a file, then
+/// `capsule run --plan FILE`: a saved launch runs as the script would.
+fn run_saved_plan(env: &tests::Env, script: &str, flags: &[&str], cmd: &[&str]) -> Launch {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let saved = env
+        .command()
+        .arg("plan")
+        .arg(example(script))
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("capsule runs");
+    assert_eq!(saved.status.code(), Some(0), "{saved:?}");
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, &saved.stdout).expect("write the plan");
+    let outcome = dir.path().join("outcome.json");
+    let output = env
+        .command()
+        .arg("run")
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--outcome")
+        .arg(&outcome)
+        .stdin(Stdio::null())
+        .output()
+        .expect("capsule runs");
+    let launch = to_launch(output, &outcome);
+    assert_nothing_left();
+    launch
+}
+
+#[test]
+fn in_order_runs_each_step_after_the_last_and_stops_at_a_failure() {
+    let env = env_or_skip!();
+    let ok = run_example(&env, "steps.rhai", &[], &["sh", "-c", "echo serving"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.stdout, "preparing\nserving\n");
+    let failed = run_example(
+        &env,
+        "steps.rhai",
+        &["--set", "prepare=echo broken; exit 3"],
+        &["sh", "-c", "echo serving"],
+    );
+    assert_eq!(failed.code, 3, "{failed:?}");
+    assert_eq!(failed.stdout, "broken\n");
+    let outcomes = failed
+        .outcome
+        .as_array()
+        .expect("an Outcome per launched Plan");
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "the second step must not start: {outcomes:?}"
+    );
+}
+
+/// `capsule plan` of an `in_order` group, saved and run with `--plan`, still runs the steps
+/// in order and stops at the first failure: were the order lost, the second step would start
+/// beside the failing first one.
+#[test]
+fn a_saved_in_order_group_keeps_its_order() {
+    let env = env_or_skip!();
+    let ok = run_saved_plan(&env, "steps.rhai", &[], &["sh", "-c", "echo serving"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.stdout, "preparing\nserving\n");
+    assert_eq!(ok.outcome.as_array().map(Vec::len), Some(2), "{ok:?}");
+    let failed = run_saved_plan(
+        &env,
+        "steps.rhai",
+        &["--set", "prepare=echo broken; exit 3"],
+        &["sh", "-c", "echo serving"],
+    );
+    assert_eq!(failed.code, 3, "{failed:?}");
+    assert_eq!(failed.stdout, "broken\n");
+    let outcomes = failed
+        .outcome
+        .as_array()
+        .expect("an Outcome per launched Plan");
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "the second step must not start: {outcomes:?}"
+    );
+}
+
+#[test]
+fn a_saved_group_launches_both_workloads() {
+    let env = env_or_skip!();
+    let launch = run_saved_plan(&env, "group.rhai", &[], &[]);
+    assert_eq!(launch.code, 0, "{launch:?}");
+    let mut lines: Vec<&str> = launch.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["consumer: consumer", "producer: producer"]);
+    let outcomes = launch.outcome.as_array().expect("an Outcome per Plan");
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o["exitCode"] == 0), "{outcomes:?}");
+}
+
+#[test]
+fn a_saved_group_with_an_invalid_plan_launches_nothing() {
+    let env = env_or_skip!();
+    let saved = env
+        .command()
+        .arg("plan")
+        .arg(example("steps.rhai"))
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(["--", "true"])
+        .output()
+        .expect("capsule runs");
+    assert_eq!(saved.status.code(), Some(0), "{saved:?}");
+    let mut group: serde_json::Value = serde_json::from_slice(&saved.stdout).unwrap();
+    group["inOrder"][1]["process"]["cwd"] = "relative".into();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, group.to_string()).unwrap();
+    let output = env
+        .command()
+        .args(["run", "--plan"])
+        .arg(&plan)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125), "{output:?}");
+    // The first step would have printed "preparing" had it been launched.
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("plan 1 of the group") && stderr.contains("process.cwd"),
+        "{stderr}"
+    );
+    assert_nothing_left();
+}
+
 #[test]
 fn scripts_sharing_a_module_both_get_its_rules() {
     let env = env_or_skip!();

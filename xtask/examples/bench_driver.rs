@@ -160,6 +160,8 @@ fn run_once(tool: &Tool, round: usize, output: &Path) -> Result<()> {
         )
         .with_context(|| format!("parsing {path}"))?;
         for (key, pointer) in [
+            ("prepare_ms", "/timings/prepareMs"),
+            ("create_ms", "/timings/createMs"),
             ("total_ms", "/timings/totalMs"),
             ("boot_ms", "/timings/bootMs"),
             ("memory_bytes", "/peaks/memoryBytes"),

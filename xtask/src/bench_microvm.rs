@@ -83,6 +83,8 @@ struct Sample {
     round: usize,
     ms: f64,
     maxrss_kib: u64,
+    /// capsule's prepare and create phases: everything before the vCPUs start.
+    setup_ms: Option<f64>,
     total_ms: Option<f64>,
     boot_ms: Option<f64>,
     memory_bytes: Option<u64>,
@@ -155,16 +157,23 @@ pub fn microvm(runs: usize, qemu_default: bool, kernel_log: bool) -> Result<()> 
         tools.join(", ")
     );
     let lab = lab::run_extra(&Extra { files, cases })?;
-    let console = fs::read_to_string(&lab.console)
-        .with_context(|| format!("reading {}", lab.console.display()))?;
+    let consoles = lab.console_text()?;
     if let Some(failed) = lab.results.iter().find(|r| !r.passed) {
         bail!(
             "lab case {} failed; its output:\n{}\n(the whole console is in {})",
             failed.name,
-            case_output(&console, &failed.name),
-            lab.console.display()
+            case_output(&consoles, &failed.name),
+            lab.last_console().display()
         );
     }
+    // Only what the cases that have a result printed, each from its last run: a round that
+    // QEMU froze in runs again on the next boot and must not count twice.
+    let console = lab
+        .results
+        .iter()
+        .map(|r| case_output(&consoles, &r.name))
+        .collect::<Vec<_>>()
+        .join("\n");
 
     if kernel_log {
         for tool in KERNEL_LOG_TOOLS {
@@ -181,7 +190,7 @@ pub fn microvm(runs: usize, qemu_default: bool, kernel_log: bool) -> Result<()> 
         if n != runs {
             bail!(
                 "the console holds {n} timed runs of {tool}, not {runs}; see {}",
-                lab.console.display()
+                lab.last_console().display()
             );
         }
     }
@@ -421,15 +430,19 @@ fn ldd_paths(ldd: &str) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-/// The console lines of one case, from its start marker to its result.
+/// The console lines of one case, from its last start marker (an earlier run may have been
+/// cut off by a frozen boot) to its result.
 fn case_output(console: &str, case: &str) -> String {
     let start = format!("CAPSULE-LAB start {case}");
     let end = format!("CAPSULE-LAB result {case} ");
-    console
-        .lines()
-        .skip_while(|l| !l.contains(&start))
-        .skip(1)
+    let lines: Vec<&str> = console.lines().collect();
+    let Some(first) = lines.iter().rposition(|l| l.contains(&start)) else {
+        return String::new();
+    };
+    lines[first + 1..]
+        .iter()
         .take_while(|l| !l.contains(&end))
+        .copied()
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -461,8 +474,8 @@ fn parse_samples(console: &str) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
-/// `CAPSULE-BENCH tool=NAME round=N ms=F maxrss_kib=N [total_ms=F] [boot_ms=F]
-/// [memory_bytes=N] [vmm_overhead_bytes=N]`, anywhere on the line.
+/// `CAPSULE-BENCH tool=NAME round=N ms=F maxrss_kib=N [prepare_ms=F create_ms=F]
+/// [total_ms=F] [boot_ms=F] [memory_bytes=N] [vmm_overhead_bytes=N]`, anywhere on the line.
 fn parse_sample(line: &str) -> Option<Sample> {
     let rest = &line[line.find(&format!("{MARKER} tool="))? + MARKER.len() + 1..];
     let field = |key: &str| {
@@ -474,6 +487,10 @@ fn parse_sample(line: &str) -> Option<Sample> {
         round: field("round")?.parse().ok()?,
         ms: field("ms")?.parse().ok()?,
         maxrss_kib: field("maxrss_kib")?.parse().ok()?,
+        setup_ms: ["prepare_ms", "create_ms"]
+            .iter()
+            .map(|key| field(key).and_then(|v| v.parse::<f64>().ok()))
+            .sum(),
         total_ms: field("total_ms").and_then(|v| v.parse().ok()),
         boot_ms: field("boot_ms").and_then(|v| v.parse().ok()),
         memory_bytes: field("memory_bytes").and_then(|v| v.parse().ok()),
@@ -559,12 +576,14 @@ fn report(
     let from_outcome = |get: fn(&Sample) -> Option<f64>| {
         capsule.and_then(|row| median_of(row.samples.iter().map(|s| get(s))))
     };
+    let setup_ms = from_outcome(|s| s.setup_ms);
     let boot_ms = from_outcome(|s| s.boot_ms);
     let total_ms = from_outcome(|s| s.total_ms);
     let memory_mib = from_outcome(|s| s.memory_bytes.map(|b| b as f64 / MIB));
     let overhead_mib = from_outcome(|s| s.vmm_overhead_bytes.map(|b| b as f64 / MIB));
     println!(
-        "capsule's Outcome (medians): bootMs {} (vCPUs start -> init's first instruction), totalMs {}, peak memory {}, VMM overhead {}",
+        "capsule's Outcome (medians): prepare+create {} (before the vCPUs start), bootMs {} (vCPUs start -> init's first instruction), totalMs {}, peak memory {}, VMM overhead {}",
+        or_na(setup_ms, |v| format!("{v:.1} ms")),
         or_na(boot_ms, |v| format!("{v:.1} ms")),
         or_na(total_ms, |v| format!("{v:.1} ms")),
         or_na(memory_mib, |v| format!("{v:.1} MiB")),
@@ -604,6 +623,7 @@ fn report(
         "vcpus": 1,
         "tools": tools_json,
         "capsule_outcome_medians": {
+            "setup_ms": setup_ms,
             "boot_ms": boot_ms,
             "total_ms": total_ms,
             "memory_mib": memory_mib,
@@ -671,7 +691,7 @@ mod tests {
 
     #[test]
     fn samples_parse_and_lab_result_echoes_are_ignored() {
-        let console = "\x1b[2JCAPSULE-BENCH tool=capsule round=1 ms=812.40 maxrss_kib=40960 total_ms=800.5 boot_ms=610.2\n\
+        let console = "\x1b[2JCAPSULE-BENCH tool=capsule round=1 ms=812.40 maxrss_kib=40960 prepare_ms=2.5 create_ms=40 total_ms=800.5 boot_ms=610.2\n\
                        CAPSULE-BENCH tool=qemu-rtc-on round=1 ms=1500.00 maxrss_kib=90000\n\
                        CAPSULE-BENCH tool=capsule round=0 ms=900 maxrss_kib=1\n\
                        CAPSULE-LAB result bench-microvm-round-1 pass CAPSULE-BENCH tool=capsule round=1 ms=812.40 maxrss_kib=40960\n";
@@ -684,6 +704,7 @@ mod tests {
                 round: 1,
                 ms: 812.4,
                 maxrss_kib: 40960,
+                setup_ms: Some(42.5),
                 total_ms: Some(800.5),
                 boot_ms: Some(610.2),
                 memory_bytes: None,
@@ -706,6 +727,17 @@ mod tests {
     fn a_case_s_output_is_cut_from_the_console() {
         let console = "noise\nCAPSULE-LAB start x\nline 1\nline 2\nCAPSULE-LAB result x fail line 2\nCAPSULE-LAB start y\n";
         assert_eq!(case_output(console, "x"), "line 1\nline 2");
+        assert_eq!(case_output(console, "z"), "");
+    }
+
+    #[test]
+    fn a_case_rerun_after_a_frozen_boot_counts_once() {
+        let consoles = "CAPSULE-LAB start r\nCAPSULE-BENCH tool=a round=1 ms=1 maxrss_kib=1\n\
+                        CAPSULE-LAB start r\nCAPSULE-BENCH tool=a round=1 ms=2 maxrss_kib=1\n\
+                        CAPSULE-LAB result r pass\n";
+        let samples = parse_samples(&case_output(consoles, "r")).unwrap();
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].ms, 2.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::rootfs;
 use crate::util::{self, progress};
 
 pub fn run() -> Result<()> {
-    const STEPS: usize = 6;
+    const STEPS: usize = 7;
     let step = |n: usize, what: &str| progress!("ci [{n}/{STEPS}] {what}");
 
     step(1, "formatting");
@@ -54,8 +54,13 @@ pub fn run() -> Result<()> {
         "a test failed; rerun it with `CAPSULE_BIN=target/debug/capsule CAPSULE_TEST_ROOTFS=$(cargo xtask rootfs busybox) cargo test -p <crate> <name>`",
     )?;
 
+    step(6, "fuzzing the policy checker (30 s, stable toolchain)");
+    // Bounded so CI time stays predictable: it catches panics that reach the checker from
+    // scripts unlike the examples, not deep ones; longer runs are `cargo xtask fuzz --seconds N`.
+    crate::fuzz::run(30).context("fuzzing the policy checker failed")?;
+
     step(
-        6,
+        7,
         "the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside)",
     );
     crate::lab::run(None).context("the nested lab failed")?;

@@ -116,8 +116,7 @@ fn microvm_in_lab() -> Result<()> {
         files: Vec::new(),
         cases: vec![("demo-microvm".into(), case)],
     })?;
-    let console = fs::read_to_string(&run.console)
-        .with_context(|| format!("reading the lab console {}", run.console.display()))?;
+    let console = run.console_text()?;
     let part = between(&console, BEGIN, END).unwrap_or_default();
     // The lab's own kernel may log onto the same console ("[    4.84] kvm ..."): not ours.
     let mut lines = part
@@ -131,7 +130,7 @@ fn microvm_in_lab() -> Result<()> {
     if !run.results.iter().all(|r| r.passed) {
         bail!(
             "the microVM launch in the lab failed; its console is {}",
-            run.console.display()
+            run.last_console().display()
         );
     }
     Ok(())

@@ -6,6 +6,7 @@ mod bench;
 mod bench_microvm;
 mod ci;
 mod demo;
+mod fuzz;
 mod guest;
 mod lab;
 mod policy_doc;
@@ -33,7 +34,8 @@ enum Cmd {
         #[command(subcommand)]
         kind: RootfsKind,
     },
-    /// Run everything CI checks: fmt, clippy, build, test rootfs, tests.
+    /// Run everything CI checks: fmt, clippy, build, test rootfs, tests, 30 s of fuzzing, the
+    /// nested lab.
     Ci,
     /// Benchmarks (need root).
     Bench {
@@ -48,6 +50,13 @@ enum Cmd {
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.
     Lab { filter: Option<String> },
+    /// Fuzz the policy checker (`scripting/fuzz`, target `check`) for a bounded time on the
+    /// stable toolchain, seeded with examples/*.rhai; installs cargo-fuzz if missing.
+    Fuzz {
+        /// How long libFuzzer runs, after the build.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Regenerate docs/policy.md, the policy language reference, from the registered functions.
     PolicyDoc,
 }
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
         Cmd::Lab { filter } => lab::run(filter.as_deref()),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
         Cmd::PolicyDoc => policy_doc::run(),
     };
     match result {

@@ -1,9 +1,16 @@
 //! Random scripts into `capsule check`'s library entry point: whatever the text, the answer
 //! is Plans or errors, never a panic, a hang past the engine's deadline, or a crash.
 //!
-//!   cd scripting/fuzz && cargo +nightly fuzz run check -- -max_total_time=60 ../../examples
+//!   cargo xtask fuzz --seconds 60
 //!
-//! (libFuzzer takes the examples as seeds beside its own corpus.)
+//! which installs cargo-fuzz if missing and runs, on the stable toolchain (no sanitizer:
+//! AddressSanitizer needs nightly, and this target is safe Rust),
+//!
+//!   cd scripting/fuzz && cargo fuzz run check --sanitizer none --debug-assertions \
+//!       corpus/check ../../examples -- -max_total_time=60 -timeout=10
+//!
+//! libFuzzer grows `corpus/check` (git-ignored) and reads the examples as seeds beside it; a
+//! crashing input lands in `artifacts/check/`. `cargo xtask ci` runs it for 30 s.
 
 #![no_main]
 

@@ -31,8 +31,9 @@ enum Command {
         /// A policy script that computes the Plans to launch (see docs/policy.md).
         #[arg(value_name = "SCRIPT.rhai", conflicts_with = "plan")]
         script: Option<PathBuf>,
-        /// Run a Plan saved by `capsule plan` instead of building one from flags.
-        /// A saved Plan carries the whole launch, so no launch flag may be given with it.
+        /// Run what `capsule plan` saved (one Plan, or a group launched together or in
+        /// order) instead of building a Plan from flags. A saved Plan carries the whole
+        /// launch, so no launch flag may be given with it.
         #[arg(long, value_name = "PLAN.json", conflicts_with = "launch")]
         plan: Option<PathBuf>,
         /// Write the launch's Outcome as JSON to FILE (an array for a group of Plans).
@@ -45,7 +46,8 @@ enum Command {
     },
     /// Print the Plan the flags or a policy script describe, as JSON; launch nothing.
     Plan {
-        /// A policy script; a group of Plans prints as a JSON array.
+        /// A policy script; a group of Plans prints as a JSON array, an `in_order` group as
+        /// `{"inOrder": [...]}`.
         #[arg(value_name = "SCRIPT.rhai")]
         script: Option<PathBuf>,
         #[command(flatten)]

@@ -3,23 +3,55 @@ use std::process::ExitCode;
 
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy, group};
 use crate::validate::Host;
-use crate::{Isolation, Outcome, Plan, Timings};
+use crate::{Isolation, Outcome, Plan, Plans, Timings};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
     outcome_file: Option<&Path>,
     args: &LaunchArgs,
 ) -> ExitCode {
-    let plan = match plan_file {
-        Some(path) => read_plan(path),
-        None => args.to_plan(),
+    let plans = match plan_file {
+        Some(path) => read_plans(path),
+        None => args.to_plan().map(|plan| Plans::One(Box::new(plan))),
     };
-    let plan = match plan {
-        Ok(plan) => plan,
+    let plans = match plans {
+        Ok(plans) => plans,
         Err(e) => return fail(e),
     };
-    let (outcome, code) = launch(&plan, &Host::detect());
-    finish(outcome_file, &outcome, code)
+    let host = Host::detect();
+    match &plans {
+        Plans::One(plan) => {
+            let (outcome, code) = launch(plan, &host);
+            finish(outcome_file, &outcome, code)
+        }
+        Plans::Together(group) | Plans::InOrder(group) => {
+            // As for a script's group: every Plan is valid before any is launched, so an
+            // in-order group never stops halfway over a problem that was known at the start.
+            let path = plan_file.map_or_else(String::new, |p| p.display().to_string());
+            if let Err(code) = validate_group(&path, group, &host) {
+                return code;
+            }
+            let (outcomes, code) = group::launch(group, plans.sequential());
+            finish(outcome_file, &outcomes, code)
+        }
+    }
+}
+
+/// Validates each Plan of a saved group, reporting every problem with the Plan's place in
+/// the file (a saved Plan has no script lines to point at).
+fn validate_group(path: &str, plans: &[Plan], host: &Host) -> Result<(), ExitCode> {
+    let mut valid = true;
+    for (i, plan) in plans.iter().enumerate() {
+        if let Err(e) = crate::validate(plan, host) {
+            eprintln!("capsule: {path}: plan {i} of the group: {e}");
+            valid = false;
+        }
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(ExitCode::from(crate::ExitCode::Runtime as u8))
+    }
 }
 
 /// `capsule run SCRIPT.rhai`: every Plan is validated, each problem pointing at its script
@@ -38,13 +70,13 @@ pub(super) fn run_script(
     if let Err(e) = evaluation.validate(&host) {
         return fail_policy(&e);
     }
-    match evaluation.plans().as_slice() {
-        [plan] => {
-            let (outcome, code) = launch(plan, &host);
+    match evaluation.to_plans() {
+        Plans::One(plan) => {
+            let (outcome, code) = launch(&plan, &host);
             finish(outcome_file, &outcome, code)
         }
         plans => {
-            let (outcomes, code) = group::launch(plans, evaluation.sequential());
+            let (outcomes, code) = group::launch(plans.plans(), plans.sequential());
             finish(outcome_file, &outcomes, code)
         }
     }
@@ -83,10 +115,11 @@ fn finish(outcome_file: Option<&Path>, outcome: &impl serde::Serialize, code: i3
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn read_plan(path: &Path) -> Result<Plan, String> {
+/// Reads what `capsule plan` printed: one Plan, an array of Plans or an in-order group.
+fn read_plans(path: &Path) -> Result<Plans, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("plan {}: {e}", path.display()))
+    Plans::from_json(&text).map_err(|e| format!("plan {}: {e}", path.display()))
 }
 
 pub(super) fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {

@@ -100,7 +100,9 @@ fixed facts instead of this host's: an object with every field of `host` below, 
 
 One Plan; an array of Plans, launched together (the exit status is the first non-zero one,
 in array order); or `in_order([...])`, launched one after another, stopping at the first
-that fails. `capsule plan` prints one Plan as a JSON object and a group as an array.
+that fails. `capsule plan` prints one Plan as a JSON object, an array as an array, and an
+`in_order` group as `{"inOrder": [...]}`, so the order survives; `capsule run --plan FILE`
+launches any of the three as the script would (a one-Plan group prints as that Plan).
 
 ## Modules
 

@@ -13,7 +13,7 @@ use super::resolver::{FolderResolver, read_limited};
 use super::script_plan::{Group, ScriptPlan};
 use super::{Diagnostic, Inputs, PolicyError};
 use crate::validate::KATA_WHY;
-use crate::{Error, Host, Isolation, Plan};
+use crate::{Error, Host, Isolation, Plan, Plans};
 
 /// The Plans a script computed, with what is needed to point back into it.
 #[derive(Debug, Clone)]
@@ -159,14 +159,15 @@ impl Evaluation {
         self.sequential
     }
 
-    /// `capsule plan`'s output: one Plan as a JSON object, a group as an array; fields in
-    /// the Plan's declaration order, so the same inputs give the same bytes.
+    /// The Plans with their launch order, as `capsule plan` prints them ([`Plans`]).
+    pub fn to_plans(&self) -> Plans {
+        Plans::new(self.plans(), self.sequential)
+    }
+
+    /// `capsule plan`'s output: one Plan as a JSON object, a group launched together as an
+    /// array, an `in_order` group as `{"inOrder": [...]}` ([`Plans`]).
     pub fn to_json(&self) -> String {
-        let json = match self.plans.as_slice() {
-            [one] => serde_json::to_string_pretty(&one.plan),
-            _ => serde_json::to_string_pretty(&self.plans()),
-        };
-        json.expect("a Plan serialises: its maps have string keys") + "\n"
+        self.to_plans().to_json()
     }
 
     /// Validates every Plan against `host`; each problem points at the script line that set

@@ -64,7 +64,9 @@ pub(crate) fn seconds(field: &str, value: &Dynamic) -> Result<f64, Refusal> {
     } else if let Ok(n) = value.as_int() {
         n.to_string()
     } else if let Ok(f) = value.as_float() {
-        f.to_string()
+        // Debug keeps the exponent (`1e300`), which parses back as the same number and reads
+        // better in a refusal than Display's 301 digits.
+        format!("{f:?}")
     } else {
         return Err(refuse(
             field,
