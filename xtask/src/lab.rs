@@ -340,7 +340,9 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     let mut done = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
-        last_line_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if !reports_a_lockup(&line) {
+            last_line_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         let _ = writeln!(log, "{line}");
         if let Some(result) = parse_result(&line) {
             results.push(result);
@@ -356,6 +358,20 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
         );
     }
     Ok((results, done))
+}
+
+/// Whether `line` is the L1 kernel saying one of its CPUs is stuck. When QEMU freezes one
+/// vCPU, the other repeats this every half minute, which is no sign of progress: it must not
+/// keep the silence timeout from firing (one freeze ran into the 30-minute limit so).
+fn reports_a_lockup(line: &str) -> bool {
+    [
+        "BUG: soft lockup",
+        "rcu: INFO:",
+        "self-detected stall",
+        "blocked for more than",
+    ]
+    .iter()
+    .any(|report| line.contains(report))
 }
 
 /// `CAPSULE-LAB result NAME pass|fail DETAIL...`, anywhere on the line (the console may prefix
@@ -609,6 +625,20 @@ pub(crate) fn which(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lockup_reports_are_not_progress() {
+        assert!(reports_a_lockup(
+            "[  361.025459] watchdog: BUG: soft lockup - CPU#1 stuck for 313s! [qemu-system-x86:165]"
+        ));
+        assert!(reports_a_lockup(
+            "[   60.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+        ));
+        assert!(!reports_a_lockup(
+            "[   49.7] kvm [309]: vcpu0, guest rIP: 0xffffffff81073744 Unhandled WRMSR"
+        ));
+        assert!(!reports_a_lockup("test echo_reaches_stdout ... ok"));
+    }
 
     #[test]
     fn result_lines_parse_through_console_noise() {
