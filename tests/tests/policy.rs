@@ -155,26 +155,9 @@ fn run_saved_plan(env: &tests::Env, script: &str, flags: &[&str], cmd: &[&str]) 
 #[test]
 fn in_order_runs_each_step_after_the_last_and_stops_at_a_failure() {
     let env = env_or_skip!();
-    let ok = run_example(&env, "steps.rhai", &[], &["sh", "-c", "echo serving"]);
-    assert_eq!(ok.code, 0, "{ok:?}");
-    assert_eq!(ok.stdout, "preparing\nserving\n");
-    let failed = run_example(
-        &env,
-        "steps.rhai",
-        &["--set", "prepare=echo broken; exit 3"],
-        &["sh", "-c", "echo serving"],
-    );
-    assert_eq!(failed.code, 3, "{failed:?}");
-    assert_eq!(failed.stdout, "broken\n");
-    let outcomes = failed
-        .outcome
-        .as_array()
-        .expect("an Outcome per launched Plan");
-    assert_eq!(
-        outcomes.len(),
-        1,
-        "the second step must not start: {outcomes:?}"
-    );
+    steps_run_in_order_and_stop_at_a_failure(|set| {
+        run_example(&env, "steps.rhai", set, &["sh", "-c", "echo serving"])
+    });
 }
 
 /// `capsule plan` of an `in_order` group, saved and run with `--plan`, still runs the steps
@@ -183,16 +166,18 @@ fn in_order_runs_each_step_after_the_last_and_stops_at_a_failure() {
 #[test]
 fn a_saved_in_order_group_keeps_its_order() {
     let env = env_or_skip!();
-    let ok = run_saved_plan(&env, "steps.rhai", &[], &["sh", "-c", "echo serving"]);
+    steps_run_in_order_and_stop_at_a_failure(|set| {
+        run_saved_plan(&env, "steps.rhai", set, &["sh", "-c", "echo serving"])
+    });
+}
+
+/// `launch` runs examples/steps.rhai with the given `--set` flags.
+fn steps_run_in_order_and_stop_at_a_failure(launch: impl Fn(&[&str]) -> Launch) {
+    let ok = launch(&[]);
     assert_eq!(ok.code, 0, "{ok:?}");
     assert_eq!(ok.stdout, "preparing\nserving\n");
     assert_eq!(ok.outcome.as_array().map(Vec::len), Some(2), "{ok:?}");
-    let failed = run_saved_plan(
-        &env,
-        "steps.rhai",
-        &["--set", "prepare=echo broken; exit 3"],
-        &["sh", "-c", "echo serving"],
-    );
+    let failed = launch(&["--set", "prepare=echo broken; exit 3"]);
     assert_eq!(failed.code, 3, "{failed:?}");
     assert_eq!(failed.stdout, "broken\n");
     let outcomes = failed
