@@ -436,7 +436,8 @@ fn case_output(console: &str, case: &str) -> String {
     let start = format!("CAPSULE-LAB start {case}");
     let end = format!("CAPSULE-LAB result {case} ");
     let lines: Vec<&str> = console.lines().collect();
-    let Some(first) = lines.iter().rposition(|l| l.contains(&start)) else {
+    // The whole line's end: `bench-microvm` is also the start of `bench-microvm-round-1`.
+    let Some(first) = lines.iter().rposition(|l| l.trim_end().ends_with(&start)) else {
         return String::new();
     };
     lines[first + 1..]
@@ -728,6 +729,9 @@ mod tests {
         let console = "noise\nCAPSULE-LAB start x\nline 1\nline 2\nCAPSULE-LAB result x fail line 2\nCAPSULE-LAB start y\n";
         assert_eq!(case_output(console, "x"), "line 1\nline 2");
         assert_eq!(case_output(console, "z"), "");
+        let prefixed = "CAPSULE-LAB start b\nout b\nCAPSULE-LAB result b pass\n\
+                        CAPSULE-LAB start b-1\nout b-1\nCAPSULE-LAB result b-1 pass\n";
+        assert_eq!(case_output(prefixed, "b"), "out b");
     }
 
     #[test]
