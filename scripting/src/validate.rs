@@ -234,9 +234,9 @@ fn microvm_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) -> Re
 fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
     if plan.vm.is_some() {
         problems.push(
-            Problem::new("vm", "vm", "kernel, initrd and kernel log are for isolation \"microvm\"")
+            Problem::new("vm", "vm", "the guest kernel, initrd, command line and kernel log are for isolation \"microvm\"")
                 .fixes(
-                    "drop --kernel/--initrd/--kernel-log",
+                    "drop --kernel/--initrd/--kernel-log/--kernel-cmdline",
                     "drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
                 ),
         );

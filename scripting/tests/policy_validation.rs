@@ -120,7 +120,7 @@ fn container_validation_points_at_the_setter_of_the_field() {
             "p.kernel(\"/boot/vmlinuz\");",
             true,
             &[
-                "job.rhai:2:3: vm: kernel, initrd and kernel log are for isolation \"microvm\"; drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
+                "job.rhai:2:3: vm: the guest kernel, initrd, command line and kernel log are for isolation \"microvm\"; drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
             ],
         ),
         (

@@ -80,19 +80,7 @@ enum BenchKind {
     },
     /// Boot-to-exit of /bin/true in a capsule microVM against QEMU's microvm machine, both
     /// inside one nested lab boot (no root needed).
-    Microvm {
-        /// Timed runs per tool.
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Also QEMU with microvm's default devices (under KVM no RTC; about twice as slow).
-        #[arg(long)]
-        qemu_default: bool,
-        /// After the timed rounds, boot each tool once more with the guest kernel's log
-        /// (timestamped) and write both logs to target/capsule/bench/, to see where boot
-        /// time goes.
-        #[arg(long)]
-        kernel_log: bool,
-    },
+    Microvm(bench_microvm::Options),
 }
 
 fn main() -> ExitCode {
@@ -106,13 +94,8 @@ fn main() -> ExitCode {
             kind: BenchKind::Container { runs, tools },
         } => bench::container(runs, &tools),
         Cmd::Bench {
-            kind:
-                BenchKind::Microvm {
-                    runs,
-                    qemu_default,
-                    kernel_log,
-                },
-        } => bench_microvm::microvm(runs, qemu_default, kernel_log),
+            kind: BenchKind::Microvm(options),
+        } => bench_microvm::microvm(&options),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))

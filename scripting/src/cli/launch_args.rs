@@ -92,6 +92,9 @@ pub struct LaunchArgs {
     /// microVM: show the guest kernel's boot log.
     #[arg(long)]
     kernel_log: bool,
+    /// microVM: parameters appended to capsule's guest kernel command line (QEMU's -append).
+    #[arg(long, value_name = "PARAMS")]
+    kernel_cmdline: Option<String>,
     /// Stop the workload after this long, e.g. 30, 30s, 500ms or 2m (exit status 124).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     timeout: Option<f64>,
@@ -201,11 +204,15 @@ impl LaunchArgs {
             });
         }
         plan.timeout = self.timeout;
-        if self.kernel.is_some() || self.initrd.is_some() || self.kernel_log {
+        if self.kernel.is_some()
+            || self.initrd.is_some()
+            || self.kernel_log
+            || self.kernel_cmdline.is_some()
+        {
             plan.vm = Some(VmSpec {
                 kernel: self.kernel.clone().map(absolute),
                 initrd: self.initrd.clone().map(absolute),
-                cmdline: None,
+                cmdline: self.kernel_cmdline.clone(),
                 kernel_log: self.kernel_log,
             });
         }
@@ -271,6 +278,7 @@ impl LaunchArgs {
             ("--kernel", self.kernel.is_some()),
             ("--initrd", self.initrd.is_some()),
             ("--kernel-log", self.kernel_log),
+            ("--kernel-cmdline", self.kernel_cmdline.is_some()),
             ("--timeout", self.timeout.is_some()),
         ];
         let refused: Vec<&str> = given
@@ -381,6 +389,34 @@ fn parse_tmpfs(spec: &str) -> Result<Mount, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        launch: LaunchArgs,
+    }
+
+    #[test]
+    fn kernel_cmdline_goes_into_the_plan_s_vm() {
+        use clap::Parser;
+        let flags = Flags::try_parse_from([
+            "capsule",
+            "--isolation",
+            "microvm",
+            "--kernel-cmdline",
+            "cryptomgr.notests tsc=reliable",
+            "--rootfs",
+            "/",
+            "--",
+            "true",
+        ])
+        .expect("flags parse");
+        let plan = flags.launch.to_plan().expect("a plan");
+        assert_eq!(
+            plan.vm.and_then(|vm| vm.cmdline).as_deref(),
+            Some("cryptomgr.notests tsc=reliable")
+        );
+    }
 
     #[test]
     fn volumes_and_tmpfs_parse_like_docker() {
