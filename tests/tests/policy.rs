@@ -23,25 +23,13 @@ fn example(name: &str) -> PathBuf {
 
 /// `capsule run examples/SCRIPT --rootfs <busybox> FLAGS -- CMD` with an Outcome file.
 fn run_example(env: &tests::Env, script: &str, flags: &[&str], cmd: &[&str]) -> Launch {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let outcome = dir.path().join("outcome.json");
-    let output = env
-        .command()
-        .arg("run")
-        .arg(example(script))
-        .arg("--outcome")
-        .arg(&outcome)
-        .arg("--rootfs")
-        .arg(&env.rootfs)
-        .args(flags)
-        .arg("--")
-        .args(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("capsule runs");
-    let launch = to_launch(output, &outcome);
-    assert_nothing_left();
-    launch
+    let mut args = vec![
+        example(script).display().to_string(),
+        "--rootfs".to_owned(),
+        env.rootfs.display().to_string(),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    env.run_raw(&args, cmd)
 }
 
 #[test]
