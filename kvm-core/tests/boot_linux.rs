@@ -4,13 +4,14 @@
 //! on a PVM host, so these are `#[ignore]`d on the host and `cargo xtask lab`
 //! runs them, ignored ones included, on the lab's nested hardware KVM.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+mod common;
+use common::Console;
 
 /// The bzImage, as Debian ships it.
 const BZIMAGE: &str = "vmlinuz";
@@ -81,20 +82,6 @@ fn initramfs(init: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// The guest's console, kept for the failure message.
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Boots the kernel `name` to completion; prints how long it took, building
 /// the machine (loading the kernel) included, as the boot-time measurement.
 fn boot(name: &str, vcpus: u8, initrd: Vec<u8>, cmdline: &str) -> (MachineExit, String) {
@@ -116,7 +103,7 @@ fn boot(name: &str, vcpus: u8, initrd: Vec<u8>, cmdline: &str) -> (MachineExit, 
         "{name}: {vcpus} vcpu(s): {exit:?} after {:?} (build {built:?})",
         start.elapsed()
     );
-    let log = String::from_utf8_lossy(&console.0.lock().expect("not poisoned")).into_owned();
+    let log = console.text();
     (exit, log)
 }
 

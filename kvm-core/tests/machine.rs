@@ -8,13 +8,15 @@
 //! Without `/dev/kvm` they print "skipped", except under `CI=true`, where
 //! that is a failure.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+mod common;
+use common::Console;
 
 fn kvm_available() -> bool {
     if Path::new("/dev/kvm").exists() {
@@ -149,19 +151,6 @@ fn reports_its_start_info(initrd_size: u32) -> Vec<u8> {
     code
 }
 
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 struct Run {
     exit: kvm_core::Result<MachineExit>,
     console: String,
@@ -208,7 +197,7 @@ fn run_image(
     let start = Instant::now();
     let exit = machine.run(Some(timeout), &stop);
     let elapsed = start.elapsed();
-    let console = String::from_utf8_lossy(&console.0.lock().expect("not poisoned")).into_owned();
+    let console = console.text();
     eprintln!("{exit:?} after {elapsed:?}, console {console:?}");
     Run {
         exit,

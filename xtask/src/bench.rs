@@ -375,7 +375,12 @@ fn report(
         "tools": tools,
         "capsule_crun_median_ratio": capsule_ratio,
     });
-    let text = serde_json::to_string_pretty(&doc).context("serializing the results")?;
+    write_results(json_path, &doc)
+}
+
+/// Writes a benchmark's results as pretty JSON and says where.
+pub(crate) fn write_results(json_path: &Path, doc: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).context("serializing the results")?;
     fs::write(json_path, text + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     progress!("results written to {}", json_path.display());

@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use guest_init::GuestConfig;
 use serde_json::json;
 
-use crate::bench::quantile;
+use crate::bench::{quantile, write_results};
 use crate::guest;
 use crate::lab::{self, BUSYBOX_ROOTFS, Extra, GUEST_DIR};
 use crate::rootfs;
@@ -673,11 +673,7 @@ fn report(
         },
         "capsule_qemu_rtc_on_ratio": capsule_ratio,
     });
-    let text = serde_json::to_string_pretty(&doc).context("serializing the results")?;
-    fs::write(json_path, text + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    progress!("results written to {}", json_path.display());
-    Ok(())
+    write_results(json_path, &doc)
 }
 
 #[cfg(test)]

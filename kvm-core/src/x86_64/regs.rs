@@ -166,12 +166,8 @@ pub fn setup_long_mode(
     sregs.efer = EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
     let regs = kvm_regs {
-        rflags: 0x2,
-        rip: entry,
-        rsp: BOOT_STACK_POINTER,
-        rbp: BOOT_STACK_POINTER,
         rsi: boot_info,
-        ..Default::default()
+        ..entry_regs(entry)
     };
     vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
 }
@@ -194,14 +190,22 @@ pub fn setup_protected_mode(
     sregs.efer = 0;
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
     let regs = kvm_regs {
+        rbx: start_info,
+        ..entry_regs(entry)
+    };
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+}
+
+/// The general registers both boot protocols start from: at `entry`, on the boot stack,
+/// interrupts off.
+fn entry_regs(entry: u64) -> kvm_regs {
+    kvm_regs {
         rflags: 0x2,
         rip: entry,
         rsp: BOOT_STACK_POINTER,
         rbp: BOOT_STACK_POINTER,
-        rbx: start_info,
         ..Default::default()
-    };
-    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+    }
 }
 
 /// The x87 and SSE control words of a freshly reset CPU (all exceptions masked).
