@@ -56,6 +56,10 @@ pub enum MachineExit {
     Stopped,
 }
 
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
 /// The guest's write to the "user space reached" port, timestamped.
 #[derive(Debug, Default)]
 struct UserSpaceMark(Arc<OnceLock<Instant>>);
@@ -107,8 +111,10 @@ impl Machine {
         if config.vcpus == 0 || config.vcpus > 254 {
             return Err(Error::VcpuCount(config.vcpus));
         }
+        let phase = Instant::now();
         let vm = Vm::new(config.memory)?;
         vm.create_irqchip()?;
+        tracing::debug!(ms = ms_since(phase), "VM and guest memory created");
 
         let user_space = Arc::new(OnceLock::new());
         let serial_irq = Arc::new(IrqFd::new(vm.fd(), SERIAL_IRQ)?);
@@ -153,6 +159,7 @@ impl Machine {
                 virtio_devices: Vec::new(),
             },
         )?;
+        let phase = Instant::now();
         let kernel = load_linux(
             vm.memory(),
             &config.kernel,
@@ -160,6 +167,8 @@ impl Machine {
             &config.cmdline,
             rsdp,
         )?;
+        tracing::debug!(ms = ms_since(phase), "kernel and initramfs loaded");
+        let phase = Instant::now();
 
         let supported = vm.supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
@@ -190,6 +199,7 @@ impl Machine {
             }
             vcpus.push(vcpu);
         }
+        tracing::debug!(ms = ms_since(phase), "vCPUs set up");
         Ok(Machine {
             vcpus,
             buses,

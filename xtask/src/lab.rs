@@ -140,6 +140,38 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask lab --exec CMD...`: one lab boot that runs only these shell commands, on the
+/// lab's real KVM with its `capsule`, guest artifacts and busybox rootfs, and prints what each
+/// printed: for measuring or debugging inside the lab without writing a case.
+pub fn exec(commands: &[String]) -> Result<()> {
+    let cases: Vec<(String, String)> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, command)| (format!("exec-{}", i + 1), command.clone()))
+        .collect();
+    let lab = run_extra(&Extra {
+        files: Vec::new(),
+        cases,
+    })?;
+    let consoles = lab.console_text()?;
+    for result in &lab.results {
+        println!(
+            "--- {} ({}):\n{}",
+            result.name,
+            if result.passed { "exit 0" } else { "failed" },
+            case_output(&consoles, &result.name)
+        );
+    }
+    let failed = lab.results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of the commands failed (the console is in {})",
+            lab.last_console().display()
+        );
+    }
+    Ok(())
+}
+
 /// Boots a lab that runs only `extra`'s cases. A failed case is in the results, not an error:
 /// the caller decides what to show of it.
 pub fn run_extra(extra: &Extra) -> Result<LabRun> {
@@ -620,9 +652,37 @@ pub(crate) fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The console lines of one case, from its last start marker (an earlier run may have been
+/// cut off by a frozen boot) to its result.
+pub fn case_output(console: &str, case: &str) -> String {
+    let start = format!("CAPSULE-LAB start {case}");
+    let end = format!("CAPSULE-LAB result {case} ");
+    let lines: Vec<&str> = console.lines().collect();
+    // The whole line's end: `bench-microvm` is also the start of `bench-microvm-round-1`.
+    let Some(first) = lines.iter().rposition(|l| l.trim_end().ends_with(&start)) else {
+        return String::new();
+    };
+    lines[first + 1..]
+        .iter()
+        .take_while(|l| !l.contains(&end))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_case_s_output_is_cut_from_the_console() {
+        let console = "noise\nCAPSULE-LAB start x\nline 1\nline 2\nCAPSULE-LAB result x fail line 2\nCAPSULE-LAB start y\n";
+        assert_eq!(case_output(console, "x"), "line 1\nline 2");
+        assert_eq!(case_output(console, "z"), "");
+        let prefixed = "CAPSULE-LAB start b\nout b\nCAPSULE-LAB result b pass\n\
+                        CAPSULE-LAB start b-1\nout b-1\nCAPSULE-LAB result b-1 pass\n";
+        assert_eq!(case_output(prefixed, "b"), "out b");
+    }
 
     #[test]
     fn lockup_reports_are_not_progress() {

@@ -49,7 +49,13 @@ enum Cmd {
     Guest,
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.
-    Lab { filter: Option<String> },
+    Lab {
+        filter: Option<String>,
+        /// Run this shell command in the lab instead of the cases, and print its output
+        /// (repeatable; `capsule`, `$CAPSULE_GUEST_DIR` and `/rootfs/busybox` are there).
+        #[arg(long, value_name = "CMD", conflicts_with = "filter")]
+        exec: Vec<String>,
+    },
     /// Fuzz the policy checker (`scripting/fuzz`, target `check`) for a bounded time on the
     /// stable toolchain, seeded with examples/*.rhai; installs cargo-fuzz if missing.
     Fuzz {
@@ -100,7 +106,8 @@ fn main() -> ExitCode {
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
-        Cmd::Lab { filter } => lab::run(filter.as_deref()),
+        Cmd::Lab { exec, .. } if !exec.is_empty() => lab::exec(&exec),
+        Cmd::Lab { filter, .. } => lab::run(filter.as_deref()),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
         Cmd::PolicyDoc => policy_doc::run(),
     };
