@@ -6,6 +6,7 @@
 //! `cargo xtask ci` provides all three. Without them a test is skipped with a message, except
 //! under `CI=true`, where a missing requirement fails the test.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -100,15 +101,27 @@ impl Env {
 
     /// `capsule run FLAGS -- CMD` exactly as given, then checks nothing was left behind.
     pub fn run_raw(&self, flags: &[String], cmd: &[&str]) -> Launch {
+        let args = flags
+            .iter()
+            .map(OsStr::new)
+            .chain(std::iter::once(OsStr::new("--")))
+            .chain(cmd.iter().map(OsStr::new));
+        self.run_args(args)
+    }
+
+    /// `capsule run --outcome FILE ARGS`, then checks nothing was left behind.
+    pub fn run_args<I, S>(&self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let outcome_path = dir.path().join("outcome.json");
         let output = Command::new(&self.capsule)
             .arg("run")
             .arg("--outcome")
             .arg(&outcome_path)
-            .args(flags)
-            .arg("--")
-            .args(cmd)
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("capsule runs");
@@ -122,7 +135,7 @@ impl Env {
     }
 }
 
-pub fn to_launch(output: Output, outcome_path: &Path) -> Launch {
+fn to_launch(output: Output, outcome_path: &Path) -> Launch {
     let outcome = std::fs::read(outcome_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

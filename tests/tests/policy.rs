@@ -1,10 +1,11 @@
 //! `capsule run SCRIPT.rhai`: the container examples of `examples/` launched on this host,
 //! and `capsule check`. Every launch is followed by a check that nothing was left behind.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tests::{Launch, assert_nothing_left, env, to_launch};
+use tests::{Launch, assert_nothing_left, env};
 
 macro_rules! env_or_skip {
     () => {
@@ -128,20 +129,7 @@ fn run_saved_plan(env: &tests::Env, script: &str, flags: &[&str], cmd: &[&str]) 
     assert_eq!(saved.status.code(), Some(0), "{saved:?}");
     let plan = dir.path().join("plan.json");
     std::fs::write(&plan, &saved.stdout).expect("write the plan");
-    let outcome = dir.path().join("outcome.json");
-    let output = env
-        .command()
-        .arg("run")
-        .arg("--plan")
-        .arg(&plan)
-        .arg("--outcome")
-        .arg(&outcome)
-        .stdin(Stdio::null())
-        .output()
-        .expect("capsule runs");
-    let launch = to_launch(output, &outcome);
-    assert_nothing_left();
-    launch
+    env.run_args([OsStr::new("--plan"), plan.as_os_str()])
 }
 
 #[test]
