@@ -6,20 +6,15 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use scripting::policy::{self, HostFacts, Inputs, Kvm, Workload};
+use scripting::policy::{self, Inputs, Kvm, Workload};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+/// The tests' roomy hardware-KVM host, with a workload that prints.
 fn inputs(vars: &[(&str, &str)]) -> Inputs {
     Inputs {
-        host: HostFacts {
-            kvm: Kvm::Hardware,
-            cgroups: "v2".to_owned(),
-            cpus: 8,
-            memory_total: 16 << 30,
-            memory_free: 8 << 30,
-            arch: "x86_64".to_owned(),
-            kernel: "6.1.0".to_owned(),
-            rootless: false,
-        },
+        host: common::facts(Kvm::Hardware),
         workload: Workload {
             command: "sh".to_owned(),
             args: vec!["-c".to_owned(), "echo hello".to_owned()],
