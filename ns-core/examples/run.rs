@@ -12,7 +12,7 @@ fn main() {
     let state = std::env::temp_dir().join(format!("ns-core-example-{}", std::process::id()));
     let mut spec = ContainerSpec::new("example", rootfs, command);
     spec.state_dir = state.clone();
-    let result = spawn(&spec, |_pid| Ok(())).and_then(|running| running.wait());
+    let result = spawn(&spec, None, |_pid| Ok(())).and_then(|running| running.wait());
     let _ = std::fs::remove_dir_all(&state);
     match result {
         Ok(status) => std::process::exit(status.code()),

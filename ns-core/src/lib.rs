@@ -1,7 +1,8 @@
 //! The container process: namespaces, uid/gid maps, the root filesystem, mounts, `/dev`,
 //! capabilities, seccomp and rlimits, and the spawn protocol that puts them together.
 //!
-//! A caller describes one container in a [`ContainerSpec`] and hands it to [`spawn`], which
+//! A caller describes one container in a [`ContainerSpec`] and hands it to [`spawn`] (with the
+//! program to run as PID 1, an [`Init`], when the spec asks for one), which
 //! clones a process into new pid, mount, uts, ipc, net and cgroup namespaces (and a user
 //! namespace when the spec maps ids), lets the caller attach it to cgroups while it waits, builds
 //! its root filesystem, drops its privileges and executes the command. [`Running::wait`] returns
@@ -14,7 +15,7 @@
 //!
 //! let mut spec = ContainerSpec::new("demo", "/srv/rootfs", vec!["/bin/true".into()]);
 //! spec.readonly_rootfs = true;
-//! let running = spawn(&spec, |_pid| Ok(())).expect("spawn");
+//! let running = spawn(&spec, None, |_pid| Ok(())).expect("spawn");
 //! let status = running.wait().expect("wait");
 //! assert_eq!(status.code(), 0);
 //! ```
@@ -24,6 +25,7 @@ mod credentials;
 mod dev;
 mod error;
 mod idmap;
+pub mod init;
 mod mounts;
 mod rlimits;
 mod rootfs;
@@ -36,6 +38,7 @@ pub use capabilities::{Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};
+pub use init::Init;
 pub use rlimits::{Rlimit, parse_rlimit_resource};
 pub use seccomp::SeccompProfile;
 pub use spawn::{ExitStatus, Running, spawn};

@@ -7,13 +7,15 @@
 //! | 3    | write uid/gid maps; `attach(pid)` (cgroups)          |                                                           |
 //! | 4    | write `go` (an error instead kills the child)        | cgroup namespace, hostname, mounts, `pivot_root`          |
 //! | 5    |                                                      | rlimits, bounding set, groups/gid/uid, caps, no_new_privs, cwd |
-//! | 6    |                                                      | seccomp; `fork` the command when it has an init; `execve` |
+//! | 6    |                                                      | fresh signal state; seccomp; `execve` the command or the init |
 //! | 7    | read reports until EOF, then `waitpid`               | `Failed` / `ExecFailed`; the init reports `Exited`        |
 //!
-//! Reports are fixed 16-byte records on a close-on-exec pipe: the pipe closes when the command
-//! executes (or, with an init, when the init exits), so EOF means "nothing more to say". The
-//! child runs between `clone` and `execve` of a program that may have other threads, so it
-//! only makes plain libc calls on data prepared here, and never allocates.
+//! Reports are fixed 16-byte records ([`Report`]) on a close-on-exec pipe: the pipe closes
+//! when the command executes (or, with an init, when the init exits), so EOF means "nothing
+//! more to say". The init is the caller's program ([`Init`]), executed from its descriptor and
+//! given the pipe at [`REPORT_FD`] (see [`crate::init`] for its side). The child runs between
+//! `clone` and `execve` of a program that may have other threads, so it only makes plain libc
+//! calls on data prepared here, and never allocates.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,6 +25,7 @@ use nix::errno::Errno;
 
 use crate::Error;
 use crate::credentials::{CredentialStep, Credentials};
+use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals};
 use crate::mounts::{self, Planner, Step};
 use crate::rlimits;
 use crate::rootfs::{self, Layers};
@@ -87,22 +90,16 @@ struct Prepared {
     envp: Vec<*const libc::c_char>,
     candidates: Vec<CString>,
     credentials: Credentials,
-    init: bool,
+    init: Option<InitExec>,
     userns: bool,
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct Report {
-    kind: u32,
-    stage: u32,
-    index: u32,
-    value: i32,
+/// The init's descriptor and argument vector (`NAME --container -- COMMAND ARGS...`).
+struct InitExec {
+    fd: i32,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
 }
-
-const REPORT_FAILED: u32 = 1;
-const REPORT_EXEC_FAILED: u32 = 2;
-const REPORT_EXITED: u32 = 3;
 
 /// The steps of the child, in order, for reports.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +118,7 @@ enum Stage {
     NoNewPrivs,
     Cwd,
     Seccomp,
-    Fork,
+    Init,
 }
 
 impl From<CredentialStep> for Stage {
@@ -155,20 +152,27 @@ const STAGES: &[(Stage, &str)] = &[
     (Stage::NoNewPrivs, "set no_new_privs"),
     (Stage::Cwd, "change to the working directory"),
     (Stage::Seccomp, "install the seccomp filter"),
-    (Stage::Fork, "fork the command from the init"),
+    (Stage::Init, "execute the init program"),
 ];
 
-/// Creates the container and starts its command. `attach` runs in the parent while the child
-/// waits, with the child's pid, before the child runs anything of its own (the place to add
-/// it to cgroups). On any error the child is killed and reaped before this returns.
-pub fn spawn<F>(spec: &ContainerSpec, attach: F) -> Result<Running, Error>
+/// Creates the container and starts its command. With `spec.init`, `init` is the program
+/// that runs as PID 1 with the command as its child (see [`crate::init`]); it is unused
+/// otherwise. `attach` runs in the parent while the child waits, with the child's pid, before
+/// the child runs anything of its own (the place to add it to cgroups). On any error the
+/// child is killed and reaped before this returns.
+///
+/// # Errors
+/// [`Error::Invalid`] for a spec that cannot work (every problem at once, including an init
+/// asked for but not given); [`Error::Host`] when a kernel call in the parent fails;
+/// [`Error::Attach`] with the message of a failing `attach`.
+pub fn spawn<F>(spec: &ContainerSpec, init: Option<&Init>, attach: F) -> Result<Running, Error>
 where
     F: FnOnce(i32) -> Result<(), String>,
 {
-    validate(spec)?;
+    validate(spec, init.is_some())?;
     let layers = Layers::new(&spec.state_dir);
     layers.create(!spec.readonly_rootfs)?;
-    let (prepared, explain) = prepare(spec, &layers)?;
+    let (prepared, explain) = prepare(spec, init.filter(|_| spec.init), &layers)?;
 
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
@@ -239,8 +243,14 @@ where
 }
 
 /// Checks the spec as a whole and reports every problem at once.
-fn validate(spec: &ContainerSpec) -> Result<(), Error> {
+fn validate(spec: &ContainerSpec, has_init: bool) -> Result<(), Error> {
     let mut problems = Vec::new();
+    if spec.init && !has_init {
+        problems.push(
+            "the spec asks for an init as PID 1 but no init program was given (pass an ns_core::Init, or set init to false)"
+                .to_owned(),
+        );
+    }
     match std::fs::metadata(&spec.rootfs) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => problems.push(format!(
@@ -289,7 +299,11 @@ fn validate(spec: &ContainerSpec) -> Result<(), Error> {
     }
 }
 
-fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain), Error> {
+fn prepare(
+    spec: &ContainerSpec,
+    init: Option<&Init>,
+    layers: &Layers,
+) -> Result<(Prepared, Explain), Error> {
     let userns = spec.user_namespace.is_some();
     let mut planner = Planner::new(&layers.merged);
     rootfs::plan(spec, layers, &mut planner)?;
@@ -336,6 +350,19 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
         credentials.keep_groups()
     };
 
+    let init = init
+        .map(|init| -> Result<InitExec, Error> {
+            let mut owned = vec![init.name().to_owned(), cstring(CONTAINER_ARG)?, cstring("--")?];
+            owned.extend(argv_owned.iter().cloned());
+            let mut argv: Vec<_> = owned.iter().map(|a| a.as_ptr()).collect();
+            argv.push(std::ptr::null());
+            Ok(InitExec {
+                fd: init.raw_fd(),
+                _argv: owned,
+                argv,
+            })
+        })
+        .transpose()?;
     let mut argv: Vec<_> = argv_owned.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<_> = envp_owned.iter().map(|e| e.as_ptr()).collect();
@@ -367,34 +394,22 @@ fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain),
             .map(|c| cstring(c))
             .collect::<Result<_, _>>()?,
         credentials,
-        init: spec.init,
+        init,
         userns,
     };
     Ok((prepared, explain))
 }
 
-fn report(fd: i32, kind: u32, stage: u32, index: u32, value: i32) {
-    let record = Report {
-        kind,
-        stage,
-        index,
-        value,
-    };
-    // SAFETY: `record` is plain old data of the size written; a short or failed write only
-    // loses the report, and the parent then falls back to the exit status.
-    unsafe {
-        libc::write(
-            fd,
-            (&record as *const Report).cast(),
-            std::mem::size_of::<Report>(),
-        )
-    };
-}
-
 /// The container side. Never returns: it executes the command or exits.
 fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, report_fd: i32) -> ! {
     let fail = |stage: Stage, index: u32, err: i32| -> ! {
-        report(report_fd, REPORT_FAILED, stage as u32, index, err);
+        Report {
+            kind: Report::FAILED,
+            stage: stage as u32,
+            index,
+            value: err,
+        }
+        .write_to(report_fd);
         // SAFETY: _exit ends the process without running Rust or libc atexit code.
         unsafe { libc::_exit(125) }
     };
@@ -445,21 +460,69 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         // The credential change above cleared any earlier death signal; if capsule dies, the
         // container's PID 1 dies, and with it the whole pid namespace.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // No descriptor of the caller's but stdio and the report pipe reaches the command.
+        // No descriptor of the caller's but stdio (and the init's report pipe) reaches the
+        // container.
         libc::syscall(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        let init_fd = match &p.init {
+            Some(init) => match pass_report_pipe(init.fd, report_fd) {
+                Ok(fd) => fd,
+                Err(e) => fail(Stage::Init, 0, e),
+            },
+            None => -1,
+        };
+        // The workload starts as from a shell, not with the signals capsule ignores or blocks.
+        reset_signals();
         if let Err(e) = p.credentials.install_seccomp() {
             fail(Stage::Seccomp, 0, e);
         }
-        if p.init {
-            init(p, report_fd)
-        } else {
-            exec(p, report_fd)
+        match &p.init {
+            Some(init) => {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    init_fd,
+                    c"".as_ptr(),
+                    init.argv.as_ptr(),
+                    p.envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+                fail(Stage::Init, 0, errno())
+            }
+            None => exec(p, report_fd),
         }
+    }
+}
+
+/// Puts the report pipe at [`REPORT_FD`], open across execve, moving the init's descriptor
+/// out of the way first; returns where the init's descriptor is now.
+///
+/// # Safety
+/// Runs only in the container child (see `child_main`).
+unsafe fn pass_report_pipe(init_fd: i32, report_fd: i32) -> Result<i32, i32> {
+    // SAFETY: fcntl and dup2 on descriptors this process owns; no pointers.
+    unsafe {
+        let init_fd = if init_fd == REPORT_FD {
+            libc::fcntl(init_fd, libc::F_DUPFD_CLOEXEC, REPORT_FD + 1)
+        } else {
+            init_fd
+        };
+        if init_fd < 0 {
+            return Err(errno());
+        }
+        // dup2 leaves the new descriptor without close-on-exec; onto itself it changes nothing.
+        let placed = if report_fd == REPORT_FD {
+            libc::fcntl(REPORT_FD, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(report_fd, REPORT_FD)
+        };
+        if placed < 0 {
+            return Err(errno());
+        }
+        Ok(init_fd)
     }
 }
 
@@ -483,52 +546,9 @@ unsafe fn exec(p: &Prepared, report_fd: i32) -> ! {
     } else {
         (refused, 126)
     };
-    report(report_fd, REPORT_EXEC_FAILED, 0, 0, value);
+    Report::exec_failed(value).write_to(report_fd);
     // SAFETY: ends the process without unwinding.
     unsafe { libc::_exit(code) }
-}
-
-/// A minimal init as PID 1: runs the command as its child, forwards every signal it can
-/// catch to it, reaps every zombie, and exits when the command does, reporting its status.
-///
-/// # Safety
-/// Runs only in the container child (see `child_main`).
-unsafe fn init(p: &Prepared, report_fd: i32) -> ! {
-    // SAFETY: sigset_t values are plain data initialised by sigfillset before use; fork and
-    // the wait/kill calls take no pointers beyond those locals.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut previous);
-        let command = libc::fork();
-        if command < 0 {
-            report(report_fd, REPORT_FAILED, Stage::Fork as u32, 0, errno());
-            libc::_exit(125);
-        }
-        if command == 0 {
-            libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-            exec(p, report_fd);
-        }
-        loop {
-            let sig = libc::sigwaitinfo(&all, std::ptr::null_mut());
-            if sig == libc::SIGCHLD {
-                loop {
-                    let mut status = 0;
-                    let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                    if reaped <= 0 {
-                        break;
-                    }
-                    if reaped == command {
-                        report(report_fd, REPORT_EXITED, 0, 0, status);
-                        libc::_exit(ExitStatus::from_wait_status(status).code());
-                    }
-                }
-            } else if sig > 0 {
-                libc::kill(command, sig);
-            }
-        }
-    }
 }
 
 /// The container's PID 1 as seen from the parent, for the signal handler.
@@ -570,9 +590,9 @@ impl Running {
         let mut exited = None;
         for r in reports {
             match r.kind {
-                REPORT_FAILED => return Err(self.explain.failure(r)),
-                REPORT_EXEC_FAILED => return Err(self.explain.exec_failure(r.value)),
-                REPORT_EXITED => exited = Some(ExitStatus::from_wait_status(r.value)),
+                Report::FAILED => return Err(self.explain.failure(r)),
+                Report::EXEC_FAILED => return Err(self.explain.exec_failure(r.value)),
+                Report::EXITED => exited = Some(ExitStatus::from_wait_status(r.value)),
                 _ => {}
             }
         }
@@ -580,26 +600,7 @@ impl Running {
     }
 
     fn read_reports(&self) -> Vec<Report> {
-        let mut reports = Vec::new();
-        let size = std::mem::size_of::<Report>();
-        loop {
-            let mut record = Report::default();
-            // SAFETY: `record` is plain old data, writable for `size` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.reports.as_raw_fd(),
-                    (&mut record as *mut Report).cast(),
-                    size,
-                )
-            };
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            if n as usize != size {
-                return reports;
-            }
-            reports.push(record);
-        }
+        std::iter::from_fn(|| Report::read_from(self.reports.as_raw_fd())).collect()
     }
 
     fn reap(&mut self) -> Result<ExitStatus, Error> {

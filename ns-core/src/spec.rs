@@ -40,8 +40,9 @@ pub struct ContainerSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// Map ids through a new user namespace; required when the caller is not root.
     pub user_namespace: Option<IdMaps>,
-    /// Run a minimal init as PID 1 that reaps zombies and forwards signals, with the command
-    /// as its child (as `docker run --init`). When false the command itself is PID 1.
+    /// Run an init as PID 1 that reaps zombies and forwards signals, with the command as its
+    /// child (as `docker run --init`); the caller passes the program to [`spawn`](crate::spawn)
+    /// as an [`Init`](crate::Init). When false the command itself is PID 1.
     pub init: bool,
 }
 
@@ -105,8 +106,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 impl ContainerSpec {
     /// A spec with the defaults of `docker run`: root, the OCI default capabilities, the
-    /// default seccomp profile, masked and read-only paths, an init as PID 1, a writable
-    /// (overlay) root. `state_dir` defaults to a directory under the system temp directory
+    /// default seccomp profile, masked and read-only paths, the command as PID 1 (no init), a
+    /// writable (overlay) root. `state_dir` defaults to a directory under the system temp directory
     /// and should be set by callers that manage launch state.
     pub fn new(id: &str, rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
         ContainerSpec {
@@ -131,7 +132,7 @@ impl ContainerSpec {
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             user_namespace: None,
-            init: true,
+            init: false,
         }
     }
 

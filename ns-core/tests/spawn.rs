@@ -42,7 +42,7 @@ fn spawn_runs_the_command_and_returns_its_status() {
         &["sh", "-c", "test \"$(hostname)\" = nscore-test && exit 7"],
     );
     let mut attached = None;
-    let running = spawn(&spec, |pid| {
+    let running = spawn(&spec, None, |pid| {
         attached = Some(pid);
         Ok(())
     })
@@ -56,7 +56,7 @@ fn a_failing_attach_hook_kills_the_child_and_says_why() {
     let Some(rootfs) = rootfs() else { return };
     let (spec, _state) = spec(&rootfs, &["sleep", "30"]);
     let mut child = 0;
-    let err = spawn(&spec, |pid| {
+    let err = spawn(&spec, None, |pid| {
         child = pid;
         Err("no cgroup for you".into())
     })
@@ -76,7 +76,7 @@ fn a_setup_failure_names_the_step_and_the_path() {
     let Some(rootfs) = rootfs() else { return };
     let (mut spec, _state) = spec(&rootfs, &["true"]);
     spec.cwd = "/does/not/exist".into();
-    let err = spawn(&spec, |_| Ok(())).unwrap().wait().unwrap_err();
+    let err = spawn(&spec, None, |_| Ok(())).unwrap().wait().unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("working directory /does/not/exist"),

@@ -16,12 +16,22 @@ use crate::state::{self, Launch};
 use crate::validate::{self, Host};
 use crate::{Error, Outcome, Peaks, Timings};
 
+/// `capsule-init` (package `guest-init`, static musl), built by build.rs: the container's PID 1
+/// when the Plan asks for an init, run from a sealed memfd so that nothing of the host's
+/// `capsule` binary is reachable from the container (`ns_core::init`).
+const CAPSULE_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/capsule-init"));
+
 /// Runs `plan` to completion and reports how it went.
 pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
     let start = Instant::now();
     validate::validate(plan, host)?;
     let id = state::new_id();
     let mut spec = to_spec(plan, &id, host)?;
+    let init = if spec.init {
+        Some(ns_core::Init::sealed("capsule-init", CAPSULE_INIT)?)
+    } else {
+        None
+    };
     let limits = validate::limits(plan);
     let prepared = start.elapsed();
 
@@ -44,7 +54,7 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
         view.append(&mut spec.mounts);
         spec.mounts = view;
     }
-    let running = ns_core::spawn(&spec, |pid| match cgroup {
+    let running = ns_core::spawn(&spec, init.as_ref(), |pid| match cgroup {
         Some(cgroup) => cgroup.add_task(pid).map_err(|e| e.to_string()),
         None => Ok(()),
     })?;

@@ -18,7 +18,11 @@
 //!
 //! PID 1 must not panic or exit (either is a kernel panic): every failure is a value that ends
 //! in a status.
+//!
+//! Run as `capsule-init --container -- COMMAND ARGS...` it is instead the init of a container
+//! that ns-core has set up (see `container.rs`).
 
+mod container;
 mod port;
 mod run;
 mod setup;
@@ -34,6 +38,10 @@ use nix::sys::reboot::{RebootMode, reboot};
 const SETUP_FAILED: u8 = 125;
 
 fn main() {
+    let args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == ns_core::init::CONTAINER_ARG) {
+        container::run(&args[2..]);
+    }
     port::announce_start();
     let status = match init() {
         Ok(status) => status,

@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 
 use guest_init::GuestConfig;
 use nix::errno::Errno;
-use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, chdir, execve, fork};
 use ns_core::{Credentials, User};
@@ -14,7 +14,7 @@ use crate::{Failure, SETUP_FAILED};
 
 /// The search path for a command name without a `/` when the command's environment has no
 /// `PATH` (the default of Debian's and Docker's).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use ns_core::DEFAULT_PATH;
 
 /// Shell convention: the command could not be found.
 const NOT_FOUND: u8 = 127;
@@ -167,15 +167,9 @@ fn run_child(command: &Command) -> ! {
 }
 
 fn become_user(command: &Command) -> Result<(), Failure> {
-    // The command starts with no signals blocked and SIGPIPE at its default (Rust's runtime
-    // ignores it in the init), as it would from a shell.
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(|e| Failure::new("unblocking", "signals", e))?;
-    // SAFETY: SIG_DFL installs no handler, so there is no handler code whose safety could
-    // matter.
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
-        .map_err(|e| Failure::new("resetting", "SIGPIPE", e))?;
+    // The command starts with no signals blocked and none ignored (Rust's runtime ignores
+    // SIGPIPE in the init), as it would from a shell.
+    ns_core::init::reset_signals();
     command.credentials.apply().map_err(|(step, what, errno)| {
         Failure::message(format!(
             "setting the command's credentials ({step:?} {what}): {}",
