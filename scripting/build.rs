@@ -36,10 +36,7 @@ fn main() {
         .expect("scripting lives in the workspace")
         .to_owned();
     for input in ["guest-init", "ns-core", "Cargo.toml", "Cargo.lock"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(input).display()
-        );
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
@@ -97,7 +94,9 @@ fn ensure_target() {
         "cargo:warning=installing the Rust target {TARGET} (rustup target add {TARGET}): capsule embeds a static capsule-init built for it"
     );
     check(
-        Command::new("rustup").args(["target", "add", TARGET]).status(),
+        Command::new("rustup")
+            .args(["target", "add", TARGET])
+            .status(),
         &format!(
             "capsule embeds capsule-init built for {TARGET}, and `rustup target add {TARGET}` failed; install that target's standard library for this toolchain and build again"
         ),

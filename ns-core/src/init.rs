@@ -79,7 +79,8 @@ impl Init {
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             )
         })?;
-        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on a descriptor we own, with an integer argument.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(Error::host(
@@ -196,26 +197,55 @@ impl Report {
 /// action (an ignored one stays ignored across execve(2), and Rust's runtime ignores
 /// `SIGPIPE`) and none blocked. Async-signal-safe and allocation-free.
 pub fn reset_signals() {
-    // SAFETY: the sigaction and sigset values are plain data fully initialised here;
-    // sigaction(2) fails harmlessly (EINVAL) for the few numbers a C library reserves.
-    unsafe {
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut default.sa_mask);
-        for sig in 1..=SIGNAL_MAX {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &default, std::ptr::null_mut());
-            }
+    // The raw system call: the C libraries' sigaction refuses the real-time signals they
+    // reserve for themselves (32 and 33 in glibc, 32 to 34 in musl), which a caller may still
+    // have ignored.
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=SIGNAL_MAX {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: `default` is a valid kernel sigaction for the size passed; the old
+            // action is not asked for.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
+    let none = 0u64;
+    // SAFETY: `none` is a kernel signal set of the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        )
+    };
 }
 
-/// The highest signal number of Linux (`_NSIG - 1` on every architecture Linux supports but
-/// MIPS, which has 127 and is not one of ours).
+/// The highest signal number of Linux on x86_64 (`_NSIG`, arch/x86/include/uapi/asm/signal.h).
 const SIGNAL_MAX: i32 = 64;
+
+/// `struct sigaction` as rt_sigaction(2) takes it on x86_64 (the kernel's, not the C
+/// library's): handler, flags, restorer, then a 64-bit mask.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
 
 #[cfg(test)]
 mod tests {
@@ -229,7 +259,10 @@ mod tests {
         Report::exited(0x0900).write_to(write.as_raw_fd());
         drop(write);
         let first = Report::read_from(read.as_raw_fd()).unwrap();
-        assert_eq!((first.kind, first.value), (Report::EXEC_FAILED, libc::EACCES));
+        assert_eq!(
+            (first.kind, first.value),
+            (Report::EXEC_FAILED, libc::EACCES)
+        );
         let second = Report::read_from(read.as_raw_fd()).unwrap();
         assert_eq!((second.kind, second.value), (Report::EXITED, 0x0900));
         assert_eq!(Report::read_from(read.as_raw_fd()), None);
@@ -243,7 +276,8 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"\x7fELF not really");
         let link = std::fs::read_link(&path).unwrap();
         assert!(
-            link.to_string_lossy().starts_with("/memfd:capsule-test-init"),
+            link.to_string_lossy()
+                .starts_with("/memfd:capsule-test-init"),
             "{link:?}"
         );
         // The seals hold even for whoever reopens the file writable through /proc.
@@ -252,31 +286,66 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     }
 
+    /// rt_sigaction(2) for `sig`: installs `new` if given, returns the action before.
+    fn kernel_sigaction(sig: i32, new: Option<&KernelSigaction>) -> libc::sighandler_t {
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        let new = new.map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+        // SAFETY: both pointers are null or valid kernel sigactions of the size passed.
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, &mut old as *mut _, 8usize) };
+        old.handler
+    }
+
     #[test]
     fn reset_signals_clears_ignored_signals_and_the_mask() {
+        let ignore = KernelSigaction {
+            handler: libc::SIG_IGN,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
         // In a child, so the test harness keeps its own signal state.
         // SAFETY: the child makes only async-signal-safe calls and leaves through _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            // SAFETY: as above; plain libc calls on local data.
+            // 32 is reserved by the C library, whose sigaction(3) refuses it.
+            kernel_sigaction(libc::SIGINT, Some(&ignore));
+            kernel_sigaction(32, Some(&ignore));
+            let all = u64::MAX;
+            let mut mask = 0u64;
+            // SAFETY: plain system calls on local data; _exit leaves without unwinding.
             unsafe {
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigprocmask,
+                    libc::SIG_BLOCK,
+                    &all,
+                    0usize,
+                    8usize,
+                );
                 reset_signals();
-                let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
-                let mut mask: libc::sigset_t = std::mem::zeroed();
-                libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
-                let clean =
-                    old.sa_sigaction == libc::SIG_DFL && libc::sigismember(&mask, libc::SIGTERM) == 0;
+                libc::syscall(
+                    libc::SYS_rt_sigprocmask,
+                    libc::SIG_BLOCK,
+                    0usize,
+                    &mut mask,
+                    8usize,
+                );
+                let clean = kernel_sigaction(libc::SIGINT, None) == libc::SIG_DFL
+                    && kernel_sigaction(32, None) == libc::SIG_DFL
+                    && mask == 0;
                 libc::_exit(if clean { 0 } else { 1 });
             }
         }
         let mut status = 0;
         // SAFETY: waitpid writes only to `status`.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
     }
 }

@@ -352,7 +352,11 @@ fn prepare(
 
     let init = init
         .map(|init| -> Result<InitExec, Error> {
-            let mut owned = vec![init.name().to_owned(), cstring(CONTAINER_ARG)?, cstring("--")?];
+            let mut owned = vec![
+                init.name().to_owned(),
+                cstring(CONTAINER_ARG)?,
+                cstring("--")?,
+            ];
             owned.extend(argv_owned.iter().cloned());
             let mut argv: Vec<_> = owned.iter().map(|a| a.as_ptr()).collect();
             argv.push(std::ptr::null());

@@ -48,7 +48,10 @@ pub fn run(args: &[OsString]) -> ! {
         libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
         let command = libc::fork();
         if command < 0 {
-            eprintln!("capsule-init: cannot fork to run {name:?}: {}", Errno::last());
+            eprintln!(
+                "capsule-init: cannot fork to run {name:?}: {}",
+                Errno::last()
+            );
             libc::_exit(SETUP_FAILED.into());
         }
         if command == 0 {

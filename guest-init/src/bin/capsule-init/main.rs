@@ -39,7 +39,10 @@ const SETUP_FAILED: u8 = 125;
 
 fn main() {
     let args: Vec<_> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|arg| arg == ns_core::init::CONTAINER_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == ns_core::init::CONTAINER_ARG)
+    {
         container::run(&args[2..]);
     }
     port::announce_start();
