@@ -41,9 +41,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     ensure_target();
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
+    // As cargo does, a relative CARGO_TARGET_DIR is taken from where the build started: the
+    // workspace root for every build of this workspace.
+    let target_dir = workspace
+        .join(env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
         .join("embedded-init");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);

@@ -379,6 +379,7 @@ fn write_qemu_initrd(base: &Path, rootfs: &Path, path: &Path) -> Result<()> {
 
 /// Builds the driver as a static binary for the lab.
 fn build_driver() -> Result<PathBuf> {
+    util::ensure_rust_target(DRIVER_TARGET)?;
     util::run(
         util::cargo().args([
             "build",
@@ -391,7 +392,7 @@ fn build_driver() -> Result<PathBuf> {
             "bench_driver",
         ]),
         &format!(
-            "the bench driver must build as a static {DRIVER_TARGET} binary; is the target installed (rustup target add {DRIVER_TARGET})?"
+            "the bench driver must build as a static {DRIVER_TARGET} binary; fix the errors above"
         ),
     )?;
     let bin = util::target_dir()

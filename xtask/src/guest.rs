@@ -130,6 +130,7 @@ pub fn build() -> Result<Guest> {
 
 /// Builds the static `capsule-init` and returns its path.
 fn build_init() -> Result<PathBuf> {
+    util::ensure_rust_target(INIT_TARGET)?;
     util::run(
         util::cargo().args([
             "build",
@@ -142,7 +143,7 @@ fn build_init() -> Result<PathBuf> {
             "capsule-init",
         ]),
         &format!(
-            "capsule-init (package `guest-init`) must build as a static {INIT_TARGET} binary; is the target installed (rustup target add {INIT_TARGET})?"
+            "capsule-init (package `guest-init`) must build as a static {INIT_TARGET} binary; fix the errors above"
         ),
     )?;
     let bin = util::target_dir()

@@ -561,6 +561,7 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
 
 /// Builds `capsule` as a static binary (the lab has no C library) and returns its path.
 fn build_static_capsule() -> Result<PathBuf> {
+    util::ensure_rust_target(TEST_TARGET)?;
     util::run(
         util::cargo().args([
             "build",
@@ -573,7 +574,7 @@ fn build_static_capsule() -> Result<PathBuf> {
             "capsule",
         ]),
         &format!(
-            "the capsule CLI (package `scripting`) must build as a static {TEST_TARGET} binary for the lab; is the target installed (rustup target add {TEST_TARGET})?"
+            "the capsule CLI (package `scripting`) must build as a static {TEST_TARGET} binary for the lab; fix the errors above"
         ),
     )?;
     let bin = util::target_dir()
@@ -592,6 +593,7 @@ fn build_static_capsule() -> Result<PathBuf> {
 /// Builds the test binaries of [`TEST_PACKAGES`] for the lab; returns each as
 /// `(crate-target name, path)`.
 fn build_test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    util::ensure_rust_target(TEST_TARGET)?;
     let mut binaries = Vec::new();
     for selection in TEST_PACKAGES {
         let mut cmd = util::cargo();
@@ -606,7 +608,7 @@ fn build_test_binaries() -> Result<Vec<(String, PathBuf)>> {
         let out = util::output(
             &mut cmd,
             &format!(
-                "the lab's test binaries did not build; is the {TEST_TARGET} target installed (rustup target add {TEST_TARGET})?"
+                "the lab's test binaries did not build for {TEST_TARGET}; fix the errors above"
             ),
         )?;
         for line in out.lines() {

@@ -43,6 +43,26 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// Installs the Rust standard library for `target` (`rustup target add`) unless this
+/// toolchain has it already.
+pub fn ensure_rust_target(target: &str) -> Result<()> {
+    let hint = format!(
+        "building for {target} needs its standard library; install it for this toolchain (rustup target add {target})"
+    );
+    let installed = output(
+        Command::new("rustup").args(["target", "list", "--installed"]),
+        &hint,
+    )?;
+    if installed.lines().any(|line| line.trim() == target) {
+        return Ok(());
+    }
+    progress!("the Rust target {target} is missing; installing it");
+    run(
+        Command::new("rustup").args(["target", "add", target]),
+        &hint,
+    )
+}
+
 /// Renders a command line for messages: `program arg arg`.
 pub fn describe(cmd: &Command) -> String {
     let program = Path::new(cmd.get_program());
