@@ -83,3 +83,15 @@ fn a_setup_failure_names_the_step_and_the_path() {
         "{message}"
     );
 }
+
+#[test]
+fn an_init_asked_for_but_not_given_is_refused_before_anything_starts() {
+    let rootfs = tempfile::tempdir().unwrap();
+    let (mut spec, _state) = spec(&rootfs.path().to_owned(), &["true"]);
+    spec.init = true;
+    let err = spawn(&spec, None, |_| panic!("nothing may start")).unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid(ref m) if m.contains("no init program was given")),
+        "{err}"
+    );
+}
