@@ -10,7 +10,7 @@
 //! - the container's environment, exactly;
 //! - fds 0, 1 and 2 the container's stdio, fd [`REPORT_FD`] the write end of the report pipe
 //!   (without close-on-exec), and no other descriptor;
-//! - every signal at its default action and none blocked ([`reset_signals`]).
+//! - every signal at its default action and none blocked.
 //!
 //! The init then runs COMMAND as its child, searched in the `PATH` of its own environment as
 //! execvp(3) does, with the signal state above and without fd [`REPORT_FD`]; forwards every
@@ -196,7 +196,7 @@ impl Report {
 /// Gives the calling thread the signal state of a fresh process: every signal at its default
 /// action (an ignored one stays ignored across execve(2), and Rust's runtime ignores
 /// `SIGPIPE`) and none blocked. Async-signal-safe and allocation-free.
-pub fn reset_signals() {
+pub(crate) fn reset_signals() {
     // The raw system call: the C libraries' sigaction refuses the real-time signals they
     // reserve for themselves (32 and 33 in glibc, 32 to 34 in musl), which a caller may still
     // have ignored.

@@ -12,10 +12,10 @@ use std::os::unix::ffi::OsStringExt;
 
 use nix::errno::Errno;
 use nix::unistd::execv;
-use ns_core::init::{REPORT_FD, Report, reset_signals};
+use ns_core::init::{REPORT_FD, Report};
 
 use crate::SETUP_FAILED;
-use crate::run::{DEFAULT_PATH, failure_status, find_and_exec};
+use crate::run::{DEFAULT_PATH, failure_status, find_and_exec, restore_signals};
 
 /// Runs as the container's init with `args` (what follows `--container`); never returns.
 pub fn run(args: &[OsString]) -> ! {
@@ -55,8 +55,7 @@ pub fn run(args: &[OsString]) -> ! {
             libc::_exit(SETUP_FAILED.into());
         }
         if command == 0 {
-            // The state ns-core gave this process: Rust's runtime ignores SIGPIPE.
-            reset_signals();
+            restore_signals();
             // execv returns only when it fails.
             let Err(errno) = find_and_exec(name, &path, |file| execv(file, &argv));
             Report::exec_failed(errno as i32).write_to(REPORT_FD);

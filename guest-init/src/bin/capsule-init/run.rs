@@ -167,9 +167,7 @@ fn run_child(command: &Command) -> ! {
 }
 
 fn become_user(command: &Command) -> Result<(), Failure> {
-    // The command starts with no signals blocked and none ignored (Rust's runtime ignores
-    // SIGPIPE in the init), as it would from a shell.
-    ns_core::init::reset_signals();
+    restore_signals();
     command.credentials.apply().map_err(|(step, what, errno)| {
         Failure::message(format!(
             "setting the command's credentials ({step:?} {what}): {}",
@@ -183,6 +181,21 @@ fn become_user(command: &Command) -> Result<(), Failure> {
         .credentials
         .install_seccomp()
         .map_err(|errno| Failure::new("installing", "the seccomp filter", Errno::from_raw(errno)))
+}
+
+/// Gives a child of the init the signal state the init itself started with, that of a fresh
+/// process (the kernel starts a guest's PID 1 so, and ns-core a container's init): nothing
+/// blocked, and `SIGPIPE`, the one signal Rust's runtime ignores, at its default action. The
+/// command then starts as from a shell. Two system calls: resetting all 64 signals would cost
+/// a filter run each under a container's seccomp filter.
+pub fn restore_signals() {
+    // SAFETY: SIG_DFL installs no handler; the empty set is plain data initialised here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
 }
 
 /// The `PATH` of the command's environment (the first one, as getenv finds it), else
