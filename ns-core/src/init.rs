@@ -39,58 +39,49 @@ pub const REPORT_FD: RawFd = 3;
 /// also a microVM guest's PID 1) that it runs as a container's init.
 pub const CONTAINER_ARG: &str = "--container";
 
-/// The program to run as a container's PID 1: an open executable (ELF, not a `#!` script),
-/// kept by its file descriptor so that no path of the host reaches the container.
+/// The program to run as a container's PID 1 (an ELF executable, not a `#!` script), reached
+/// through a file descriptor so that no path of the host reaches the container.
 #[derive(Debug)]
-pub struct Init {
-    fd: OwnedFd,
+pub struct Init<'a> {
     name: CString,
+    program: Program<'a>,
 }
 
-impl Init {
+#[derive(Debug)]
+enum Program<'a> {
+    Open(OwnedFd),
+    Bytes(&'a [u8]),
+}
+
+impl Init<'static> {
     /// Uses `program`, an executable file opened by the caller (`O_RDONLY` or `O_PATH`, with
     /// `O_CLOEXEC` so that it reaches nothing else), named `name` in the container's
     /// `/proc/1/cmdline`.
     ///
     /// # Errors
     /// [`Error::NulInPath`] if `name` holds a NUL byte.
-    pub fn new(name: &str, program: OwnedFd) -> Result<Init, Error> {
+    pub fn new(name: &str, program: OwnedFd) -> Result<Init<'static>, Error> {
         Ok(Init {
-            fd: program,
             name: cstring(name)?,
+            program: Program::Open(program),
         })
     }
+}
 
-    /// Copies `program` (the bytes of a static ELF executable) into a sealed anonymous memory
+impl<'a> Init<'a> {
+    /// Runs `program` (the bytes of a static ELF executable) from a sealed anonymous memory
     /// file (memfd_create(2), sealed against writes, growth and shrinking: memfd_create(2)
     /// "File sealing"), as runc and crun run their own init since CVE-2019-5736. The container
-    /// sees it as `/proc/1/exe` -> `/memfd:NAME (deleted)`.
+    /// sees it as `/proc/1/exe` -> `/memfd:NAME (deleted)`. [`spawn`](crate::spawn) makes the
+    /// copy while the container sets itself up, so it adds nothing to the start-up time when
+    /// a second CPU is free.
     ///
     /// # Errors
-    /// [`Error::NulInPath`] if `name` holds a NUL byte; [`Error::Host`] if the kernel refuses
-    /// the memfd (Linux before 3.17) or a write or seal fails.
-    pub fn sealed(name: &str, program: &[u8]) -> Result<Init, Error> {
-        let name = cstring(name)?;
-        let fd = memfd(&name)?;
-        let mut file = std::fs::File::from(fd);
-        file.write_all(program).map_err(|e| {
-            Error::host(
-                "cannot write the init program into its memfd",
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
-        let seals =
-            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-        // SAFETY: fcntl on a descriptor we own, with an integer argument.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-            return Err(Error::host(
-                "cannot seal the init program's memfd",
-                Errno::last(),
-            ));
-        }
+    /// [`Error::NulInPath`] if `name` holds a NUL byte.
+    pub fn sealed(name: &str, program: &'a [u8]) -> Result<Init<'a>, Error> {
         Ok(Init {
-            fd: file.into(),
-            name,
+            name: cstring(name)?,
+            program: Program::Bytes(program),
         })
     }
 
@@ -99,9 +90,45 @@ impl Init {
         &self.name
     }
 
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// The caller's open program, if it is one.
+    pub(crate) fn open_fd(&self) -> Option<RawFd> {
+        match &self.program {
+            Program::Open(fd) => Some(fd.as_raw_fd()),
+            Program::Bytes(_) => None,
+        }
     }
+
+    /// The program's bytes, if they are still to be sealed.
+    pub(crate) fn bytes(&self) -> Option<&'a [u8]> {
+        match self.program {
+            Program::Open(_) => None,
+            Program::Bytes(bytes) => Some(bytes),
+        }
+    }
+}
+
+/// Copies `program` into a new sealed, close-on-exec memfd named `name`.
+///
+/// # Errors
+/// [`Error::Host`] if the kernel refuses the memfd (Linux before 3.17) or a write or seal
+/// fails.
+pub(crate) fn seal(name: &CStr, program: &[u8]) -> Result<OwnedFd, Error> {
+    let mut file = std::fs::File::from(memfd(name)?);
+    file.write_all(program).map_err(|e| {
+        Error::host(
+            "cannot write the init program into its memfd",
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    })?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(Error::host(
+            "cannot seal the init program's memfd",
+            Errno::last(),
+        ));
+    }
+    Ok(file.into())
 }
 
 /// A close-on-exec memfd that can be sealed and executed.
@@ -270,9 +297,8 @@ mod tests {
 
     #[test]
     fn a_sealed_init_refuses_writes_and_keeps_its_bytes() {
-        let init = Init::sealed("capsule-test-init", b"\x7fELF not really").unwrap();
-        assert_eq!(init.name().to_str().unwrap(), "capsule-test-init");
-        let path = format!("/proc/self/fd/{}", init.raw_fd());
+        let fd = seal(c"capsule-test-init", b"\x7fELF not really").unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
         assert_eq!(std::fs::read(&path).unwrap(), b"\x7fELF not really");
         let link = std::fs::read_link(&path).unwrap();
         assert!(

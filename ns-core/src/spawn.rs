@@ -6,6 +6,7 @@
 //! | 2    | `clone` into new pid, mount, uts, ipc, net (+ user)  | blocks on the `go` pipe                                   |
 //! | 3    | write uid/gid maps; `attach(pid)` (cgroups)          |                                                           |
 //! | 4    | write `go` (an error instead kills the child)        | cgroup namespace, hostname, mounts, `pivot_root`          |
+//! | 4b   | seal the init's bytes in a memfd and send it         |                                                           |
 //! | 5    |                                                      | rlimits, bounding set, groups/gid/uid, caps, no_new_privs, cwd |
 //! | 6    |                                                      | fresh signal state; seccomp; `execve` the command or the init |
 //! | 7    | read reports until EOF, then `waitpid`               | `Failed` / `ExecFailed`; the init reports `Exited`        |
@@ -18,10 +19,14 @@
 //! calls on data prepared here, and never allocates.
 
 use std::ffi::CString;
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+};
 
 use crate::Error;
 use crate::credentials::{CredentialStep, Credentials};
@@ -94,7 +99,8 @@ struct Prepared {
     userns: bool,
 }
 
-/// The init's descriptor and argument vector (`NAME --container -- COMMAND ARGS...`).
+/// The init's descriptor (-1 until the parent sends it after `go`) and argument vector
+/// (`NAME --container -- COMMAND ARGS...`).
 struct InitExec {
     fd: i32,
     _argv: Vec<CString>,
@@ -174,8 +180,14 @@ where
     layers.create(!spec.readonly_rootfs)?;
     let (prepared, explain) = prepare(spec, init.filter(|_| spec.init), &layers)?;
 
-    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::host("cannot create a pipe", e))?;
+    // `go` is a byte on a socket, which can then carry the init's sealed memfd (SCM_RIGHTS).
+    let (go_write, go_read) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::host("cannot create a socket pair", e))?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
 
@@ -239,6 +251,29 @@ where
     attach(pid).map_err(Error::Attach)?;
     nix::unistd::write(&go_write, b"g")
         .map_err(|e| Error::host("cannot release the container process", e))?;
+    // While the child builds its root: the copy is off the start-up path.
+    if let Some(init) = init.filter(|_| spec.init) {
+        if let Some(bytes) = init.bytes() {
+            let sealed = crate::init::seal(init.name(), bytes)?;
+            let fds = [sealed.as_raw_fd()];
+            match sendmsg::<()>(
+                go_write.as_raw_fd(),
+                &[IoSlice::new(b"i")],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                // A child that has already failed is gone: `wait` reads why.
+                Ok(_) | Err(Errno::EPIPE | Errno::ECONNRESET) => {}
+                Err(e) => {
+                    return Err(Error::host(
+                        "cannot pass the init program to the container",
+                        e,
+                    ));
+                }
+            }
+        }
+    }
     Ok(running)
 }
 
@@ -361,7 +396,7 @@ fn prepare(
             let mut argv: Vec<_> = owned.iter().map(|a| a.as_ptr()).collect();
             argv.push(std::ptr::null());
             Ok(InitExec {
-                fd: init.raw_fd(),
+                fd: init.open_fd().unwrap_or(-1),
                 _argv: owned,
                 argv,
             })
@@ -434,7 +469,7 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             // The parent closed the pipe without a go: it failed or died.
             libc::_exit(125);
         }
-        libc::close(go_read);
+        // `go_read` stays open for the init's descriptor; it is close-on-exec.
 
         // A new user namespace starts with our host ids, which its maps may not cover: become
         // its root, or every file created (even on a tmpfs) fails with EOVERFLOW.
@@ -473,10 +508,17 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             libc::CLOSE_RANGE_CLOEXEC,
         );
         let init_fd = match &p.init {
-            Some(init) => match pass_report_pipe(init.fd, report_fd) {
-                Ok(fd) => fd,
-                Err(e) => fail(Stage::Init, 0, e),
-            },
+            Some(init) => {
+                let received = if init.fd < 0 {
+                    receive_fd(go_read)
+                } else {
+                    Ok(init.fd)
+                };
+                match received.and_then(|fd| pass_report_pipe(fd, report_fd)) {
+                    Ok(fd) => fd,
+                    Err(e) => fail(Stage::Init, 0, e),
+                }
+            }
             None => -1,
         };
         // The workload starts as from a shell, not with the signals capsule ignores or blocks.
@@ -498,6 +540,50 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             }
             None => exec(p, report_fd),
         }
+    }
+}
+
+/// Receives the descriptor the parent sends after `go` (one byte with SCM_RIGHTS),
+/// close-on-exec, without allocating.
+///
+/// # Safety
+/// Runs only in the container child (see `child_main`).
+unsafe fn receive_fd(socket: i32) -> Result<i32, i32> {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // Room for one cmsghdr and one int, 8-byte aligned as cmsghdr requires.
+    let mut control = [0u64; 4];
+    // SAFETY: `msg` points at the locals above, which outlive the calls; CMSG_* walk only
+    // inside `control`, whose length `msg_controllen` gives.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        loop {
+            let n = libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n > 0 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            return Err(if n == 0 { libc::EPIPE } else { errno() });
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(libc::EPROTO);
+        }
+        Ok(std::ptr::read_unaligned(
+            libc::CMSG_DATA(cmsg).cast::<i32>(),
+        ))
     }
 }
 
