@@ -489,24 +489,8 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         if let Err(e) = rootfs::pivot(&p.merged) {
             fail(Stage::Pivot, 0, e);
         }
-        if let Err((step, index, e)) = p.credentials.apply() {
-            fail(Stage::from(step), index, e);
-        }
-        // As the final user, so a directory it cannot enter is an error, as with runc.
-        if libc::chdir(p.cwd.as_ptr()) != 0 {
-            fail(Stage::Cwd, 0, errno());
-        }
-        // The credential change above cleared any earlier death signal; if capsule dies, the
-        // container's PID 1 dies, and with it the whole pid namespace.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // No descriptor of the caller's but stdio (and the init's report pipe) reaches the
-        // container.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
+        // Before the rlimits, which may leave no room for another descriptor. The parent
+        // sealed the init while this process built its root, so it is here by now.
         let init_fd = match &p.init {
             Some(init) => {
                 let received = if init.fd < 0 {
@@ -521,6 +505,25 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             }
             None => -1,
         };
+        if let Err((step, index, e)) = p.credentials.apply() {
+            fail(Stage::from(step), index, e);
+        }
+        // As the final user, so a directory it cannot enter is an error, as with runc.
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(Stage::Cwd, 0, errno());
+        }
+        // The credential change above cleared any earlier death signal; if capsule dies, the
+        // container's PID 1 dies, and with it the whole pid namespace.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // No descriptor of the caller's but stdio (and the init's report pipe) reaches the
+        // container.
+        let first_closed = if p.init.is_some() { REPORT_FD + 1 } else { 3 };
+        libc::syscall(
+            libc::SYS_close_range,
+            first_closed as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         // The workload starts as from a shell, not with the signals capsule ignores or blocks.
         reset_signals();
         if let Err(e) = p.credentials.install_seccomp() {

@@ -237,3 +237,15 @@ fn the_init_forwards_signals_sent_to_it_inside_the_container() {
     assert_eq!(launch.stdout, "usr2\nwinch\n", "{launch:?}");
     assert_eq!(launch.code, 4);
 }
+
+#[test]
+fn the_init_starts_under_the_tightest_descriptor_limit() {
+    let env = env_or_skip!();
+    // The init's program and report pipe arrive before the rlimits apply; a limit of one
+    // descriptor still runs the init and its command.
+    let launch = env.run(
+        &["--ulimit", "nofile=1:1"],
+        &["sh", "-c", "echo $$; exit 9"],
+    );
+    assert_eq!((launch.code, launch.stdout.trim()), (9, "2"), "{launch:?}");
+}
