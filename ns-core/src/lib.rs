@@ -25,6 +25,7 @@ mod dev;
 mod error;
 mod idmap;
 mod mounts;
+mod resolve;
 mod rlimits;
 mod rootfs;
 pub mod seccomp;

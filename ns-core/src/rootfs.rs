@@ -1,7 +1,13 @@
 //! The root filesystem: the source directory bound read-only, or an overlay whose upper layer
 //! lives in the launch's state directory, then `pivot_root` into it.
+//!
+//! A read-only root whose image lacks a mount point (a `--tmpfs /new`, a volume on a missing
+//! path, a missing working directory) is an overlay too, made read-only once the mount points
+//! exist in its upper layer: the container starts, as with runc and crun, and the source
+//! directory is never changed.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -27,8 +33,8 @@ impl Layers {
     }
 
     /// Creates the directories in the parent, where allocation and good errors are cheap.
-    pub fn create(&self, writable: bool) -> Result<(), Error> {
-        let dirs: &[&Path] = if writable {
+    pub fn create(&self, overlay: bool) -> Result<(), Error> {
+        let dirs: &[&Path] = if overlay {
             &[&self.merged, &self.upper, &self.work]
         } else {
             &[&self.merged]
@@ -45,8 +51,47 @@ impl Layers {
     }
 }
 
-/// Adds the ops that mount the root filesystem at `layers.merged`.
-pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Result<(), Error> {
+/// Whether the root is an overlay: always when writable, and when read-only only if the image
+/// lacks a mount point the launch needs (looked up inside the image, as the child will).
+///
+/// This only picks the faster read-only bind when it will do: if the image changes before the
+/// child runs, the child's mkdir fails on the read-only bind, an error and never a write.
+pub(crate) fn needs_overlay(spec: &ContainerSpec) -> bool {
+    if !spec.readonly_rootfs {
+        return true;
+    }
+    let Ok(root) = std::fs::File::open(&spec.rootfs) else {
+        // Validation reports it.
+        return false;
+    };
+    // Paths below a file system the launch mounts are made in that file system, not the image.
+    let mut mounted: Vec<&Path> = vec![Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+    let mut points: Vec<&Path> = mounted.clone();
+    for mount in &spec.mounts {
+        if !mounted.iter().any(|m| mount.destination.starts_with(m)) {
+            points.push(&mount.destination);
+        }
+        mounted.push(&mount.destination);
+    }
+    if !mounted.iter().any(|m| spec.cwd.starts_with(m)) {
+        points.push(&spec.cwd);
+    }
+    points.iter().any(|point| {
+        let Ok(path) = crate::sys::cpath(point) else {
+            return true;
+        };
+        crate::resolve::open_in_root(root.as_raw_fd(), path.as_ptr()).is_err()
+    })
+}
+
+/// Adds the ops that mount the root filesystem at `layers.merged`: an overlay if `overlay`,
+/// else the source bound read-only.
+pub(crate) fn plan(
+    spec: &ContainerSpec,
+    layers: &Layers,
+    overlay: bool,
+    p: &mut Planner,
+) -> Result<(), Error> {
     let merged = layers.merged.to_string_lossy().into_owned();
     let source = spec.rootfs.to_string_lossy().into_owned();
     // Mounts made by the child stay in its mount namespace: nothing leaks to the host.
@@ -58,7 +103,7 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
         None,
         "make / private",
     )?;
-    if spec.readonly_rootfs {
+    if !overlay {
         p.push_host_mount(
             Some(&source),
             &merged,
@@ -95,7 +140,7 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
             "mount the overlay root filesystem",
         )?;
     }
-    Ok(())
+    p.open_root(&layers.merged)
 }
 
 /// Makes `new_root` the root of the calling process's mount namespace and detaches the old

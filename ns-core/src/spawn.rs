@@ -167,8 +167,9 @@ where
 {
     validate(spec)?;
     let layers = Layers::new(&spec.state_dir);
-    layers.create(!spec.readonly_rootfs)?;
-    let (prepared, explain) = prepare(spec, &layers)?;
+    let overlay = rootfs::needs_overlay(spec);
+    layers.create(overlay)?;
+    let (prepared, explain) = prepare(spec, &layers, overlay)?;
 
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
@@ -289,17 +290,25 @@ fn validate(spec: &ContainerSpec) -> Result<(), Error> {
     }
 }
 
-fn prepare(spec: &ContainerSpec, layers: &Layers) -> Result<(Prepared, Explain), Error> {
+fn prepare(
+    spec: &ContainerSpec,
+    layers: &Layers,
+    overlay: bool,
+) -> Result<(Prepared, Explain), Error> {
     let userns = spec.user_namespace.is_some();
-    let mut planner = Planner::new(&layers.merged);
-    rootfs::plan(spec, layers, &mut planner)?;
+    let mut planner = Planner::default();
+    rootfs::plan(spec, layers, overlay, &mut planner)?;
     planner.defaults(userns)?;
     planner.extra(spec)?;
+    planner.workdir(&spec.cwd, (spec.user.uid, spec.user.gid))?;
     for path in &spec.masked_paths {
         planner.mask(&path.to_string_lossy())?;
     }
     for path in &spec.readonly_paths {
         planner.readonly(&path.to_string_lossy())?;
+    }
+    if spec.readonly_rootfs && overlay {
+        planner.root_readonly();
     }
 
     let argv_owned = spec
