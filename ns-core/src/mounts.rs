@@ -7,7 +7,7 @@
 //! descriptor. Each op carries a description the parent uses to explain a failure, so the
 //! child only has to report an index and an errno.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::path::Path;
 
@@ -394,16 +394,7 @@ fn run_op(op: &Op, root: &mut Option<Fd>) -> Result<(), i32> {
             data,
         } => {
             let target = resolve(root, target, Create::Dir { owner: None })?;
-            // SAFETY: NUL-terminated strings or null where mount(2) allows it.
-            check(unsafe {
-                libc::mount(
-                    source.as_ptr(),
-                    FdPath::new(target.0).as_ptr(),
-                    fstype.as_ptr(),
-                    *flags,
-                    opt_ptr(data).cast(),
-                )
-            })
+            mount_on(&target, source, fstype, *flags, data.as_deref())
         }
         Op::Bind {
             source,
@@ -480,6 +471,27 @@ fn run_op(op: &Op, root: &mut Option<Fd>) -> Result<(), i32> {
         // not the file systems mounted in it.
         Op::RootReadOnly => set_readonly(root, 0),
     }
+}
+
+/// mount(2) of a new file system on exactly the file `target` holds, whatever its path has
+/// become since it was resolved.
+fn mount_on(
+    target: &Fd,
+    source: &CStr,
+    fstype: &CStr,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> Result<(), i32> {
+    // SAFETY: NUL-terminated strings or null where mount(2) allows it.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            FdPath::new(target.0).as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr()).cast(),
+        )
+    })
 }
 
 /// A detached copy of the mount tree at `path` (relative to `dir`), with everything mounted
@@ -570,4 +582,95 @@ pub(crate) fn remount_readonly(path: &CString) -> Result<(), i32> {
             std::ptr::null(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// A path component swapped for a symlink after the target was resolved cannot redirect
+    /// the mount: it lands on the directory that was resolved. The swap happens where a racer
+    /// would make it, deterministically, between resolving and mounting.
+    #[test]
+    fn a_symlink_swapped_in_after_resolving_does_not_redirect_the_mount() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "this test needs root (mount namespaces); CI must run it as root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let host = dir.path().join("host");
+        std::fs::create_dir_all(root.join("a/target")).unwrap();
+        std::fs::create_dir_all(host.join("target")).unwrap();
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        let (c_root, c_a, c_moved, c_host) = (
+            c(&root),
+            c(&root.join("a")),
+            c(&root.join("moved")),
+            c(&host),
+        );
+        let c_moved_target = c(&root.join("moved/target"));
+        let c_host_target = c(&host.join("target"));
+        // SAFETY: the child runs only syscalls on strings prepared above and our own
+        // allocation-free functions, then exits; the parent waits for it.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let code = (|| -> i32 {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return 10;
+                    }
+                    let rootfd = libc::open(c_root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+                    let Ok(target) = resolve(rootfd, c"/a/target", Create::Nothing) else {
+                        return 11;
+                    };
+                    if libc::rename(c_a.as_ptr(), c_moved.as_ptr()) != 0
+                        || libc::symlink(c_host.as_ptr(), c_a.as_ptr()) != 0
+                    {
+                        return 12;
+                    }
+                    if mount_on(&target, c"tmpfs", c"tmpfs", 0, None).is_err() {
+                        return 13;
+                    }
+                    let mut st: libc::statfs = std::mem::zeroed();
+                    if libc::statfs(c_moved_target.as_ptr(), &mut st) != 0
+                        || st.f_type != libc::TMPFS_MAGIC
+                    {
+                        return 14;
+                    }
+                    if libc::statfs(c_host_target.as_ptr(), &mut st) != 0
+                        || st.f_type == libc::TMPFS_MAGIC
+                    {
+                        return 15;
+                    }
+                    0
+                })();
+                libc::_exit(code);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "10 namespace, 11 resolve, 12 swap, 13 mount, 14 not on the resolved directory, 15 on the swapped-in one"
+        );
+    }
 }
