@@ -94,7 +94,9 @@ Rhai functions are pure: a function sees only its parameters, so pass `host`, `w
 `capsule plan` and `capsule check` take `--host-facts FILE.json` (hidden) to evaluate against
 fixed facts instead of this host's: an object with every field of `host` below, e.g.
 `{"kvm": "hardware", "cgroups": "v2", "cpus": 8, "memory_total": 17179869184,
-"memory_free": 8589934592, "arch": "x86_64", "kernel": "6.1.0", "rootless": false}`.
+"memory_free": 8589934592, "arch": "x86_64", "kernel": "6.1.0", "rootless": false,
+"subids": null}` (`subids`: `{"uid": {"start": 231072, "count": 65536}, "gid": {...}}` when
+`/etc/subuid` and `/etc/subgid` have `capsule` lines).
 
 ## The script's value
 
