@@ -39,7 +39,7 @@ pub struct HostFacts {
 /// The user whose `/etc/subuid` and `/etc/subgid` lines hold the ids of hardened
 /// containers run by root, as podman reads those of `containers` for `--userns=auto`. It
 /// needs no account: `usermod --add-subuids` needs one, so write the lines by hand, e.g.
-/// `capsule:1879048192:65536` in both files.
+/// `capsule:2000000000:65536` in both files.
 pub const SUBID_OWNER: &str = "capsule";
 
 /// A range of host user ids and one of group ids, from `/etc/subuid` and `/etc/subgid`.

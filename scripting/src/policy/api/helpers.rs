@@ -15,7 +15,7 @@ const HARDENED_TMP: u64 = 64 << 20;
 
 /// Ids a hardened container maps: 0 to 65535 covers every id an image's files use
 /// (`nobody` is 65534), as podman's and systemd-nspawn's 64K ranges do.
-const HARDENED_IDS: u32 = 65_536;
+pub(crate) const HARDENED_IDS: u32 = 65_536;
 
 /// The first host id of a hardened container's range when `/etc/subuid` and `/etc/subgid`
 /// have no `capsule` line: the first id after systemd's container ranges (524288 to
@@ -23,7 +23,7 @@ const HARDENED_IDS: u32 = 65_536;
 /// useradd's (100000 onwards, 65536 a user), so it collides with neither: systemd's
 /// UIDS-GIDS.md marks the ids right after its container ranges unused. Every hardened
 /// container without subordinate ranges shares it.
-const FALLBACK_HOST_ID: u32 = 0x7000_0000;
+pub(crate) const FALLBACK_HOST_ID: u32 = 0x7000_0000;
 
 #[export_module]
 pub mod helpers {
