@@ -39,7 +39,7 @@ pub mod helpers {
     /// ids already: root inside is an unprivileged host id. With capsule run as root, the
     /// container's ids 0 to 65535 map to the `capsule` ranges of `/etc/subuid` and
     /// `/etc/subgid` (`host.subuid`, `host.subgid`; at most 65536 ids), else to host ids
-    /// 1879048192 to 1879113727 (see "The hardened container's user namespace" below);
+    /// 1879048192 to 1879113727 (see "The hardened container" below);
     /// rootless, to your own ids, as every rootless launch is.
     ///
     /// ```rhai
