@@ -31,6 +31,7 @@ mod rootfs;
 pub mod seccomp;
 mod spawn;
 mod spec;
+mod subid;
 mod sys;
 
 pub use capabilities::{Capabilities, parse_capability};
@@ -44,3 +45,4 @@ pub use spec::{
     ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, Mount, MountKind,
     User,
 };
+pub use subid::SubIdRange;

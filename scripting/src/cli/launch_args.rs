@@ -61,7 +61,7 @@ pub struct LaunchArgs {
     /// Drop a capability (CHOWN, or ALL).
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Seccomp profile: default (Docker's default allow-list) or unconfined.
+    /// Seccomp profile: default (Docker's default allow-list), strict (minus ptrace, bpf, namespaces, mounts, ...) or unconfined.
     #[arg(long, value_parser = parse_seccomp)]
     seccomp: Option<SeccompProfile>,
     /// Run the command as PID 1, without capsule's minimal init.
@@ -140,8 +140,9 @@ fn parse_swap(s: &str) -> Result<i64, String> {
 fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
     match s {
         "default" => Ok(SeccompProfile::Default),
+        "strict" => Ok(SeccompProfile::Strict),
         "unconfined" => Ok(SeccompProfile::Unconfined),
-        _ => Err(format!("{s:?}: expected default or unconfined")),
+        _ => Err(format!("{s:?}: expected default, strict or unconfined")),
     }
 }
 
