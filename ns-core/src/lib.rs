@@ -24,6 +24,7 @@ mod credentials;
 mod dev;
 mod error;
 mod idmap;
+mod idmapped_root;
 mod mounts;
 mod resolve;
 mod rlimits;

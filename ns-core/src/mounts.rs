@@ -28,6 +28,14 @@ pub(crate) enum Op {
         flags: c_ulong,
         data: Option<CString>,
     },
+    /// Attaches the launcher's idmapped clone of the root filesystem (see
+    /// [`crate::idmapped_root`]) at this host path or, when there is none, binds `source`
+    /// there recursively, read-only if `readonly`.
+    RootTree {
+        source: CString,
+        target: CString,
+        readonly: bool,
+    },
     /// Opens the assembled root at this host path: every later op resolves its paths in it.
     OpenRoot { path: CString },
     /// A new file system (proc, sysfs, tmpfs, ...) on `target`, a directory made if missing.
@@ -112,6 +120,21 @@ impl Planner {
             data: data.map(cstring).transpose()?,
         };
         self.push(op, what, target);
+        Ok(())
+    }
+
+    /// The root filesystem at the host path `target`, idmapped if the launcher can.
+    pub fn root_tree(&mut self, source: &Path, target: &Path, readonly: bool) -> Result<(), Error> {
+        let op = Op::RootTree {
+            source: cpath(source)?,
+            target: cpath(target)?,
+            readonly,
+        };
+        self.push(
+            op,
+            "attach the root filesystem at",
+            target.display().to_string(),
+        );
         Ok(())
     }
 
@@ -312,11 +335,13 @@ impl Planner {
     }
 }
 
-/// Runs the ops in order; on failure, the index of the failing step and errno.
-pub(crate) fn run(steps: &[Step]) -> Result<(), (u32, i32)> {
+/// Runs the ops in order, with the idmapped root `tree` if the launcher made one; on
+/// failure, the index of the failing step and errno.
+pub(crate) fn run(steps: &[Step], tree: Option<Fd>) -> Result<(), (u32, i32)> {
     let mut root: Option<Fd> = None;
+    let mut tree = tree;
     for (i, step) in steps.iter().enumerate() {
-        run_op(&step.op, &mut root).map_err(|e| (i as u32, e))?;
+        run_op(&step.op, &mut root, &mut tree).map_err(|e| (i as u32, e))?;
     }
     Ok(())
 }
@@ -342,7 +367,7 @@ fn skip_missing(result: Result<Fd, i32>) -> Result<Option<Fd>, i32> {
     }
 }
 
-fn run_op(op: &Op, root: &mut Option<Fd>) -> Result<(), i32> {
+fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i32> {
     if let Op::HostMount {
         source,
         target,
@@ -369,6 +394,42 @@ fn run_op(op: &Op, root: &mut Option<Fd>) -> Result<(), i32> {
         }
         return Ok(());
     }
+    if let Op::RootTree {
+        source,
+        target,
+        readonly,
+    } = op
+    {
+        if let Some(tree) = tree.take() {
+            // SAFETY: `target` is NUL-terminated; the tree descriptor is ours.
+            return check_long(unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.0,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            })
+            .map(drop);
+        }
+        // SAFETY: NUL-terminated strings or null where mount(2) allows it.
+        check(unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        })?;
+        return if *readonly {
+            remount_readonly(target)
+        } else {
+            Ok(())
+        };
+    }
     if let Op::OpenRoot { path } = op {
         // SAFETY: `path` is NUL-terminated; the descriptor is owned by the returned `Fd`.
         let fd = unsafe {
@@ -385,7 +446,7 @@ fn run_op(op: &Op, root: &mut Option<Fd>) -> Result<(), i32> {
     }
     let root = root.as_ref().map_or(Err(libc::EBADF), |fd| Ok(fd.0))?;
     match op {
-        Op::HostMount { .. } | Op::OpenRoot { .. } => Ok(()),
+        Op::HostMount { .. } | Op::RootTree { .. } | Op::OpenRoot { .. } => Ok(()),
         Op::Mount {
             source,
             target,

@@ -19,6 +19,8 @@ use crate::sys::errno;
 #[derive(Debug)]
 pub(crate) struct Layers {
     pub merged: PathBuf,
+    /// Where the idmapped root is attached to serve as the overlay's lower layer.
+    pub lower: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
 }
@@ -27,25 +29,41 @@ impl Layers {
     pub fn new(state_dir: &Path) -> Self {
         Layers {
             merged: state_dir.join("rootfs"),
+            lower: state_dir.join("lower"),
             upper: state_dir.join("upper"),
             work: state_dir.join("work"),
         }
     }
 
     /// Creates the directories in the parent, where allocation and good errors are cheap.
-    pub fn create(&self, overlay: bool) -> Result<(), Error> {
-        let dirs: &[&Path] = if overlay {
-            &[&self.merged, &self.upper, &self.work]
-        } else {
-            &[&self.merged]
+    /// The overlay's upper and work directories belong to `owner` (the host ids of the
+    /// container's root), who writes them: owned by host root, overlayfs could not create its
+    /// work directory as a mapped root and would mount the container's root read-only.
+    pub fn create(
+        &self,
+        overlay: bool,
+        idmap: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), Error> {
+        let dirs: &[&Path] = match (overlay, idmap) {
+            (true, true) => &[&self.merged, &self.upper, &self.work, &self.lower],
+            (true, false) => &[&self.merged, &self.upper, &self.work],
+            (false, _) => &[&self.merged],
+        };
+        let failed = |what: &str, dir: &Path, e: std::io::Error| {
+            Error::host(
+                format!("cannot {what} {}", dir.display()),
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
         };
         for dir in dirs {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::host(
-                    format!("cannot create {}", dir.display()),
-                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                )
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| failed("create", dir, e))?;
+        }
+        if let (true, Some((uid, gid))) = (overlay, owner) {
+            for dir in [&self.upper, &self.work] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| failed("chown", dir, e))?;
+            }
         }
         Ok(())
     }
@@ -85,11 +103,13 @@ pub(crate) fn needs_overlay(spec: &ContainerSpec) -> bool {
 }
 
 /// Adds the ops that mount the root filesystem at `layers.merged`: an overlay if `overlay`,
-/// else the source bound read-only.
+/// else the source bound read-only; with `idmap`, the source is the launcher's idmapped tree
+/// when it has one.
 pub(crate) fn plan(
     spec: &ContainerSpec,
     layers: &Layers,
     overlay: bool,
+    idmap: bool,
     p: &mut Planner,
 ) -> Result<(), Error> {
     let merged = layers.merged.to_string_lossy().into_owned();
@@ -103,7 +123,9 @@ pub(crate) fn plan(
         None,
         "make / private",
     )?;
-    if !overlay {
+    if !overlay && idmap {
+        p.root_tree(&spec.rootfs, &layers.merged, true)?;
+    } else if !overlay {
         p.push_host_mount(
             Some(&source),
             &merged,
@@ -114,7 +136,7 @@ pub(crate) fn plan(
         )?;
     } else {
         // Overlay options are separated by commas; a path holding one cannot be expressed.
-        for dir in [&spec.rootfs, &layers.upper, &layers.work] {
+        for dir in [&spec.rootfs, &layers.upper, &layers.work, &layers.lower] {
             if dir.to_string_lossy().contains([',', ':']) {
                 return Err(Error::Invalid(format!(
                     "{} contains ',' or ':', which overlayfs options cannot carry; use another path or a read-only root",
@@ -122,8 +144,14 @@ pub(crate) fn plan(
                 )));
             }
         }
+        let lower = if idmap {
+            p.root_tree(&spec.rootfs, &layers.lower, false)?;
+            layers.lower.to_string_lossy().into_owned()
+        } else {
+            source
+        };
         let mut data = format!(
-            "lowerdir={source},upperdir={},workdir={}",
+            "lowerdir={lower},upperdir={},workdir={}",
             layers.upper.display(),
             layers.work.display()
         );

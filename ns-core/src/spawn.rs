@@ -16,13 +16,14 @@
 //! only makes plain libc calls on data prepared here, and never allocates.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 
 use crate::Error;
 use crate::credentials::{CredentialStep, Credentials};
+use crate::idmapped_root;
 use crate::mounts::{self, Planner, Step};
 use crate::rlimits;
 use crate::rootfs::{self, Layers};
@@ -89,6 +90,8 @@ struct Prepared {
     credentials: Credentials,
     init: bool,
     userns: bool,
+    /// The child's end of the socket that brings the idmapped root, or -1.
+    idmap_socket: RawFd,
 }
 
 #[repr(C)]
@@ -110,6 +113,7 @@ const REPORT_EXITED: u32 = 3;
 enum Stage {
     CgroupNamespace = 1,
     Hostname,
+    IdmappedRoot,
     Mounts,
     Pivot,
     Rlimits,
@@ -141,6 +145,10 @@ impl From<CredentialStep> for Stage {
 const STAGES: &[(Stage, &str)] = &[
     (Stage::CgroupNamespace, "enter a new cgroup namespace"),
     (Stage::Hostname, "set the hostname"),
+    (
+        Stage::IdmappedRoot,
+        "receive the idmapped root from the launcher",
+    ),
     (Stage::Mounts, "mount"),
     (Stage::Pivot, "pivot_root into"),
     (Stage::Rlimits, "set rlimit"),
@@ -168,8 +176,17 @@ where
     validate(spec)?;
     let layers = Layers::new(&spec.state_dir);
     let overlay = rootfs::needs_overlay(spec);
-    layers.create(overlay)?;
-    let (prepared, explain) = prepare(spec, &layers, overlay)?;
+    // Only a privileged launcher can idmap the root for the child's user namespace.
+    let privileged = nix::unistd::geteuid().is_root();
+    let idmap = spec.user_namespace.is_some() && privileged;
+    let owner = spec
+        .user_namespace
+        .as_ref()
+        .and_then(|maps| maps.host_root());
+    layers.create(overlay, idmap, owner.filter(|_| privileged))?;
+    let (mut prepared, explain) = prepare(spec, &layers, overlay, idmap)?;
+    let handoff = idmap.then(idmapped_root::channel).transpose()?;
+    prepared.idmap_socket = handoff.as_ref().map_or(-1, |(_, child)| child.as_raw_fd());
 
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
@@ -234,6 +251,10 @@ where
         maps.write(pid, nix::unistd::geteuid().is_root())?;
     }
     attach(pid).map_err(Error::Attach)?;
+    if let Some((launcher, _)) = &handoff {
+        let tree = idmapped_root::tree(&spec.rootfs, pid, !overlay)?;
+        idmapped_root::send(launcher, tree.as_ref())?;
+    }
     nix::unistd::write(&go_write, b"g")
         .map_err(|e| Error::host("cannot release the container process", e))?;
     Ok(running)
@@ -294,10 +315,11 @@ fn prepare(
     spec: &ContainerSpec,
     layers: &Layers,
     overlay: bool,
+    idmap: bool,
 ) -> Result<(Prepared, Explain), Error> {
     let userns = spec.user_namespace.is_some();
     let mut planner = Planner::default();
-    rootfs::plan(spec, layers, overlay, &mut planner)?;
+    rootfs::plan(spec, layers, overlay, idmap, &mut planner)?;
     planner.defaults(userns)?;
     planner.extra(spec)?;
     planner.workdir(&spec.cwd, (spec.user.uid, spec.user.gid))?;
@@ -378,6 +400,7 @@ fn prepare(
         credentials,
         init: spec.init,
         userns,
+        idmap_socket: -1,
     };
     Ok((prepared, explain))
 }
@@ -438,7 +461,15 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         if libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) != 0 {
             fail(Stage::Hostname, 0, errno());
         }
-        if let Err((i, e)) = mounts::run(&p.steps) {
+        let tree = if p.idmap_socket >= 0 {
+            match idmapped_root::receive(p.idmap_socket) {
+                Ok(tree) => tree,
+                Err(e) => fail(Stage::IdmappedRoot, 0, e),
+            }
+        } else {
+            None
+        };
+        if let Err((i, e)) = mounts::run(&p.steps, tree) {
             fail(Stage::Mounts, i, e);
         }
         if let Err(e) = rootfs::pivot(&p.merged) {
