@@ -181,6 +181,39 @@ pub enum Network {
 }
 
 impl Process {
+    /// The environment the command starts with: the Plan's `env`, plus docker's defaults for
+    /// the variables it lacks: `PATH` ([`ns_core::DEFAULT_PATH`]), `HOSTNAME` (the container's
+    /// hostname, when it has one) and `HOME` (the user's home in the image's `/etc/passwd` at
+    /// `rootfs`, else `/`, as runc and crun set it). A value in `env` always wins.
+    pub fn env_with_defaults(
+        &self,
+        rootfs: &std::path::Path,
+        hostname: Option<&str>,
+    ) -> Result<Vec<String>, crate::Error> {
+        let mut env = self.env.clone();
+        let has = |env: &[String], key: &str| {
+            env.iter()
+                .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k == key))
+        };
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
+        }
+        if let Some(name) = hostname.filter(|_| !has(&env, "HOSTNAME")) {
+            env.push(format!("HOSTNAME={name}"));
+        }
+        if !has(&env, "HOME") {
+            let home = crate::users::home_of(self.user.uid, rootfs).map_err(|e| {
+                crate::Error::Invalid(vec![crate::Problem::new(
+                    "process.user",
+                    format!("process.user {}", self.user.uid),
+                    e,
+                )])
+            })?;
+            env.push(format!("HOME={home}"));
+        }
+        Ok(env)
+    }
+
     /// The rlimits with their names resolved to resource numbers.
     pub fn resolved_rlimits(&self) -> Result<Vec<ns_core::Rlimit>, ns_core::Error> {
         self.rlimits

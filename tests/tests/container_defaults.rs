@@ -1,0 +1,132 @@
+//! docker's and podman's defaults for the container process, beyond mounts: the default
+//! environment (`HOME`, `HOSTNAME`), users and groups, `--ulimit` spellings of unlimited, the
+//! swap limit that `--memory` implies, and capabilities added for a non-root user. Each test
+//! asserts the value docker (or, where it says so, podman) gives, and every launch is followed
+//! by the harness's check that nothing was left behind.
+
+use std::path::PathBuf;
+
+use tests::{Env, env};
+
+macro_rules! env_or_skip {
+    () => {
+        match env() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// A private, writable copy of the busybox rootfs with its own `/etc/passwd` and
+/// `/etc/group`, as the case scripts make them.
+struct Image {
+    dir: tempfile::TempDir,
+}
+
+impl Image {
+    fn new(env: &Env, passwd: &str, group: &str) -> Image {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&env.rootfs)
+            .arg(dir.path().join("rootfs"))
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "cp -a {}", env.rootfs.display());
+        let image = Image { dir };
+        std::fs::write(image.path().join("etc/passwd"), passwd).expect("write passwd");
+        std::fs::write(image.path().join("etc/group"), group).expect("write group");
+        image
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// `capsule run --rootfs <this image> FLAGS -- CMD`: its stdout, trimmed, after checking
+    /// the launch succeeded.
+    fn run(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> String {
+        let mut args = vec!["--rootfs".to_owned(), self.path().display().to_string()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let launch = env.run_raw(&args, cmd);
+        assert_eq!(launch.code, 0, "{flags:?} {cmd:?}: {launch:?}");
+        launch.stdout.trim().to_owned()
+    }
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n";
+const GROUP: &str = "root:x:0:\nwheel:x:10:user\naudio:x:29:user\nnogroup:x:65534:\nuser:x:1000:\n";
+
+/// Runs `sh -c SCRIPT` in `image` and returns its trimmed stdout.
+fn sh(env: &Env, image: &Image, flags: &[&str], script: &str) -> String {
+    image.run(env, flags, &["sh", "-c", script])
+}
+
+#[test]
+fn home_comes_from_the_image_s_passwd_entry_else_slash() {
+    let env = env_or_skip!();
+    let image = Image::new(&env, PASSWD, GROUP);
+    let home = |flags: &[&str]| sh(&env, &image, flags, "echo \"${HOME-<unset>}\"");
+    assert_eq!(home(&[]), "/root");
+    assert_eq!(home(&["-u", "user"]), "/home/user");
+    assert_eq!(home(&["-u", "1000:1000"]), "/home/user");
+    assert_eq!(home(&["-u", "4242"]), "/");
+    assert_eq!(home(&["-u", "user", "-e", "HOME=/custom"]), "/custom");
+}
+
+#[test]
+fn the_default_environment_is_docker_s() {
+    let env = env_or_skip!();
+    let image = Image::new(&env, PASSWD, GROUP);
+    // docker run --hostname box busybox env: PATH, HOSTNAME, HOME and nothing of the caller.
+    let got = sh(&env, &image, &["--hostname", "box"], "env | sort");
+    assert_eq!(
+        got,
+        "HOME=/root\nHOSTNAME=box\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nPWD=/\nSHLVL=1"
+    );
+    // Without --hostname the hostname is the launch's id, and HOSTNAME names it too.
+    let got = sh(
+        &env,
+        &image,
+        &[],
+        "[ \"$HOSTNAME\" = \"$(hostname)\" ] && echo same",
+    );
+    assert_eq!(got, "same");
+    let got = sh(&env, &image, &["-e", "HOSTNAME=mine"], "echo $HOSTNAME");
+    assert_eq!(got, "mine");
+}
+
+#[test]
+fn an_image_s_passwd_symlinked_to_a_host_file_is_read_inside_the_root() {
+    let env = env_or_skip!();
+    let image = Image::new(&env, PASSWD, GROUP);
+    // A host file outside the root that an image must not be able to read.
+    let host = tempfile::tempdir().expect("tempdir");
+    let host_passwd = host.path().join("passwd");
+    std::fs::write(
+        &host_passwd,
+        "root:x:0:0::/host-secret:/bin/sh\nintruder:x:7:7::/x:/\n",
+    )
+    .expect("write host file");
+    let passwd = image.path().join("etc/passwd");
+    std::fs::remove_file(&passwd).expect("remove passwd");
+    std::os::unix::fs::symlink(&host_passwd, &passwd).expect("symlink");
+    // Inside the root the link's target does not exist: no entry, so HOME is "/".
+    assert_eq!(sh(&env, &image, &[], "echo $HOME"), "/");
+    let mut args = vec!["--rootfs".to_owned(), image.path().display().to_string()];
+    args.extend(["-u".to_owned(), "intruder".to_owned()]);
+    let refused = env.run_raw(&args, &["true"]);
+    assert_eq!(refused.code, 125, "{refused:?}");
+    assert!(
+        refused.stderr.contains("unknown user \"intruder\""),
+        "{}",
+        refused.stderr
+    );
+    // The image's own copy at the link's target is the one read.
+    let inside = image
+        .path()
+        .join(host_passwd.strip_prefix("/").expect("absolute"));
+    std::fs::create_dir_all(inside.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&inside, "root:x:0:0::/from-image:/bin/sh\n").expect("write");
+    assert_eq!(sh(&env, &image, &[], "echo $HOME"), "/from-image");
+}
