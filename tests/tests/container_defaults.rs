@@ -130,3 +130,45 @@ fn an_image_s_passwd_symlinked_to_a_host_file_is_read_inside_the_root() {
     std::fs::write(&inside, "root:x:0:0::/from-image:/bin/sh\n").expect("write");
     assert_eq!(sh(&env, &image, &[], "echo $HOME"), "/from-image");
 }
+
+#[test]
+fn a_group_in_user_drops_the_supplementary_groups_and_group_add_adds() {
+    let env = env_or_skip!();
+    let image = Image::new(&env, PASSWD, GROUP);
+    // `id -G`'s first number is the gid; /proc's Groups: line lists the supplementary ones.
+    let ids = |flags: &[&str]| {
+        sh(
+            &env,
+            &image,
+            flags,
+            "echo $(id -u) $(id -g) [$(grep ^Groups: /proc/self/status | cut -f2 | xargs)]",
+        )
+    };
+    // The implicit form keeps the image's memberships (wheel 10, audio 29), as runc does.
+    assert_eq!(ids(&["-u", "user"]), "1000 1000 [10 29]");
+    assert_eq!(ids(&["-u", "1000"]), "1000 1000 [10 29]");
+    // A group in the spec is the only group: docker/cli#3058, moby/moby#9360.
+    assert_eq!(ids(&["-u", "user:user"]), "1000 1000 []");
+    assert_eq!(ids(&["-u", "user:nogroup"]), "1000 65534 []");
+    assert_eq!(ids(&["-u", "1000:1000"]), "1000 1000 []");
+    // --group-add adds, by name or gid, to either form.
+    assert_eq!(
+        ids(&["-u", "user:user", "--group-add", "audio"]),
+        "1000 1000 [29]"
+    );
+    assert_eq!(
+        ids(&["-u", "user", "--group-add", "4242", "--group-add", "wheel"]),
+        "1000 1000 [10 29 4242]"
+    );
+    let mut args = vec!["--rootfs".to_owned(), image.path().display().to_string()];
+    args.extend(["--group-add".to_owned(), "nosuchgroup".to_owned()]);
+    let refused = env.run_raw(&args, &["true"]);
+    assert_eq!(refused.code, 125, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("--group-add: unknown group \"nosuchgroup\""),
+        "{}",
+        refused.stderr
+    );
+}

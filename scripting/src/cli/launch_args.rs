@@ -6,6 +6,7 @@ use clap::Args;
 use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
+use crate::users::resolve_group;
 use crate::{parse_cpus, parse_duration, parse_size, resolve_user};
 
 #[derive(Debug, Args)]
@@ -52,6 +53,9 @@ pub struct LaunchArgs {
     /// User as name|uid[:group|gid], resolved in the root filesystem's /etc/passwd.
     #[arg(long, short = 'u')]
     user: Option<String>,
+    /// Add a supplementary group: a name of the image's /etc/group, or a gid (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Mount the root filesystem read-only (otherwise writes go to a discarded overlay).
     #[arg(long)]
     read_only: bool,
@@ -171,6 +175,12 @@ impl LaunchArgs {
         if let Some(user) = &self.user {
             plan.process.user = resolve_user(user, &rootfs)?;
         }
+        for group in &self.group_add {
+            let gid = resolve_group(group, &rootfs).map_err(|e| format!("--group-add: {e}"))?;
+            plan.process.user.additional_gids.push(gid);
+        }
+        plan.process.user.additional_gids.sort_unstable();
+        plan.process.user.additional_gids.dedup();
         for kv in &self.env {
             let kv = match kv.split_once('=') {
                 Some(_) => kv.clone(),
@@ -265,6 +275,7 @@ impl LaunchArgs {
             ("--hostname", self.hostname.is_some()),
             ("--workdir", self.workdir.is_some()),
             ("--user", self.user.is_some()),
+            ("--group-add", !self.group_add.is_empty()),
             ("--read-only", self.read_only),
             ("--cap-add", !self.cap_add.is_empty()),
             ("--cap-drop", !self.cap_drop.is_empty()),
