@@ -38,7 +38,10 @@ pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};
 pub use in_root::open_in_root;
-pub use rlimits::{Rlimit, parse_rlimit_resource};
+pub use rlimits::{
+    RLIM_INFINITY, Rlimit, check_rlimit, parse_rlimit_resource, parse_rlimit_value, rlimit_value,
+    show_rlimit_value,
+};
 pub use seccomp::SeccompProfile;
 pub use spawn::{ExitStatus, Running, spawn};
 pub use spec::{

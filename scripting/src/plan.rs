@@ -107,6 +107,8 @@ fn root_dir() -> PathBuf {
 }
 
 /// A resource limit, with the OCI names (`RLIMIT_NOFILE`).
+/// `soft` and `hard` are in the resource's unit; no limit is `RLIM_INFINITY` (`u64::MAX`), as
+/// in the OCI runtime spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rlimit {
@@ -114,6 +116,26 @@ pub struct Rlimit {
     pub kind: String,
     pub soft: u64,
     pub hard: u64,
+}
+
+impl Rlimit {
+    /// The limit `name` (`nofile`, `NOFILE` or `RLIMIT_NOFILE`) with its OCI name, checked as
+    /// setrlimit(2) would check it: `--ulimit` and a policy's `rlimit()` both build it here.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, or `soft` above `hard`.
+    pub fn new(name: &str, soft: u64, hard: u64) -> Result<Rlimit, ns_core::Error> {
+        ns_core::parse_rlimit_resource(name)?;
+        ns_core::check_rlimit(soft, hard)?;
+        let upper = name.to_ascii_uppercase();
+        let kind = if upper.starts_with("RLIMIT_") {
+            upper
+        } else {
+            format!("RLIMIT_{upper}")
+        };
+        Ok(Rlimit { kind, soft, hard })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

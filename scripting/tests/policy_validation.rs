@@ -93,6 +93,14 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
             "job.rhai:2:3: process.rlimits = \"bogus\": unknown rlimit \"bogus\": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack",
         ),
         (
+            "p.rlimit(\"core\", 0, -2);",
+            "job.rhai:2:3: process.rlimits = \"core\": limit \"-2\": expected a number, or -1, infinity or unlimited for no limit",
+        ),
+        (
+            "p.rlimit(\"core\", -1, 5);",
+            "job.rhai:2:3: process.rlimits = \"core\": soft limit unlimited is above hard limit 5",
+        ),
+        (
             "p.command([1]);",
             "job.rhai:2:3: process.args = 1: expected strings only",
         ),
@@ -343,4 +351,20 @@ fn a_timeout_too_long_for_a_duration_is_refused_rather_than_a_panic() {
             other => panic!("timeout {timeout}: {other:?}"),
         }
     }
+}
+
+/// `-1` is no limit, as `docker run --ulimit` takes it: the Plan holds `RLIM_INFINITY`.
+#[test]
+fn rlimit_takes_minus_one_as_unlimited() {
+    let script = policy("p.rlimit(\"core\", -1);\np.rlimit(\"stack\", 8388608, -1);");
+    let evaluation =
+        policy::evaluate_source("job.rhai", &script, None, &inputs(Kvm::Hardware)).unwrap();
+    let plan = &evaluation.plans()[0];
+    let limit = |kind: &str| {
+        let r = plan.process.rlimits.iter().find(|r| r.kind == kind).unwrap();
+        (r.soft, r.hard)
+    };
+    let inf = ns_core::RLIM_INFINITY;
+    assert_eq!(limit("RLIMIT_CORE"), (inf, inf));
+    assert_eq!(limit("RLIMIT_STACK"), (8388608, inf));
 }

@@ -172,3 +172,50 @@ fn a_group_in_user_drops_the_supplementary_groups_and_group_add_adds() {
         refused.stderr
     );
 }
+
+#[test]
+fn every_spelling_of_unlimited_works_in_ulimit() {
+    let env = env_or_skip!();
+    // `ulimit -X; ulimit -H -X` for one resource, as the shell prints them.
+    let limits = |ulimit: &str, flag: &str| {
+        let launch = env.run(
+            &["--ulimit", ulimit],
+            &[
+                "sh",
+                "-c",
+                &format!("echo $(ulimit -{flag}) $(ulimit -H -{flag})"),
+            ],
+        );
+        assert_eq!(launch.code, 0, "--ulimit {ulimit}: {launch:?}");
+        launch.stdout.trim().to_owned()
+    };
+    // moby/moby#39125: -1 alone and as the hard limit (docker's go-units, podman).
+    assert_eq!(limits("core=-1", "c"), "unlimited unlimited");
+    assert_eq!(limits("stack=8388608:-1", "s"), "8192 unlimited");
+    // go-units also takes "infinity"; the shell's own word is "unlimited".
+    assert_eq!(limits("cpu=infinity", "t"), "unlimited unlimited");
+    assert_eq!(
+        limits("fsize=unlimited:unlimited", "f"),
+        "unlimited unlimited"
+    );
+    assert_eq!(limits("core=0:unlimited", "c"), "0 unlimited");
+    // What the kernel cannot give is refused before launch, saying why.
+    let nofile = env.run(&["--ulimit", "nofile=-1"], &["true"]);
+    assert_eq!(nofile.code, 125, "{nofile:?}");
+    assert!(
+        nofile
+            .stderr
+            .contains("the kernel caps open files at fs.nr_open"),
+        "{}",
+        nofile.stderr
+    );
+    let backwards = env.run(&["--ulimit", "core=-1:5"], &["true"]);
+    assert_eq!(backwards.code, 125, "{backwards:?}");
+    assert!(
+        backwards
+            .stderr
+            .contains("soft limit unlimited is above hard limit 5"),
+        "{}",
+        backwards.stderr
+    );
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
+use crate::error::ns_message;
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
 use crate::users::resolve_group;
 use crate::{parse_cpus, parse_duration, parse_size, resolve_user};
@@ -329,23 +330,16 @@ impl LaunchArgs {
     }
 }
 
+/// `TYPE=SOFT[:HARD]` of `docker run --ulimit`; a value may be `-1`, `infinity` or
+/// `unlimited` for no limit ([`ns_core::parse_rlimit_value`]), and HARD defaults to SOFT.
 fn parse_ulimit(spec: &str) -> Result<Rlimit, String> {
-    let bad = || format!("--ulimit {spec:?}: expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048");
-    let (name, values) = spec.split_once('=').ok_or_else(bad)?;
-    ns_core::parse_rlimit_resource(name).map_err(|e| format!("--ulimit: {e}"))?;
-    let (soft, hard) = match values.split_once(':') {
-        Some((s, h)) => (s, h),
-        None => (values, values),
-    };
-    let soft = soft.parse().map_err(|_| bad())?;
-    let hard = hard.parse().map_err(|_| bad())?;
-    let upper = name.to_ascii_uppercase();
-    let kind = if upper.starts_with("RLIMIT_") {
-        upper
-    } else {
-        format!("RLIMIT_{upper}")
-    };
-    Ok(Rlimit { kind, soft, hard })
+    let bad = |why: String| format!("--ulimit {spec:?}: {why}");
+    let (name, values) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048".into()))?;
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let value = |v| ns_core::parse_rlimit_value(v).map_err(|e| bad(ns_message(e)));
+    Rlimit::new(name, value(soft)?, value(hard)?).map_err(|e| bad(ns_message(e)))
 }
 
 fn parse_volume(spec: &str) -> Result<Mount, String> {
@@ -456,5 +450,48 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown rlimit")
         );
+    }
+
+    #[test]
+    fn ulimits_take_every_spelling_of_unlimited_for_every_resource() {
+        let inf = ns_core::RLIM_INFINITY;
+        for name in [
+            "as",
+            "core",
+            "cpu",
+            "data",
+            "fsize",
+            "locks",
+            "memlock",
+            "msgqueue",
+            "nice",
+            "nofile",
+            "nproc",
+            "rss",
+            "rtprio",
+            "rttime",
+            "sigpending",
+            "stack",
+        ] {
+            for unlimited in ["-1", "infinity", "unlimited"] {
+                let r = parse_ulimit(&format!("{name}={unlimited}")).unwrap();
+                assert_eq!((r.soft, r.hard), (inf, inf), "{name}={unlimited}");
+                let r = parse_ulimit(&format!("{name}=8192:{unlimited}")).unwrap();
+                assert_eq!((r.soft, r.hard), (8192, inf), "{name}=8192:{unlimited}");
+            }
+        }
+        // As docker's go-units: an unlimited soft limit needs an unlimited hard one.
+        let err = parse_ulimit("core=-1:100").unwrap_err();
+        assert!(
+            err.contains("soft limit unlimited is above hard limit 100"),
+            "{err}"
+        );
+        let err = parse_ulimit("nofile=200:100").unwrap_err();
+        assert!(
+            err.contains("soft limit 200 is above hard limit 100"),
+            "{err}"
+        );
+        let err = parse_ulimit("core=-2").unwrap_err();
+        assert!(err.contains("-1, infinity or unlimited"), "{err}");
     }
 }
