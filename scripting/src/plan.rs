@@ -168,7 +168,9 @@ pub struct Resources {
     /// Bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
-    /// Memory plus swap in bytes; -1 for unlimited swap.
+    /// Memory plus swap in bytes; -1 for unlimited swap. Absent, swap is not limited; the flags
+    /// and policy scripts write docker's default, twice `memory`, into a container's Plan
+    /// ([`Plan::derive_defaults`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<i64>,
     /// CPUs of time per period, e.g. 1.5.
@@ -252,6 +254,26 @@ impl Process {
 }
 
 impl Plan {
+    /// Writes into the Plan what docker derives from the settings given, so that `capsule
+    /// plan` shows the value a launch applies. Run once a Plan is complete, by the flags and by
+    /// policy scripts (a saved Plan is taken as it is):
+    ///
+    /// - a container with `resources.memory` and no `memorySwap` (or docker's `0`, "unset")
+    ///   may use as much swap as memory: `memorySwap` is twice `memory`, as `docker run
+    ///   --memory` without `--memory-swap` (docs.docker.com, "Runtime options with Memory,
+    ///   CPUs, and GPUs"). A microVM has no swap limit to set.
+    pub fn derive_defaults(&mut self) {
+        let r = &mut self.resources;
+        if self.isolation != Isolation::Microvm && matches!(r.memory_swap, None | Some(0)) {
+            r.memory_swap = r.memory.map(|memory| {
+                memory
+                    .checked_mul(2)
+                    .and_then(|total| i64::try_from(total).ok())
+                    .unwrap_or(-1)
+            });
+        }
+    }
+
     /// A container Plan with `docker run`'s defaults for `args` in `rootfs`.
     pub fn container(rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
         Plan {
@@ -283,5 +305,30 @@ impl Plan {
             vm: None,
             timeout: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_alone_allows_as_much_swap_as_memory_as_docker() {
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        plan.resources.memory = Some(64 << 20);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, Some(128 << 20));
+        for (given, kept) in [(-1, -1), (96 << 20, 96 << 20), (0, 128 << 20)] {
+            plan.resources.memory_swap = Some(given);
+            plan.derive_defaults();
+            assert_eq!(plan.resources.memory_swap, Some(kept), "{given}");
+        }
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, None);
+        plan.isolation = Isolation::Microvm;
+        plan.resources.memory = Some(256 << 20);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, None);
     }
 }

@@ -372,11 +372,20 @@ fn limit_problem(error: &cgroup_core::LimitError) -> Problem {
         "cpuset_mems" => "resources.cpusetMems",
         _ => "resources",
     };
-    Problem::new(
+    let problem = Problem::new(
         field,
         format!("resources.{}={}", error.field, error.value),
         &error.problem,
-    )
+    );
+    // --memory alone asks for a swap limit too (Plan::derive_defaults), which a host without
+    // swap accounting cannot give.
+    if error.field == "memory_swap" && error.problem.starts_with("host cannot limit swap") {
+        return problem.fixes(
+            "give --memory-swap -1 to leave swap unlimited",
+            "give memory_swap(-1) to leave swap unlimited",
+        );
+    }
+    problem
 }
 
 /// The most open files a process may have: /proc/sys/fs/nr_open, else the kernel's default.

@@ -361,7 +361,12 @@ fn rlimit_takes_minus_one_as_unlimited() {
         policy::evaluate_source("job.rhai", &script, None, &inputs(Kvm::Hardware)).unwrap();
     let plan = &evaluation.plans()[0];
     let limit = |kind: &str| {
-        let r = plan.process.rlimits.iter().find(|r| r.kind == kind).unwrap();
+        let r = plan
+            .process
+            .rlimits
+            .iter()
+            .find(|r| r.kind == kind)
+            .unwrap();
         (r.soft, r.hard)
     };
     let inf = ns_core::RLIM_INFINITY;

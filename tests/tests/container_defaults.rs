@@ -219,3 +219,47 @@ fn every_spelling_of_unlimited_works_in_ulimit() {
         backwards.stderr
     );
 }
+
+/// The container's own swap limit as its cgroup shows it: v1's memory plus swap
+/// (`memsw <bytes>`) or v2's swap alone (`swap <bytes>`).
+const SWAP_LIMIT: &str = "if [ -e /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes ]; \
+    then echo memsw $(cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes); \
+    else echo swap $(cat /sys/fs/cgroup/memory.swap.max); fi";
+
+#[test]
+fn memory_alone_limits_memory_plus_swap_to_twice_the_memory() {
+    let env = env_or_skip!();
+    let swap = |flags: &[&str]| {
+        let launch = env.run(flags, &["sh", "-c", SWAP_LIMIT]);
+        assert_eq!(launch.code, 0, "{flags:?}: {launch:?}");
+        launch.stdout.trim().to_owned()
+    };
+    // docker run --memory 64M: memory plus swap is 128M (v2: 64M of swap).
+    let got = swap(&["--memory", "64M"]);
+    assert!(
+        got == format!("memsw {}", 128 << 20) || got == format!("swap {}", 64 << 20),
+        "{got}"
+    );
+    // An explicit --memory-swap wins; -1 leaves swap unlimited (v1 shows the kernel's
+    // "unlimited", a page-aligned i64::MAX).
+    let got = swap(&["--memory", "64M", "--memory-swap", "96M"]);
+    assert!(
+        got == format!("memsw {}", 96 << 20) || got == format!("swap {}", 32 << 20),
+        "{got}"
+    );
+    let got = swap(&["--memory", "64M", "--memory-swap", "-1"]);
+    assert!(
+        got == "memsw 9223372036854771712" || got == "swap max",
+        "{got}"
+    );
+    // The Plan carries the value, so `capsule plan` shows what a launch applies.
+    let plan = env
+        .command()
+        .args(["plan", "--rootfs"])
+        .arg(&env.rootfs)
+        .args(["--memory", "64M", "--", "true"])
+        .output()
+        .expect("capsule plan runs");
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("a Plan");
+    assert_eq!(plan["resources"]["memorySwap"], 128 << 20, "{plan}");
+}

@@ -22,7 +22,7 @@ pub struct LaunchArgs {
     /// Memory limit, e.g. 256M.
     #[arg(long, short = 'm', value_parser = parse_size)]
     memory: Option<u64>,
-    /// Memory plus swap, e.g. 512M; -1 for unlimited swap.
+    /// Memory plus swap, e.g. 512M; -1 for unlimited swap (default: twice --memory).
     #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
     memory_swap: Option<i64>,
     /// CPUs of time, e.g. 1.5.
@@ -236,6 +236,7 @@ impl LaunchArgs {
         r.io_weight = self.blkio_weight;
         r.cpuset_cpus = self.cpuset_cpus.clone();
         r.cpuset_mems = self.cpuset_mems.clone();
+        plan.derive_defaults();
         Ok(plan)
     }
 

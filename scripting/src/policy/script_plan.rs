@@ -85,6 +85,19 @@ impl ScriptPlan {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+
+    /// [`Plan::derive_defaults`]; a derived field is blamed on the setter of the field it
+    /// comes from (`memorySwap` on `memory()`).
+    pub(crate) fn derive_defaults(&mut self) {
+        let before = self.plan.resources.memory_swap;
+        self.plan.derive_defaults();
+        if self.plan.resources.memory_swap != before
+            && let Some(origin) = self.origins.get("resources.memory").cloned()
+        {
+            self.origins
+                .insert("resources.memorySwap".to_owned(), origin);
+        }
+    }
 }
 
 /// The file the calling script statement is in.
