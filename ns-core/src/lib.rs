@@ -33,7 +33,7 @@ mod spawn;
 mod spec;
 mod sys;
 
-pub use capabilities::{Capabilities, parse_capability};
+pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};

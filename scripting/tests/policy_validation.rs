@@ -373,3 +373,28 @@ fn rlimit_takes_minus_one_as_unlimited() {
     assert_eq!(limit("RLIMIT_CORE"), (inf, inf));
     assert_eq!(limit("RLIMIT_STACK"), (8388608, inf));
 }
+
+/// As `--cap-add` with `--user`: for a user other than root the added capabilities are
+/// ambient (podman's behaviour), whichever of `user()` and `cap_add()` came first.
+#[test]
+fn cap_add_is_ambient_for_a_non_root_user() {
+    let ambient = |body: &str| {
+        let evaluation =
+            policy::evaluate_source("job.rhai", &policy(body), None, &inputs(Kvm::Hardware))
+                .unwrap();
+        let caps = evaluation.plans()[0].process.capabilities;
+        (caps.inheritable.names(), caps.ambient.names())
+    };
+    let bind = vec!["CAP_NET_BIND_SERVICE".to_owned()];
+    for body in [
+        "p.cap_add(\"NET_BIND_SERVICE\");\np.user(\"1000:1000\");",
+        "p.user(\"1000:1000\");\np.cap_add(\"NET_BIND_SERVICE\");",
+    ] {
+        assert_eq!(ambient(body), (bind.clone(), bind.clone()), "{body}");
+    }
+    assert_eq!(
+        ambient("p.cap_add(\"NET_BIND_SERVICE\");"),
+        (vec![], vec![])
+    );
+    assert_eq!(ambient("p.user(\"1000:1000\");"), (vec![], vec![]));
+}

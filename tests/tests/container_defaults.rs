@@ -263,3 +263,34 @@ fn memory_alone_limits_memory_plus_swap_to_twice_the_memory() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("a Plan");
     assert_eq!(plan["resources"]["memorySwap"], 128 << 20, "{plan}");
 }
+
+/// Binds TCP port 80 (below the netns's ip_unprivileged_port_start, 1024) and prints
+/// `bound` or `refused`, then the capability sets of the shell.
+const BIND_80: &str = "nc -l -p 80 2>/dev/null & sleep 0.3; \
+    if kill $! 2>/dev/null; then echo bound; else echo refused; fi; \
+    grep -E '^Cap(Inh|Prm|Eff|Amb):' /proc/self/status | cut -f2 | xargs";
+
+#[test]
+fn cap_add_reaches_a_non_root_user_through_the_ambient_set_as_podman() {
+    let env = env_or_skip!();
+    let run = |flags: &[&str]| {
+        let launch = env.run(flags, &["sh", "-c", BIND_80]);
+        assert_eq!(launch.code, 0, "{flags:?}: {launch:?}");
+        launch.stdout.trim().to_owned()
+    };
+    // CAP_NET_BIND_SERVICE is bit 10: inheritable, permitted, effective and ambient.
+    assert_eq!(
+        run(&["-u", "1000:1000", "--cap-add", "NET_BIND_SERVICE"]),
+        "bound\n0000000000000400 0000000000000400 0000000000000400 0000000000000400"
+    );
+    // Without --cap-add a non-root user keeps nothing across exec, as with docker and podman.
+    assert_eq!(
+        run(&["-u", "1000:1000"]),
+        "refused\n0000000000000000 0000000000000000 0000000000000000 0000000000000000"
+    );
+    // Root keeps the default set (which has NET_BIND_SERVICE) and gets no ambient set.
+    assert_eq!(
+        run(&["--cap-add", "NET_ADMIN"]),
+        "bound\n0000000000000000 00000000a80435fb 00000000a80435fb 0000000000000000"
+    );
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
+use ns_core::{CapMask, Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
 use crate::error::ns_message;
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
@@ -196,7 +196,7 @@ impl LaunchArgs {
                 .retain(|e| e.split('=').next() != Some(key));
             plan.process.env.push(kv);
         }
-        plan.process.capabilities = self.capabilities()?;
+        plan.process.capabilities = self.capabilities(plan.process.user.uid)?;
         for spec in &self.ulimit {
             let rlimit = parse_ulimit(spec)?;
             plan.process.rlimits.retain(|r| r.kind != rlimit.kind);
@@ -240,8 +240,12 @@ impl LaunchArgs {
         Ok(plan)
     }
 
-    fn capabilities(&self) -> Result<Capabilities, String> {
+    /// The OCI default set with `--cap-drop`, then `--cap-add`, applied; for a user other than
+    /// root (`uid`), the added capabilities are ambient too, as podman gives them
+    /// ([`Capabilities::raise_ambient`]).
+    fn capabilities(&self, uid: u32) -> Result<Capabilities, String> {
         let mut caps = Capabilities::oci_default();
+        let mut added = CapMask(0);
         for name in &self.cap_drop {
             if name.eq_ignore_ascii_case("ALL") {
                 caps = Capabilities::default();
@@ -252,9 +256,15 @@ impl LaunchArgs {
         for name in &self.cap_add {
             if name.eq_ignore_ascii_case("ALL") {
                 caps = Capabilities::all();
+                added = caps.permitted;
             } else {
-                caps.add(parse_capability(name).map_err(|e| format!("--cap-add: {e}"))?);
+                let cap = parse_capability(name).map_err(|e| format!("--cap-add: {e}"))?;
+                caps.add(cap);
+                added.0 |= cap.bitmask();
             }
+        }
+        if uid != 0 {
+            caps.raise_ambient(added);
         }
         Ok(caps)
     }

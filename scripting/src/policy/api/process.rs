@@ -17,7 +17,7 @@ pub(crate) fn set_env(plan: &mut Plan, key: &str, value: &str) {
 
 #[export_module]
 pub mod process {
-    use ns_core::{Capabilities, parse_capability};
+    use ns_core::{CapMask, Capabilities, parse_capability};
     use rhai::{Array, INT};
 
     use crate::plan::Rlimit;
@@ -90,12 +90,20 @@ pub mod process {
         p.record(&ctx, "hostname", format!("{name:?}"));
     }
 
-    /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`.
+    /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`. For a
+    /// user other than root the added capabilities are ambient too, so the command keeps them
+    /// (podman's `--cap-add`; docker's non-root users keep none).
     #[rhai_fn(return_raw)]
     pub fn cap_add(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
+        let mut added = Capabilities::all().permitted;
         super::edit_capabilities(&ctx, p, name, Capabilities::all(), |caps| {
-            parse_capability(name).map(|cap| caps.add(cap))
-        })
+            parse_capability(name).map(|cap| {
+                caps.add(cap);
+                added = CapMask(cap.bitmask());
+            })
+        })?;
+        p.added_caps.0 |= added.0;
+        Ok(())
     }
 
     /// Drops a capability (`"CHOWN"`), or every one with `"ALL"`.
