@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use tests::{Env, env};
+use tests::{Env, Launch, env};
 
 macro_rules! env_or_skip {
     () => {
@@ -43,15 +43,33 @@ impl Image {
         self.dir.path().join("rootfs")
     }
 
-    /// `capsule run --rootfs <this image> FLAGS -- CMD`: its stdout, trimmed, after checking
-    /// the launch succeeded.
-    fn run(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> String {
+    /// `capsule run --rootfs <this image> FLAGS -- CMD`.
+    fn launch(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
         let mut args = vec!["--rootfs".to_owned(), self.path().display().to_string()];
         args.extend(flags.iter().map(|s| s.to_string()));
-        let launch = env.run_raw(&args, cmd);
+        env.run_raw(&args, cmd)
+    }
+
+    /// [`Image::launch`]'s stdout, trimmed, after checking the launch succeeded.
+    fn run(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> String {
+        let launch = self.launch(env, flags, cmd);
         assert_eq!(launch.code, 0, "{flags:?} {cmd:?}: {launch:?}");
         launch.stdout.trim().to_owned()
     }
+}
+
+/// `sh -c SCRIPT` in the busybox rootfs with `flags`: its trimmed stdout, after checking
+/// the launch succeeded.
+fn busybox_sh(env: &Env, flags: &[&str], script: &str) -> String {
+    let launch = env.run(flags, &["sh", "-c", script]);
+    assert_eq!(launch.code, 0, "{flags:?}: {launch:?}");
+    launch.stdout.trim().to_owned()
+}
+
+/// Checks that a launch was refused before it started (docker's 125) with `message`.
+fn assert_refused(launch: &Launch, message: &str) {
+    assert_eq!(launch.code, 125, "{launch:?}");
+    assert!(launch.stderr.contains(message), "{}", launch.stderr);
 }
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n";
@@ -113,14 +131,9 @@ fn an_image_s_passwd_symlinked_to_a_host_file_is_read_inside_the_root() {
     std::os::unix::fs::symlink(&host_passwd, &passwd).expect("symlink");
     // Inside the root the link's target does not exist: no entry, so HOME is "/".
     assert_eq!(sh(&env, &image, &[], "echo $HOME"), "/");
-    let mut args = vec!["--rootfs".to_owned(), image.path().display().to_string()];
-    args.extend(["-u".to_owned(), "intruder".to_owned()]);
-    let refused = env.run_raw(&args, &["true"]);
-    assert_eq!(refused.code, 125, "{refused:?}");
-    assert!(
-        refused.stderr.contains("unknown user \"intruder\""),
-        "{}",
-        refused.stderr
+    assert_refused(
+        &image.launch(&env, &["-u", "intruder"], &["true"]),
+        "unknown user \"intruder\"",
     );
     // The image's own copy at the link's target is the one read.
     let inside = image
@@ -160,16 +173,9 @@ fn a_group_in_user_drops_the_supplementary_groups_and_group_add_adds() {
         ids(&["-u", "user", "--group-add", "4242", "--group-add", "wheel"]),
         "1000 1000 [10 29 4242]"
     );
-    let mut args = vec!["--rootfs".to_owned(), image.path().display().to_string()];
-    args.extend(["--group-add".to_owned(), "nosuchgroup".to_owned()]);
-    let refused = env.run_raw(&args, &["true"]);
-    assert_eq!(refused.code, 125, "{refused:?}");
-    assert!(
-        refused
-            .stderr
-            .contains("--group-add: unknown group \"nosuchgroup\""),
-        "{}",
-        refused.stderr
+    assert_refused(
+        &image.launch(&env, &["--group-add", "nosuchgroup"], &["true"]),
+        "--group-add: unknown group \"nosuchgroup\"",
     );
 }
 
@@ -178,16 +184,8 @@ fn every_spelling_of_unlimited_works_in_ulimit() {
     let env = env_or_skip!();
     // `ulimit -X; ulimit -H -X` for one resource, as the shell prints them.
     let limits = |ulimit: &str, flag: &str| {
-        let launch = env.run(
-            &["--ulimit", ulimit],
-            &[
-                "sh",
-                "-c",
-                &format!("echo $(ulimit -{flag}) $(ulimit -H -{flag})"),
-            ],
-        );
-        assert_eq!(launch.code, 0, "--ulimit {ulimit}: {launch:?}");
-        launch.stdout.trim().to_owned()
+        let script = format!("echo $(ulimit -{flag}) $(ulimit -H -{flag})");
+        busybox_sh(&env, &["--ulimit", ulimit], &script)
     };
     // moby/moby#39125: -1 alone and as the hard limit (docker's go-units, podman).
     assert_eq!(limits("core=-1", "c"), "unlimited unlimited");
@@ -200,23 +198,13 @@ fn every_spelling_of_unlimited_works_in_ulimit() {
     );
     assert_eq!(limits("core=0:unlimited", "c"), "0 unlimited");
     // What the kernel cannot give is refused before launch, saying why.
-    let nofile = env.run(&["--ulimit", "nofile=-1"], &["true"]);
-    assert_eq!(nofile.code, 125, "{nofile:?}");
-    assert!(
-        nofile
-            .stderr
-            .contains("the kernel caps open files at fs.nr_open"),
-        "{}",
-        nofile.stderr
+    assert_refused(
+        &env.run(&["--ulimit", "nofile=-1"], &["true"]),
+        "the kernel caps open files at fs.nr_open",
     );
-    let backwards = env.run(&["--ulimit", "core=-1:5"], &["true"]);
-    assert_eq!(backwards.code, 125, "{backwards:?}");
-    assert!(
-        backwards
-            .stderr
-            .contains("soft limit unlimited is above hard limit 5"),
-        "{}",
-        backwards.stderr
+    assert_refused(
+        &env.run(&["--ulimit", "core=-1:5"], &["true"]),
+        "soft limit unlimited is above hard limit 5",
     );
 }
 
@@ -229,11 +217,7 @@ const SWAP_LIMIT: &str = "if [ -e /sys/fs/cgroup/memory/memory.memsw.limit_in_by
 #[test]
 fn memory_alone_limits_memory_plus_swap_to_twice_the_memory() {
     let env = env_or_skip!();
-    let swap = |flags: &[&str]| {
-        let launch = env.run(flags, &["sh", "-c", SWAP_LIMIT]);
-        assert_eq!(launch.code, 0, "{flags:?}: {launch:?}");
-        launch.stdout.trim().to_owned()
-    };
+    let swap = |flags: &[&str]| busybox_sh(&env, flags, SWAP_LIMIT);
     // docker run --memory 64M: memory plus swap is 128M (v2: 64M of swap).
     let got = swap(&["--memory", "64M"]);
     assert!(
@@ -273,11 +257,7 @@ const BIND_80: &str = "nc -l -p 80 2>/dev/null & sleep 0.3; \
 #[test]
 fn cap_add_reaches_a_non_root_user_through_the_ambient_set_as_podman() {
     let env = env_or_skip!();
-    let run = |flags: &[&str]| {
-        let launch = env.run(flags, &["sh", "-c", BIND_80]);
-        assert_eq!(launch.code, 0, "{flags:?}: {launch:?}");
-        launch.stdout.trim().to_owned()
-    };
+    let run = |flags: &[&str]| busybox_sh(&env, flags, BIND_80);
     // CAP_NET_BIND_SERVICE is bit 10: inheritable, permitted, effective and ambient.
     assert_eq!(
         run(&["-u", "1000:1000", "--cap-add", "NET_BIND_SERVICE"]),

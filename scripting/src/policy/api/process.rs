@@ -95,6 +95,7 @@ pub mod process {
     /// (podman's `--cap-add`; docker's non-root users keep none).
     #[rhai_fn(return_raw)]
     pub fn cap_add(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
+        // "ALL" adds every capability; a single name narrows this to its own bit.
         let mut added = Capabilities::all().permitted;
         super::edit_capabilities(&ctx, p, name, Capabilities::all(), |caps| {
             parse_capability(name).map(|cap| {
