@@ -25,6 +25,7 @@ mod dev;
 mod error;
 mod idmap;
 mod idmapped_root;
+mod in_root;
 mod mounts;
 mod resolve;
 mod rlimits;
@@ -35,11 +36,15 @@ mod spec;
 mod subid;
 mod sys;
 
-pub use capabilities::{Capabilities, parse_capability};
+pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};
-pub use rlimits::{Rlimit, parse_rlimit_resource};
+pub use in_root::open_in_root;
+pub use rlimits::{
+    RLIM_INFINITY, Rlimit, check_rlimit, parse_rlimit_resource, parse_rlimit_value, rlimit_value,
+    show_rlimit_value,
+};
 pub use seccomp::SeccompProfile;
 pub use spawn::{ExitStatus, Running, spawn};
 pub use spec::{

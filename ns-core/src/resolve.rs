@@ -55,7 +55,7 @@ fn check_fd(fd: libc::c_long) -> Result<Fd, i32> {
 
 /// openat2(2) of `path` (NUL-terminated, relative to `root`) as an `O_PATH` descriptor, with
 /// `root` as the root of the resolution. A trailing symlink is followed, inside the root.
-pub(crate) fn open_in_root(root: RawFd, path: *const libc::c_char) -> Result<Fd, i32> {
+pub(crate) fn open_path_in_root(root: RawFd, path: *const libc::c_char) -> Result<Fd, i32> {
     // SAFETY: open_how is plain data; all-zero is its "no flags" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
@@ -127,7 +127,7 @@ impl Walk {
 pub(crate) fn resolve(root: RawFd, path: &CStr, create: Create) -> Result<Fd, i32> {
     let mut walk = Walk::new(path.to_bytes())?;
     for _ in 0..MAX_SYMLINKS {
-        match open_in_root(root, walk.whole()) {
+        match open_path_in_root(root, walk.whole()) {
             Err(libc::ENOENT) if create != Create::Nothing => {}
             done => return done,
         }
@@ -159,7 +159,7 @@ fn create_missing(root: RawFd, walk: &mut Walk, create: Create) -> Result<Option
         let prefix = walk.buf.as_ptr().cast::<libc::c_char>();
         let name_ptr = walk.buf[start..].as_ptr().cast::<libc::c_char>();
         let dir = parent.as_ref().map_or(root, |fd| fd.0);
-        let opened = match open_in_root(root, prefix) {
+        let opened = match open_path_in_root(root, prefix) {
             Err(libc::ENOENT) if plain => {
                 let mut link = [0u8; PATH_MAX];
                 // SAFETY: `name_ptr` is NUL-terminated and `link` is writable for its length.
@@ -186,7 +186,7 @@ fn create_missing(root: RawFd, walk: &mut Walk, create: Create) -> Result<Option
                     return Ok(None);
                 }
                 make(dir, name_ptr, last, create)?;
-                open_in_root(root, prefix)
+                open_path_in_root(root, prefix)
             }
             other => other,
         };

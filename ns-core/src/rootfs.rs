@@ -98,7 +98,7 @@ pub(crate) fn needs_overlay(spec: &ContainerSpec) -> bool {
         let Ok(path) = crate::sys::cpath(point) else {
             return true;
         };
-        crate::resolve::open_in_root(root.as_raw_fd(), path.as_ptr()).is_err()
+        crate::resolve::open_path_in_root(root.as_raw_fd(), path.as_ptr()).is_err()
     })
 }
 

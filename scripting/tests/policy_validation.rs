@@ -93,6 +93,14 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
             "job.rhai:2:3: process.rlimits = \"bogus\": unknown rlimit \"bogus\": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack",
         ),
         (
+            "p.rlimit(\"core\", 0, -2);",
+            "job.rhai:2:3: process.rlimits = \"core\": limit \"-2\": expected a number, or -1, infinity or unlimited for no limit",
+        ),
+        (
+            "p.rlimit(\"core\", -1, 5);",
+            "job.rhai:2:3: process.rlimits = \"core\": soft limit unlimited is above hard limit 5",
+        ),
+        (
             "p.command([1]);",
             "job.rhai:2:3: process.args = 1: expected strings only",
         ),
@@ -423,4 +431,50 @@ fn hardened_maps_root_to_the_host_s_subordinate_range_or_the_fallback() {
             "job.rhai:2:3: hardened() needs the host facts to choose the user namespace: write p.hardened(host) (in a module function, take host as a parameter)"
         ]
     );
+}
+
+/// `-1` is no limit, as `docker run --ulimit` takes it: the Plan holds `RLIM_INFINITY`.
+#[test]
+fn rlimit_takes_minus_one_as_unlimited() {
+    let script = policy("p.rlimit(\"core\", -1);\np.rlimit(\"stack\", 8388608, -1);");
+    let evaluation =
+        policy::evaluate_source("job.rhai", &script, None, &inputs(Kvm::Hardware)).unwrap();
+    let plan = &evaluation.plans()[0];
+    let limit = |kind: &str| {
+        let r = plan
+            .process
+            .rlimits
+            .iter()
+            .find(|r| r.kind == kind)
+            .unwrap();
+        (r.soft, r.hard)
+    };
+    let inf = ns_core::RLIM_INFINITY;
+    assert_eq!(limit("RLIMIT_CORE"), (inf, inf));
+    assert_eq!(limit("RLIMIT_STACK"), (8388608, inf));
+}
+
+/// As `--cap-add` with `--user`: for a user other than root the added capabilities are
+/// ambient (podman's behaviour), whichever of `user()` and `cap_add()` came first.
+#[test]
+fn cap_add_is_ambient_for_a_non_root_user() {
+    let ambient = |body: &str| {
+        let evaluation =
+            policy::evaluate_source("job.rhai", &policy(body), None, &inputs(Kvm::Hardware))
+                .unwrap();
+        let caps = evaluation.plans()[0].process.capabilities;
+        (caps.inheritable.names(), caps.ambient.names())
+    };
+    let bind = vec!["CAP_NET_BIND_SERVICE".to_owned()];
+    for body in [
+        "p.cap_add(\"NET_BIND_SERVICE\");\np.user(\"1000:1000\");",
+        "p.user(\"1000:1000\");\np.cap_add(\"NET_BIND_SERVICE\");",
+    ] {
+        assert_eq!(ambient(body), (bind.clone(), bind.clone()), "{body}");
+    }
+    assert_eq!(
+        ambient("p.cap_add(\"NET_BIND_SERVICE\");"),
+        (vec![], vec![])
+    );
+    assert_eq!(ambient("p.user(\"1000:1000\");"), (vec![], vec![]));
 }
