@@ -250,13 +250,14 @@ its own): the range keeps them from the host, not from each other. A Plan that m
 itself (`map_uids`, `map_gids`) keeps its maps. Rootless, capsule maps your own ids, the only
 ones it may, so root inside is you.
 
-The image's files keep their host owners, and ids outside the range show as `nobody`
-(65534) inside: in a root owned by host root, root inside owns nothing. A read-only root
-(what `hardened` sets) runs as long as its files are readable by others (`/bin`, `/etc`, as
-images ship them); what fails is what needs ownership: files of mode 0600 or directories of
-mode 0700 in the image (`/root`), `chown`, and programs that check the owner of their files
-(sshd, PostgreSQL). An idmapped mount of the root (Linux 5.12, for overlayfs lower layers
-5.19) would show the image's owners inside; capsule does not make one yet.
+The image's files keep their owners inside: capsule mounts the root idmapped through the
+container's user namespace (mount_setattr(2) `MOUNT_ATTR_IDMAP`, Linux 5.12; under an
+overlay's lower layer 5.19), so a file of host root is root's inside, `/root` opens and
+`chown` works on the writable overlay. Volumes (`volume`) are not idmapped: their host owners
+stay, so root inside cannot read a root-only host file bound in. Where the kernel or the file
+system cannot idmap, the root is bound as it is and its files show as `nobody` (65534):
+what needs ownership (files of mode 0600, directories of mode 0700, `chown`, programs that
+check the owner of their files) fails there.
 "#;
 
 /// The section and the heading (`p.memory(limit: size)`) of one function.
