@@ -117,18 +117,28 @@ fn unsupported(source: &Path, step: &str, err: Errno) -> Result<Option<OwnedFd>,
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 32]);
 
+fn one_byte(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message of the one buffer `iov` and no control data yet.
+fn message(iov: &mut libc::iovec) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is "no name, no control".
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg
+}
+
 /// Sends one byte, with `tree` attached when there is one.
 pub(crate) fn send(sock: &OwnedFd, tree: Option<&OwnedFd>) -> Result<(), Error> {
     let mut byte = [b't'];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = ControlBuffer([0; 32]);
-    // SAFETY: msghdr is plain data; all-zero is "no name, no control".
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = message(&mut iov);
     if let Some(tree) = tree {
         let fd = tree.as_raw_fd();
         // SAFETY: CMSG_SPACE/LEN only compute sizes; the buffer holds CMSG_SPACE(4) bytes
@@ -157,15 +167,9 @@ pub(crate) fn send(sock: &OwnedFd, tree: Option<&OwnedFd>) -> Result<(), Error> 
 /// allocation (it runs between `clone` and `execve`).
 pub(crate) fn receive(sock: RawFd) -> Result<Option<Fd>, i32> {
     let mut byte = [0u8];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = ControlBuffer([0; 32]);
-    // SAFETY: msghdr is plain data; all-zero is "no name, no control".
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    let mut msg = message(&mut iov);
     msg.msg_control = control.0.as_mut_ptr().cast();
     msg.msg_controllen = control.0.len();
     loop {

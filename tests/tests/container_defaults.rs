@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use tests::{Env, Launch, env};
+use tests::{Env, Launch, RootfsCopy, env};
 
 macro_rules! env_or_skip {
     () => {
@@ -20,34 +20,26 @@ macro_rules! env_or_skip {
 /// A private, writable copy of the busybox rootfs with its own `/etc/passwd` and
 /// `/etc/group`, as the case scripts make them.
 struct Image {
-    dir: tempfile::TempDir,
+    copy: RootfsCopy,
 }
 
 impl Image {
     fn new(env: &Env, passwd: &str, group: &str) -> Image {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&env.rootfs)
-            .arg(dir.path().join("rootfs"))
-            .status()
-            .expect("cp runs");
-        assert!(status.success(), "cp -a {}", env.rootfs.display());
-        let image = Image { dir };
+        let image = Image {
+            copy: env.copy_rootfs(),
+        };
         std::fs::write(image.path().join("etc/passwd"), passwd).expect("write passwd");
         std::fs::write(image.path().join("etc/group"), group).expect("write group");
         image
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
+        self.copy.root()
     }
 
     /// `capsule run --rootfs <this image> FLAGS -- CMD`.
     fn launch(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
-        let mut args = vec!["--rootfs".to_owned(), self.path().display().to_string()];
-        args.extend(flags.iter().map(|s| s.to_string()));
-        env.run_raw(&args, cmd)
+        env.run_on(&self.path(), flags, cmd)
     }
 
     /// [`Image::launch`]'s stdout, trimmed, after checking the launch succeeded.

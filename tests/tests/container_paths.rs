@@ -7,7 +7,7 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use tests::{Env, Launch, env};
+use tests::{Env, Launch, RootfsCopy, env};
 
 macro_rules! env_or_skip {
     () => {
@@ -21,35 +21,28 @@ macro_rules! env_or_skip {
 /// A private copy of the busybox rootfs (so the image can be changed) next to a host
 /// directory the image's symlinks point at, and a file to mount.
 struct Image {
-    dir: tempfile::TempDir,
+    copy: RootfsCopy,
 }
 
 impl Image {
     fn new(env: &Env) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&env.rootfs)
-            .arg(dir.path().join("rootfs"))
-            .status()
-            .expect("cp runs");
-        assert!(status.success());
-        std::fs::create_dir(dir.path().join("host")).expect("host dir");
-        std::fs::write(dir.path().join("src-file"), "data\n").expect("source file");
-        Image { dir }
+        let copy = env.copy_rootfs();
+        std::fs::create_dir(copy.dir().join("host")).expect("host dir");
+        std::fs::write(copy.dir().join("src-file"), "data\n").expect("source file");
+        Image { copy }
     }
 
     fn root(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
+        self.copy.root()
     }
 
     /// A host directory that nothing in a container may create anything in.
     fn host(&self) -> PathBuf {
-        self.dir.path().join("host")
+        self.copy.dir().join("host")
     }
 
     fn src_file(&self) -> String {
-        self.dir.path().join("src-file").display().to_string()
+        self.copy.dir().join("src-file").display().to_string()
     }
 
     fn link(&self, inside: &str, target: impl AsRef<Path>) {
@@ -57,9 +50,7 @@ impl Image {
     }
 
     fn run(&self, env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
-        let mut args = vec!["--rootfs".to_owned(), self.root().display().to_string()];
-        args.extend(flags.iter().map(|s| s.to_string()));
-        env.run_raw(&args, cmd)
+        env.run_on(&self.root(), flags, cmd)
     }
 
     fn assert_host_untouched(&self) {
