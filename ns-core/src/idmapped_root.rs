@@ -145,11 +145,11 @@ pub(crate) fn send(sock: &OwnedFd, tree: Option<&OwnedFd>) -> Result<(), Error> 
         // (24 on 64-bit), so the first header and its data fit in it.
         unsafe {
             msg.msg_control = control.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
             let header = libc::CMSG_FIRSTHDR(&msg);
             (*header).cmsg_level = libc::SOL_SOCKET;
             (*header).cmsg_type = libc::SCM_RIGHTS;
-            (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
         }
     }
@@ -171,7 +171,7 @@ pub(crate) fn receive(sock: RawFd) -> Result<Option<Fd>, i32> {
     let mut control = ControlBuffer([0; 32]);
     let mut msg = message(&mut iov);
     msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len();
+    msg.msg_controllen = control.0.len() as _;
     loop {
         // SAFETY: `msg` points at live buffers for the duration of the call.
         let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
