@@ -131,6 +131,19 @@ impl Capabilities {
         }
     }
 
+    /// Makes `caps` (those of them in the permitted set) survive execve(2) for a user other
+    /// than root, by adding them to the inheritable and ambient sets: such a process's
+    /// permitted and effective sets after exec are its ambient set (capabilities(7),
+    /// "Transformation of capabilities during execve()"), so without this the added
+    /// capabilities are gone by the time the command runs. This is podman's `--cap-add` for a
+    /// non-root `--user` (containers/podman#6884); docker leaves both sets empty, so its non-root
+    /// users keep no capabilities.
+    pub fn raise_ambient(&mut self, caps: CapMask) {
+        let usable = caps.0 & self.permitted.0;
+        self.inheritable.0 |= usable;
+        self.ambient.0 |= usable;
+    }
+
     /// Removes `cap` from every set (as `--cap-drop`).
     pub fn drop(&mut self, cap: Capability) {
         for set in [
@@ -245,6 +258,18 @@ mod tests {
         assert!(caps.bounding.contains(Capability::CAP_SYS_ADMIN));
         assert!(!caps.inheritable.contains(Capability::CAP_SYS_ADMIN));
         assert!(!caps.permitted.contains(Capability::CAP_CHOWN));
+    }
+
+    #[test]
+    fn raise_ambient_takes_only_permitted_capabilities() {
+        let mut caps = Capabilities::oci_default();
+        caps.drop(Capability::CAP_NET_RAW);
+        let asked = Capability::CAP_NET_BIND_SERVICE.bitmask() | Capability::CAP_NET_RAW.bitmask();
+        let (effective, permitted) = (caps.effective, caps.permitted);
+        caps.raise_ambient(CapMask(asked));
+        let bind = CapMask(Capability::CAP_NET_BIND_SERVICE.bitmask());
+        assert_eq!((caps.inheritable, caps.ambient), (bind, bind));
+        assert_eq!((caps.effective, caps.permitted), (effective, permitted));
     }
 
     #[test]

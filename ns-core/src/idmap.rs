@@ -44,6 +44,11 @@ impl IdMaps {
         contains(&self.gids, gid)
     }
 
+    /// The host uid and gid of the container's root, when both are mapped.
+    pub fn host_root(&self) -> Option<(u32, u32)> {
+        Some((to_host(&self.uids, 0)?, to_host(&self.gids, 0)?))
+    }
+
     /// Writes the maps of the process `pid`, which has just entered a new user namespace.
     /// `setgroups` is denied first when the writer is unprivileged, as the kernel requires
     /// before an unprivileged gid_map.
@@ -61,6 +66,12 @@ fn contains(maps: &[IdMap], id: u32) -> bool {
     maps.iter().any(|m| {
         id >= m.container_id && u64::from(id) < u64::from(m.container_id) + u64::from(m.size)
     })
+}
+
+fn to_host(maps: &[IdMap], id: u32) -> Option<u32> {
+    maps.iter()
+        .find(|m| contains(std::slice::from_ref(m), id))
+        .map(|m| m.host_id + (id - m.container_id))
 }
 
 fn render(maps: &[IdMap]) -> String {
@@ -88,6 +99,7 @@ mod tests {
         assert!(maps.maps_uid(0));
         assert!(!maps.maps_uid(1));
         assert_eq!(render(&maps.uids), "0 1000 1\n");
+        assert_eq!(maps.host_root(), Some((1000, 1000)));
     }
 
     #[test]

@@ -24,25 +24,35 @@ mod capabilities;
 mod credentials;
 mod dev;
 mod error;
+mod handoff;
 mod idmap;
+mod idmapped_root;
+mod in_root;
 pub mod init;
 mod mounts;
+mod resolve;
 mod rlimits;
 mod rootfs;
 pub mod seccomp;
 mod spawn;
 mod spec;
+mod subid;
 mod sys;
 
-pub use capabilities::{Capabilities, parse_capability};
+pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::Error;
 pub use idmap::{IdMap, IdMaps};
+pub use in_root::open_in_root;
 pub use init::Init;
-pub use rlimits::{Rlimit, parse_rlimit_resource};
+pub use rlimits::{
+    RLIM_INFINITY, Rlimit, check_rlimit, parse_rlimit_resource, parse_rlimit_value, rlimit_value,
+    show_rlimit_value,
+};
 pub use seccomp::SeccompProfile;
 pub use spawn::{ExitStatus, Running, spawn};
 pub use spec::{
     ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, Mount, MountKind,
     User,
 };
+pub use subid::SubIdRange;

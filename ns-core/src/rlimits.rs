@@ -55,6 +55,70 @@ pub fn parse_rlimit_resource(name: &str) -> Result<i32, Error> {
         })
 }
 
+/// `RLIM_INFINITY`: the value that means no limit (getrlimit(2)).
+pub const RLIM_INFINITY: u64 = libc::RLIM_INFINITY;
+
+/// Parses one value of `docker run --ulimit TYPE=SOFT[:HARD]`: a number of the resource's unit,
+/// or no limit ([`RLIM_INFINITY`]) spelled `-1` (docker's go-units `ParseUlimit`, podman),
+/// `infinity` (go-units) or `unlimited` (what the shell's `ulimit` prints and takes).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for anything else, negative numbers other than -1 included.
+pub fn parse_rlimit_value(value: &str) -> Result<u64, Error> {
+    match value {
+        "infinity" | "unlimited" => Ok(RLIM_INFINITY),
+        _ => value.parse::<i64>().ok().map_or_else(
+            || value.parse::<u64>().map_err(|_| bad_value(value)),
+            |n| rlimit_value(n).map_err(|_| bad_value(value)),
+        ),
+    }
+}
+
+/// A limit given as a signed number, as a policy script's `rlimit(name, soft, hard)` and
+/// docker's API take it: `-1` is no limit ([`RLIM_INFINITY`]).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a negative number other than -1.
+pub fn rlimit_value(value: i64) -> Result<u64, Error> {
+    match value {
+        -1 => Ok(RLIM_INFINITY),
+        n => u64::try_from(n).map_err(|_| bad_value(&n.to_string())),
+    }
+}
+
+/// Checks a soft and hard limit pair as setrlimit(2) would (`EINVAL` when soft > hard), so the
+/// mistake is named before launch.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming both values.
+pub fn check_rlimit(soft: u64, hard: u64) -> Result<(), Error> {
+    if soft > hard {
+        return Err(Error::Invalid(format!(
+            "soft limit {} is above hard limit {}",
+            show_rlimit_value(soft),
+            show_rlimit_value(hard)
+        )));
+    }
+    Ok(())
+}
+
+/// A limit as `ulimit` shows it: a number, or `unlimited` for [`RLIM_INFINITY`].
+pub fn show_rlimit_value(value: u64) -> String {
+    match value {
+        RLIM_INFINITY => "unlimited".to_owned(),
+        n => n.to_string(),
+    }
+}
+
+fn bad_value(value: &str) -> Error {
+    Error::Invalid(format!(
+        "limit {value:?}: expected a number, or -1, infinity or unlimited for no limit"
+    ))
+}
+
 /// Name of a resource number, for messages.
 pub(crate) fn resource_name(resource: i32) -> &'static str {
     NAMES
@@ -97,5 +161,32 @@ mod tests {
         let err = parse_rlimit_resource("bogus").unwrap_err().to_string();
         assert!(err.contains("nofile"), "{err}");
         assert_eq!(resource_name(libc::RLIMIT_CORE as i32), "CORE");
+    }
+
+    #[test]
+    fn every_spelling_of_unlimited_is_rlim_infinity() {
+        for value in ["-1", "infinity", "unlimited"] {
+            assert_eq!(parse_rlimit_value(value).unwrap(), RLIM_INFINITY, "{value}");
+        }
+        assert_eq!(rlimit_value(-1).unwrap(), RLIM_INFINITY);
+        assert_eq!(parse_rlimit_value("8192").unwrap(), 8192);
+        assert_eq!(parse_rlimit_value(&u64::MAX.to_string()).unwrap(), u64::MAX);
+        assert_eq!(rlimit_value(0).unwrap(), 0);
+        for bad in ["-2", "", "1k", "Unlimited", "-"] {
+            let err = parse_rlimit_value(bad).unwrap_err().to_string();
+            assert!(err.contains("-1, infinity or unlimited"), "{bad}: {err}");
+        }
+        assert!(rlimit_value(-2).is_err());
+    }
+
+    #[test]
+    fn soft_must_not_exceed_hard() {
+        assert!(check_rlimit(8192, RLIM_INFINITY).is_ok());
+        assert!(check_rlimit(RLIM_INFINITY, RLIM_INFINITY).is_ok());
+        let err = check_rlimit(RLIM_INFINITY, 10).unwrap_err().to_string();
+        assert!(
+            err.contains("soft limit unlimited is above hard limit 10"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,13 @@
 //! The root filesystem: the source directory bound read-only, or an overlay whose upper layer
 //! lives in the launch's state directory, then `pivot_root` into it.
+//!
+//! A read-only root whose image lacks a mount point (a `--tmpfs /new`, a volume on a missing
+//! path, a missing working directory) is an overlay too, made read-only once the mount points
+//! exist in its upper layer: the container starts, as with runc and crun, and the source
+//! directory is never changed.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -13,6 +19,8 @@ use crate::sys::errno;
 #[derive(Debug)]
 pub(crate) struct Layers {
     pub merged: PathBuf,
+    /// Where the idmapped root is attached to serve as the overlay's lower layer.
+    pub lower: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
 }
@@ -21,32 +29,89 @@ impl Layers {
     pub fn new(state_dir: &Path) -> Self {
         Layers {
             merged: state_dir.join("rootfs"),
+            lower: state_dir.join("lower"),
             upper: state_dir.join("upper"),
             work: state_dir.join("work"),
         }
     }
 
     /// Creates the directories in the parent, where allocation and good errors are cheap.
-    pub fn create(&self, writable: bool) -> Result<(), Error> {
-        let dirs: &[&Path] = if writable {
-            &[&self.merged, &self.upper, &self.work]
-        } else {
-            &[&self.merged]
+    /// The overlay's upper and work directories belong to `owner` (the host ids of the
+    /// container's root), who writes them: owned by host root, overlayfs could not create its
+    /// work directory as a mapped root and would mount the container's root read-only.
+    pub fn create(
+        &self,
+        overlay: bool,
+        idmap: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), Error> {
+        let dirs: &[&Path] = match (overlay, idmap) {
+            (true, true) => &[&self.merged, &self.upper, &self.work, &self.lower],
+            (true, false) => &[&self.merged, &self.upper, &self.work],
+            (false, _) => &[&self.merged],
+        };
+        let failed = |what: &str, dir: &Path, e: std::io::Error| {
+            Error::host(
+                format!("cannot {what} {}", dir.display()),
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
         };
         for dir in dirs {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::host(
-                    format!("cannot create {}", dir.display()),
-                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                )
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| failed("create", dir, e))?;
+        }
+        if let (true, Some((uid, gid))) = (overlay, owner) {
+            for dir in [&self.upper, &self.work] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| failed("chown", dir, e))?;
+            }
         }
         Ok(())
     }
 }
 
-/// Adds the ops that mount the root filesystem at `layers.merged`.
-pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Result<(), Error> {
+/// Whether the root is an overlay: always when writable, and when read-only only if the image
+/// lacks a mount point the launch needs (looked up inside the image, as the child will).
+///
+/// This only picks the faster read-only bind when it will do: if the image changes before the
+/// child runs, the child's mkdir fails on the read-only bind, an error and never a write.
+pub(crate) fn needs_overlay(spec: &ContainerSpec) -> bool {
+    if !spec.readonly_rootfs {
+        return true;
+    }
+    let Ok(root) = std::fs::File::open(&spec.rootfs) else {
+        // Validation reports it.
+        return false;
+    };
+    // Paths below a file system the launch mounts are made in that file system, not the image.
+    let mut mounted: Vec<&Path> = vec![Path::new("/proc"), Path::new("/sys"), Path::new("/dev")];
+    let mut points: Vec<&Path> = mounted.clone();
+    for mount in &spec.mounts {
+        if !mounted.iter().any(|m| mount.destination.starts_with(m)) {
+            points.push(&mount.destination);
+        }
+        mounted.push(&mount.destination);
+    }
+    if !mounted.iter().any(|m| spec.cwd.starts_with(m)) {
+        points.push(&spec.cwd);
+    }
+    points.iter().any(|point| {
+        let Ok(path) = crate::sys::cpath(point) else {
+            return true;
+        };
+        crate::resolve::open_path_in_root(root.as_raw_fd(), path.as_ptr()).is_err()
+    })
+}
+
+/// Adds the ops that mount the root filesystem at `layers.merged`: an overlay if `overlay`,
+/// else the source bound read-only; with `idmap`, the source is the launcher's idmapped tree
+/// when it has one.
+pub(crate) fn plan(
+    spec: &ContainerSpec,
+    layers: &Layers,
+    overlay: bool,
+    idmap: bool,
+    p: &mut Planner,
+) -> Result<(), Error> {
     let merged = layers.merged.to_string_lossy().into_owned();
     let source = spec.rootfs.to_string_lossy().into_owned();
     // Mounts made by the child stay in its mount namespace: nothing leaks to the host.
@@ -58,7 +123,9 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
         None,
         "make / private",
     )?;
-    if spec.readonly_rootfs {
+    if !overlay && idmap {
+        p.root_tree(&spec.rootfs, &layers.merged, true)?;
+    } else if !overlay {
         p.push_host_mount(
             Some(&source),
             &merged,
@@ -69,7 +136,7 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
         )?;
     } else {
         // Overlay options are separated by commas; a path holding one cannot be expressed.
-        for dir in [&spec.rootfs, &layers.upper, &layers.work] {
+        for dir in [&spec.rootfs, &layers.upper, &layers.work, &layers.lower] {
             if dir.to_string_lossy().contains([',', ':']) {
                 return Err(Error::Invalid(format!(
                     "{} contains ',' or ':', which overlayfs options cannot carry; use another path or a read-only root",
@@ -77,8 +144,14 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
                 )));
             }
         }
+        let lower = if idmap {
+            p.root_tree(&spec.rootfs, &layers.lower, false)?;
+            layers.lower.to_string_lossy().into_owned()
+        } else {
+            source
+        };
         let mut data = format!(
-            "lowerdir={source},upperdir={},workdir={}",
+            "lowerdir={lower},upperdir={},workdir={}",
             layers.upper.display(),
             layers.work.display()
         );
@@ -95,7 +168,7 @@ pub(crate) fn plan(spec: &ContainerSpec, layers: &Layers, p: &mut Planner) -> Re
             "mount the overlay root filesystem",
         )?;
     }
-    Ok(())
+    p.open_root(&layers.merged)
 }
 
 /// Makes `new_root` the root of the calling process's mount namespace and detaches the old

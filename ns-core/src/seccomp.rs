@@ -1,4 +1,4 @@
-//! The default seccomp profile: which system calls a container may make.
+//! The seccomp profiles: which system calls a container may make.
 //!
 //! # What it is
 //!
@@ -56,6 +56,54 @@
 //! * **`minKernel: 4.8`** (`ptrace`, `process_vm_readv`, `process_vm_writev`) is checked
 //!   against `/proc/sys/kernel/osrelease` when the filter is compiled; if it cannot be
 //!   read, the group stays closed (they remain available with `CAP_SYS_PTRACE`).
+//!
+//! # The strict profile
+//!
+//! [`SeccompProfile::Strict`] is the default profile with the kernel interfaces behind most
+//! container escapes and local privilege escalations of recent years taken away, whatever
+//! capabilities the container holds (a capability added to a strict container does not
+//! reopen them; use the default profile for a debugger or a nested container runtime).
+//! Each fails with `EPERM`, as Docker's denials do, except `clone3`, which gets `ENOSYS` so
+//! that glibc falls back to `clone`, whose flags the filter can read:
+//!
+//! * **ptrace and its relatives** (`ptrace`, `process_vm_readv`, `process_vm_writev`,
+//!   `process_madvise`, `pidfd_getfd`, `kcmp`): another process's memory, registers and
+//!   files. CVE-2019-13272 (`PTRACE_TRACEME` kept the wrong credentials: root through
+//!   pkexec), CVE-2022-30594 (`PTRACE_SEIZE` could set the flag that suspends seccomp),
+//!   and before Linux 4.8 a tracer could rewrite a call after seccomp had checked it.
+//! * **`bpf`**: the eBPF verifier is a large, often-broken proof checker running in the
+//!   kernel: CVE-2021-3490 (ALU32 bounds), CVE-2021-31440, CVE-2022-23222 (pointer
+//!   arithmetic on `*_OR_NULL` types), each a root exploit. Docker opens it with `CAP_BPF`.
+//! * **`perf_event_open`**: CVE-2013-2094 (`perf_swevent_init`), CVE-2023-5717 and
+//!   CVE-2023-6931 (out-of-bounds writes through sibling-group reads). Docker opens it with
+//!   `CAP_PERFMON`.
+//! * **namespace creation** (`unshare`, `setns`, `clone` with any `CLONE_NEW*` flag): a new
+//!   user namespace hands an unprivileged process every capability over kernel code written
+//!   for root: CVE-2022-0185 (`fsconfig` heap overflow), CVE-2022-0492 (cgroup v1
+//!   `release_agent`), CVE-2021-22555, CVE-2023-32233 and CVE-2024-1086 (netfilter, reached
+//!   through `CAP_NET_ADMIN` in a user namespace), CVE-2023-0386 (overlayfs copy-up of a
+//!   setuid file from a user namespace's mount). Docker opens them with `CAP_SYS_ADMIN`.
+//! * **the mount API** (`mount`, `umount2`, `fsopen`, `fsconfig`, `fsmount`, `fspick`,
+//!   `move_mount`, `open_tree`, `mount_setattr`): CVE-2022-0185 is in `fsconfig`'s legacy
+//!   parameter parsing; a mount can also hide or replace what the runtime set up (masked
+//!   paths, read-only binds). Docker opens them with `CAP_SYS_ADMIN`.
+//! * **`open_by_handle_at`**: opens any inode of a mounted filesystem by its handle, past
+//!   the container's root: the 2014 "shocker" escape from Docker 0.x. Docker opens it with
+//!   `CAP_DAC_READ_SEARCH`. (`name_to_handle_at` stays: a handle alone opens nothing.)
+//! * **kernel code and hardware** (`init_module`, `finit_module`, `delete_module`, `iopl`,
+//!   `ioperm`): loading kernel code or talking to I/O ports is being the kernel. Docker
+//!   opens them with `CAP_SYS_MODULE` and `CAP_SYS_RAWIO`.
+//! * **`modify_ldt`**: 16-bit segments for Wine and DOS emulators, a path through the
+//!   entry code's corner cases: CVE-2015-3290 (espfix with NMIs) and CVE-2017-17053 (a
+//!   use-after-free of the LDT on a failed fork). Docker allows it on amd64.
+//!
+//! The default profile already denies, and the strict one keeps denied: `keyctl`,
+//! `add_key` and `request_key` (CVE-2016-0728, a keyring reference-count overflow);
+//! `userfaultfd` (the tool that turns kernel races into reliable exploits, unprivileged use
+//! off since Linux 5.11); `io_uring_setup`, `io_uring_enter` and `io_uring_register`
+//! (CVE-2022-29582, CVE-2023-2598; Google found most kernel exploits submitted to its kCTF
+//! in 2022 went through io_uring, and Docker 25.0 dropped it); `kexec_load`,
+//! `kexec_file_load`, `pivot_root`, `swapon` and every call Docker never listed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,13 +116,17 @@ use seccompiler::{BpfProgram, sock_filter};
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("capsule's seccomp profile is written for x86_64 only (see ns-core/src/seccomp.rs)");
 
-/// Which filter a container gets. serde Serialize/Deserialize, lowercase ("default", "unconfined").
+/// Which filter a container gets. serde Serialize/Deserialize, lowercase ("default",
+/// "strict", "unconfined").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SeccompProfile {
     /// The Docker-equivalent default profile described in this module.
     #[default]
     Default,
+    /// The default profile minus [`STRICT_DENIED`], namespace creation and `clone3`,
+    /// whatever the container's capabilities (see "The strict profile" above).
+    Strict,
     /// No filter at all.
     Unconfined,
 }
@@ -194,6 +246,28 @@ const CAP_GATED: &[(Capability, &[&str])] = &[
     (Capability::CAP_SYSLOG, &["syslog"]),
     (Capability::CAP_BPF, &["bpf"]),
     (Capability::CAP_PERFMON, &["perf_event_open"]),
+];
+
+/// What [`SeccompProfile::Strict`] takes away from the default profile whatever the
+/// capabilities, grouped as the module documentation explains them. Namespace creation
+/// through `clone` and `clone3` is handled with the `clone` rule.
+#[rustfmt::skip]
+pub const STRICT_DENIED: &[&str] = &[
+    // ptrace and its relatives
+    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "kcmp",
+    // eBPF and perf
+    "bpf", "perf_event_open",
+    // namespace creation
+    "unshare", "setns",
+    // the mount API
+    "mount", "umount2", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree",
+    "mount_setattr",
+    // file handles
+    "open_by_handle_at",
+    // kernel code and hardware
+    "init_module", "finit_module", "delete_module", "iopl", "ioperm",
+    // 16-bit segments
+    "modify_ldt",
 ];
 
 /// Docker's `personality` blocks: allowed only with these personas (`PER_LINUX`,
@@ -446,7 +520,12 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(caps: &CapsHashSet, kernel: Option<(u32, u32)>) -> Result<Self, SeccompError> {
+    /// Docker's profile for `caps` on `kernel`, or the strict one when `strict`.
+    fn new(
+        caps: &CapsHashSet,
+        kernel: Option<(u32, u32)>,
+        strict: bool,
+    ) -> Result<Self, SeccompError> {
         let mut always = BTreeSet::new();
         let mut add = |names: &[&str]| {
             always.extend(names.iter().filter_map(|name| number(name)));
@@ -478,7 +557,12 @@ impl Plan {
                 .collect(),
         );
         let mut enosys = BTreeSet::new();
-        if !caps.contains(&Capability::CAP_SYS_ADMIN) {
+        if strict {
+            for name in STRICT_DENIED.iter().chain(&["clone", "clone3"]) {
+                always.remove(&required(name)?);
+            }
+        }
+        if strict || !caps.contains(&Capability::CAP_SYS_ADMIN) {
             conditional.insert(
                 required("clone")?,
                 vec![ArgCheck::MaskedZero {
@@ -535,7 +619,7 @@ fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
 /// `caps`, sorted (x86_64 numbers). Conditional rules (`socket`, `personality`, and
 /// `clone` without `CAP_SYS_ADMIN`) are not in it.
 pub fn allowed_syscalls(caps: &CapsHashSet) -> Vec<i64> {
-    match Plan::new(caps, running_kernel()) {
+    match Plan::new(caps, running_kernel(), false) {
         Ok(plan) => plan.always.into_iter().collect(),
         Err(_) => Vec::new(),
     }
@@ -932,15 +1016,17 @@ fn build(plan: &Plan) -> Result<BpfProgram, SeccompError> {
     Ok(program)
 }
 
-/// Compile the Docker-equivalent default filter for a process whose bounding capability set is `caps`
-/// (cap-gated groups are allowed only when the cap is present, as Docker does). Returns None for Unconfined.
+/// Compile the filter of `profile` for a process whose bounding capability set is `caps`
+/// (cap-gated groups are allowed only when the cap is present, as Docker does, and never
+/// those in [`STRICT_DENIED`] under the strict profile). Returns None for Unconfined.
 pub fn compile(
     profile: SeccompProfile,
     caps: &CapsHashSet,
 ) -> Result<Option<BpfProgram>, SeccompError> {
     match profile {
         SeccompProfile::Unconfined => Ok(None),
-        SeccompProfile::Default => build(&Plan::new(caps, running_kernel())?).map(Some),
+        SeccompProfile::Default => build(&Plan::new(caps, running_kernel(), false)?).map(Some),
+        SeccompProfile::Strict => build(&Plan::new(caps, running_kernel(), true)?).map(Some),
     }
 }
 
@@ -1102,6 +1188,14 @@ mod tests {
     }
 
     #[test]
+    fn strict_compiles_shorter_than_the_limit() {
+        for caps in [CapsHashSet::new(), caps::all()] {
+            let program = compile(SeccompProfile::Strict, &caps).unwrap().unwrap();
+            assert!(program.len() > 40 && program.len() <= MAX_INSNS);
+        }
+    }
+
+    #[test]
     fn unconfined_is_none() {
         assert!(
             compile(SeccompProfile::Unconfined, &caps::all())
@@ -1115,6 +1209,10 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&SeccompProfile::Default).unwrap(),
             "\"default\""
+        );
+        assert_eq!(
+            serde_json::to_string(&SeccompProfile::Strict).unwrap(),
+            "\"strict\""
         );
         let p: SeccompProfile = serde_json::from_str("\"unconfined\"").unwrap();
         assert_eq!(p, SeccompProfile::Unconfined);
@@ -1247,7 +1345,7 @@ mod tests {
 
     #[test]
     fn decisions_follow_docker() {
-        let plan = Plan::new(&docker_default_caps(), Some((6, 1))).unwrap();
+        let plan = Plan::new(&docker_default_caps(), Some((6, 1)), false).unwrap();
         let plain = [libc::SIGCHLD as u64, 0, 0, 0, 0, 0];
         let thread = [
             (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64,
@@ -1319,14 +1417,14 @@ mod tests {
         );
         assert_eq!(plan.decide(1000, &zero), enosys);
 
-        let old = Plan::new(&CapsHashSet::new(), Some((4, 4))).unwrap();
+        let old = Plan::new(&CapsHashSet::new(), Some((4, 4)), false).unwrap();
         assert_eq!(old.decide(nr("ptrace"), &zero), eperm);
-        let unknown = Plan::new(&CapsHashSet::new(), None).unwrap();
+        let unknown = Plan::new(&CapsHashSet::new(), None, false).unwrap();
         assert_eq!(unknown.decide(nr("ptrace"), &zero), eperm);
-        let tracer = Plan::new(&caps_of(&[Capability::CAP_SYS_PTRACE]), None).unwrap();
+        let tracer = Plan::new(&caps_of(&[Capability::CAP_SYS_PTRACE]), None, false).unwrap();
         assert_eq!(tracer.decide(nr("ptrace"), &zero), Verdict::Allow);
 
-        let admin = Plan::new(&caps_of(&[Capability::CAP_SYS_ADMIN]), Some((6, 1))).unwrap();
+        let admin = Plan::new(&caps_of(&[Capability::CAP_SYS_ADMIN]), Some((6, 1)), false).unwrap();
         assert_eq!(admin.decide(nr("clone"), &newuser), Verdict::Allow);
         assert_eq!(admin.decide(nr("clone3"), &zero), Verdict::Allow);
         assert_eq!(admin.decide(libc::SYS_mount, &zero), Verdict::Allow);
@@ -1345,6 +1443,68 @@ mod tests {
         );
         assert!(allowed_syscalls(&caps_of(&[Capability::CAP_BPF])).contains(&libc::SYS_bpf));
         assert!(!allowed_syscalls(&caps_of(&[Capability::CAP_BPF])).contains(&libc::SYS_mount));
+    }
+
+    /// Strict takes away exactly its list (plus namespace creation through `clone` and
+    /// `clone3`) from what the default allows, whatever the capabilities; the rest is the
+    /// default's.
+    #[test]
+    fn strict_denies_its_list_whatever_the_capabilities() {
+        let zero = [0; 6];
+        let eperm = Verdict::Errno(libc::EPERM);
+        let enosys = Verdict::Errno(libc::ENOSYS);
+        let newuser = [(libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0];
+        let plain = [libc::SIGCHLD as u64, 0, 0, 0, 0, 0];
+        for caps in &cap_sets() {
+            let default = Plan::new(caps, Some((6, 1)), false).unwrap();
+            let strict = Plan::new(caps, Some((6, 1)), true).unwrap();
+            for name in STRICT_DENIED {
+                assert_eq!(strict.decide(nr(name), &zero), eperm, "{name}");
+            }
+            for number in [
+                libc::SYS_keyctl,
+                libc::SYS_add_key,
+                libc::SYS_request_key,
+                libc::SYS_userfaultfd,
+                libc::SYS_io_uring_setup,
+                libc::SYS_io_uring_enter,
+                libc::SYS_io_uring_register,
+                libc::SYS_kexec_load,
+                libc::SYS_kexec_file_load,
+                libc::SYS_pivot_root,
+            ] {
+                assert_eq!(strict.decide(number, &zero), eperm, "{number}");
+            }
+            assert_eq!(strict.decide(nr("clone"), &newuser), eperm);
+            assert_eq!(strict.decide(nr("clone"), &plain), Verdict::Allow);
+            assert_eq!(strict.decide(nr("clone3"), &zero), enosys);
+            let taken: BTreeSet<i64> = STRICT_DENIED
+                .iter()
+                .chain(&["clone", "clone3"])
+                .map(|name| nr(name))
+                .collect();
+            for nr in probe_numbers() {
+                if !taken.contains(&nr) {
+                    for args in &probes() {
+                        assert_eq!(
+                            strict.decide(nr, args),
+                            default.decide(nr, args),
+                            "nr {nr} args {args:x?} caps {caps:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // What the list takes away is open in the default profile on a >= 4.8 kernel with
+        // all capabilities (and modify_ldt with none): the list is not a no-op.
+        let all = Plan::new(&caps::all(), Some((6, 1)), false).unwrap();
+        for name in STRICT_DENIED {
+            assert_eq!(all.decide(nr(name), &zero), Verdict::Allow, "{name}");
+        }
+        let none = Plan::new(&CapsHashSet::new(), Some((6, 1)), false).unwrap();
+        for name in ["ptrace", "process_vm_readv", "modify_ldt"] {
+            assert_eq!(none.decide(nr(name), &zero), Verdict::Allow, "{name}");
+        }
     }
 
     /// Checks what the kernel's `seccomp_check_filter`/`bpf_check_classic` would, for the
@@ -1413,9 +1573,9 @@ mod tests {
     /// and valid for the kernel, for every capability set.
     #[test]
     fn compiled_program_is_a_short_valid_tree() {
-        for caps in &cap_sets() {
+        for (caps, strict) in cap_sets().iter().flat_map(|c| [(c, false), (c, true)]) {
             for kernel in [running_kernel(), Some((4, 4)), Some((6, 1))] {
-                let plan = Plan::new(caps, kernel).unwrap();
+                let plan = Plan::new(caps, kernel, strict).unwrap();
                 let program = build(&plan).unwrap();
                 assert_valid(&program);
                 assert!(program.len() < 300, "{} insns for {caps:?}", program.len());
@@ -1486,14 +1646,17 @@ mod tests {
     #[test]
     fn compiled_program_matches_plan() {
         let probes = probes();
-        for caps in &cap_sets() {
-            let plan = Plan::new(caps, running_kernel()).unwrap();
+        for (caps, strict) in cap_sets().iter().flat_map(|c| [(c, false), (c, true)]) {
+            let plan = Plan::new(caps, running_kernel(), strict).unwrap();
             let program = build(&plan).unwrap();
             for nr in probe_numbers() {
                 for args in &probes {
                     let want = verdict_code(plan.decide(nr, args));
                     let got = run_bpf(&program, AUDIT_ARCH_X86_64, nr, args);
-                    assert_eq!(got, want, "nr {nr} args {args:x?} caps {caps:?}");
+                    assert_eq!(
+                        got, want,
+                        "nr {nr} args {args:x?} caps {caps:?} strict {strict}"
+                    );
                 }
             }
             let i386 = 3 | 0x4000_0000; // AUDIT_ARCH_I386

@@ -6,7 +6,7 @@
 //! | 2    | `clone` into new pid, mount, uts, ipc, net (+ user)  | blocks on the `go` pipe                                   |
 //! | 3    | write uid/gid maps; `attach(pid)` (cgroups)          |                                                           |
 //! | 4    | write `go` (an error instead kills the child)        | cgroup namespace, hostname, mounts, `pivot_root`          |
-//! | 4b   | seal the init's bytes in a memfd and send it         |                                                           |
+//! | 4b   | seal the init's bytes in a memfd, hand it over       |                                                           |
 //! | 5    |                                                      | rlimits, bounding set, groups/gid/uid, caps, no_new_privs, cwd |
 //! | 6    |                                                      | fresh signal state; seccomp; `execve` the command or the init |
 //! | 7    | read reports until EOF, then `waitpid`               | `Failed` / `ExecFailed`; the init reports `Exited`        |
@@ -14,22 +14,22 @@
 //! Reports are fixed 16-byte records ([`Report`]) on a close-on-exec pipe: the pipe closes
 //! when the command executes (or, with an init, when the init exits), so EOF means "nothing
 //! more to say". The init is the caller's program ([`Init`]), executed from its descriptor and
-//! given the pipe at [`REPORT_FD`] (see [`crate::init`] for its side). The child runs between
-//! `clone` and `execve` of a program that may have other threads, so it only makes plain libc
-//! calls on data prepared here, and never allocates.
+//! given the pipe at [`REPORT_FD`] (see [`crate::init`] for its side); when the caller gave its
+//! bytes, the parent seals them in a memfd after `go`, while the child builds its root, and
+//! hands it over ([`crate::handoff`]). The child runs between `clone` and `execve` of a program
+//! that may have other threads, so it only makes plain libc calls on data prepared here, and
+//! never allocates.
 
 use std::ffi::CString;
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
-};
 
 use crate::Error;
 use crate::credentials::{CredentialStep, Credentials};
+use crate::handoff;
+use crate::idmapped_root;
 use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals};
 use crate::mounts::{self, Planner, Step};
 use crate::rlimits;
@@ -97,12 +97,15 @@ struct Prepared {
     credentials: Credentials,
     init: Option<InitExec>,
     userns: bool,
+    /// The child's end of the socket that brings the idmapped root, or -1.
+    idmap_socket: RawFd,
 }
 
-/// The init's descriptor (-1 until the parent sends it after `go`) and argument vector
-/// (`NAME --container -- COMMAND ARGS...`).
+/// How the child executes the init: its descriptor (or -1 until it arrives on `socket`, the
+/// child's end of the handoff) and its argument vector (`NAME --container -- COMMAND ARGS...`).
 struct InitExec {
-    fd: i32,
+    fd: RawFd,
+    socket: RawFd,
     _argv: Vec<CString>,
     argv: Vec<*const libc::c_char>,
 }
@@ -113,6 +116,7 @@ struct InitExec {
 enum Stage {
     CgroupNamespace = 1,
     Hostname,
+    IdmappedRoot,
     Mounts,
     Pivot,
     Rlimits,
@@ -144,6 +148,10 @@ impl From<CredentialStep> for Stage {
 const STAGES: &[(Stage, &str)] = &[
     (Stage::CgroupNamespace, "enter a new cgroup namespace"),
     (Stage::Hostname, "set the hostname"),
+    (
+        Stage::IdmappedRoot,
+        "receive the idmapped root from the launcher",
+    ),
     (Stage::Mounts, "mount"),
     (Stage::Pivot, "pivot_root into"),
     (Stage::Rlimits, "set rlimit"),
@@ -176,18 +184,30 @@ where
     F: FnOnce(i32) -> Result<(), String>,
 {
     validate(spec, init.is_some())?;
+    let init = init.filter(|_| spec.init);
     let layers = Layers::new(&spec.state_dir);
-    layers.create(!spec.readonly_rootfs)?;
-    let (prepared, explain) = prepare(spec, init.filter(|_| spec.init), &layers)?;
+    let overlay = rootfs::needs_overlay(spec);
+    // Only a privileged launcher can idmap the root for the child's user namespace.
+    let privileged = nix::unistd::geteuid().is_root();
+    let idmap = spec.user_namespace.is_some() && privileged;
+    let owner = spec
+        .user_namespace
+        .as_ref()
+        .and_then(|maps| maps.host_root());
+    layers.create(overlay, idmap, owner.filter(|_| privileged))?;
+    let (mut prepared, explain) = prepare(spec, init, &layers, overlay, idmap)?;
+    let sealing = init.and_then(Init::bytes);
+    let handoff = (idmap || sealing.is_some())
+        .then(handoff::channel)
+        .transpose()?;
+    let child_end = handoff.as_ref().map_or(-1, |(_, child)| child.as_raw_fd());
+    prepared.idmap_socket = if idmap { child_end } else { -1 };
+    if let Some(init) = &mut prepared.init {
+        init.socket = child_end;
+    }
 
-    // `go` is a byte on a socket, which can then carry the init's sealed memfd (SCM_RIGHTS).
-    let (go_write, go_read) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::host("cannot create a socket pair", e))?;
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::host("cannot create a pipe", e))?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
 
@@ -249,28 +269,25 @@ where
         maps.write(pid, nix::unistd::geteuid().is_root())?;
     }
     attach(pid).map_err(Error::Attach)?;
+    if let (Some((launcher, _)), true) = (&handoff, idmap) {
+        let tree = idmapped_root::tree(&spec.rootfs, pid, !overlay)?;
+        handoff::send(launcher, tree.as_ref(), "the idmapped root")?;
+    }
     nix::unistd::write(&go_write, b"g")
         .map_err(|e| Error::host("cannot release the container process", e))?;
     // While the child builds its root: the copy is off the start-up path.
-    if let Some(init) = init.filter(|_| spec.init) {
-        if let Some(bytes) = init.bytes() {
-            let sealed = crate::init::seal(init.name(), bytes)?;
-            let fds = [sealed.as_raw_fd()];
-            match sendmsg::<()>(
-                go_write.as_raw_fd(),
-                &[IoSlice::new(b"i")],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                // A child that has already failed is gone: `wait` reads why.
-                Ok(_) | Err(Errno::EPIPE | Errno::ECONNRESET) => {}
-                Err(e) => {
-                    return Err(Error::host(
-                        "cannot pass the init program to the container",
-                        e,
-                    ));
+    if let (Some((launcher, _)), Some(init), Some(bytes)) = (&handoff, init, sealing) {
+        let sealed = crate::init::seal(init.name(), bytes)?;
+        if let Err(e) = handoff::send(launcher, Some(&sealed), "the init program") {
+            // A child that has already failed is gone: `wait` reads why.
+            if !matches!(
+                e,
+                Error::Host {
+                    source: Errno::EPIPE | Errno::ECONNRESET,
+                    ..
                 }
+            ) {
+                return Err(e);
             }
         }
     }
@@ -338,17 +355,23 @@ fn prepare(
     spec: &ContainerSpec,
     init: Option<&Init>,
     layers: &Layers,
+    overlay: bool,
+    idmap: bool,
 ) -> Result<(Prepared, Explain), Error> {
     let userns = spec.user_namespace.is_some();
-    let mut planner = Planner::new(&layers.merged);
-    rootfs::plan(spec, layers, &mut planner)?;
+    let mut planner = Planner::default();
+    rootfs::plan(spec, layers, overlay, idmap, &mut planner)?;
     planner.defaults(userns)?;
     planner.extra(spec)?;
+    planner.workdir(&spec.cwd, (spec.user.uid, spec.user.gid))?;
     for path in &spec.masked_paths {
         planner.mask(&path.to_string_lossy())?;
     }
     for path in &spec.readonly_paths {
         planner.readonly(&path.to_string_lossy())?;
+    }
+    if spec.readonly_rootfs && overlay {
+        planner.root_readonly();
     }
 
     let argv_owned = spec
@@ -397,6 +420,7 @@ fn prepare(
             argv.push(std::ptr::null());
             Ok(InitExec {
                 fd: init.open_fd().unwrap_or(-1),
+                socket: -1,
                 _argv: owned,
                 argv,
             })
@@ -435,6 +459,7 @@ fn prepare(
         credentials,
         init,
         userns,
+        idmap_socket: -1,
     };
     Ok((prepared, explain))
 }
@@ -469,7 +494,7 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             // The parent closed the pipe without a go: it failed or died.
             libc::_exit(125);
         }
-        // `go_read` stays open for the init's descriptor; it is close-on-exec.
+        libc::close(go_read);
 
         // A new user namespace starts with our host ids, which its maps may not cover: become
         // its root, or every file created (even on a tmpfs) fails with EOVERFLOW.
@@ -483,7 +508,15 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         if libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) != 0 {
             fail(Stage::Hostname, 0, errno());
         }
-        if let Err((i, e)) = mounts::run(&p.steps) {
+        let tree = if p.idmap_socket >= 0 {
+            match handoff::receive(p.idmap_socket) {
+                Ok(tree) => tree,
+                Err(e) => fail(Stage::IdmappedRoot, 0, e),
+            }
+        } else {
+            None
+        };
+        if let Err((i, e)) = mounts::run(&p.steps, tree) {
             fail(Stage::Mounts, i, e);
         }
         if let Err(e) = rootfs::pivot(&p.merged) {
@@ -492,17 +525,10 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         // Before the rlimits, which may leave no room for another descriptor. The parent
         // sealed the init while this process built its root, so it is here by now.
         let init_fd = match &p.init {
-            Some(init) => {
-                let received = if init.fd < 0 {
-                    receive_fd(go_read)
-                } else {
-                    Ok(init.fd)
-                };
-                match received.and_then(|fd| pass_report_pipe(fd, report_fd)) {
-                    Ok(fd) => fd,
-                    Err(e) => fail(Stage::Init, 0, e),
-                }
-            }
+            Some(init) => match receive_init(init).and_then(|fd| pass_report_pipe(fd, report_fd)) {
+                Ok(fd) => fd,
+                Err(e) => fail(Stage::Init, 0, e),
+            },
             None => -1,
         };
         if let Err((step, index, e)) = p.credentials.apply() {
@@ -546,48 +572,16 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
     }
 }
 
-/// Receives the descriptor the parent sends after `go` (one byte with SCM_RIGHTS),
-/// close-on-exec, without allocating.
-///
-/// # Safety
-/// Runs only in the container child (see `child_main`).
-unsafe fn receive_fd(socket: i32) -> Result<i32, i32> {
-    let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    // Room for one cmsghdr and one int, 8-byte aligned as cmsghdr requires.
-    let mut control = [0u64; 4];
-    // SAFETY: `msg` points at the locals above, which outlive the calls; CMSG_* walk only
-    // inside `control`, whose length `msg_controllen` gives.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        loop {
-            let n = libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if n > 0 {
-                break;
-            }
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            return Err(if n == 0 { libc::EPIPE } else { errno() });
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(libc::EPROTO);
-        }
-        Ok(std::ptr::read_unaligned(
-            libc::CMSG_DATA(cmsg).cast::<i32>(),
-        ))
+/// The init's descriptor: the caller's, or the sealed memfd the parent hands over.
+fn receive_init(init: &InitExec) -> Result<RawFd, i32> {
+    if init.fd >= 0 {
+        return Ok(init.fd);
     }
+    let fd = handoff::receive(init.socket)?.ok_or(libc::EPROTO)?;
+    let raw = fd.0;
+    // Open until execveat; this process never returns to close anything.
+    std::mem::forget(fd);
+    Ok(raw)
 }
 
 /// Puts the report pipe at [`REPORT_FD`], open across execve, moving the init's descriptor
@@ -595,7 +589,7 @@ unsafe fn receive_fd(socket: i32) -> Result<i32, i32> {
 ///
 /// # Safety
 /// Runs only in the container child (see `child_main`).
-unsafe fn pass_report_pipe(init_fd: i32, report_fd: i32) -> Result<i32, i32> {
+unsafe fn pass_report_pipe(init_fd: RawFd, report_fd: RawFd) -> Result<RawFd, i32> {
     // SAFETY: fcntl and dup2 on descriptors this process owns; no pointers.
     unsafe {
         let init_fd = if init_fd == REPORT_FD {

@@ -16,11 +16,6 @@ pub(crate) fn cpath(p: &Path) -> Result<CString, Error> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::NulInPath(p.display().to_string()))
 }
 
-/// `inside` (an absolute path in the container) placed below `root` on the host.
-pub(crate) fn under(root: &Path, inside: &Path) -> std::path::PathBuf {
-    root.join(inside.strip_prefix("/").unwrap_or(inside))
-}
-
 /// The calling thread's errno after a failed libc call.
 pub(crate) fn errno() -> i32 {
     nix::errno::Errno::last_raw()

@@ -75,11 +75,12 @@ fn a_failing_attach_hook_kills_the_child_and_says_why() {
 fn a_setup_failure_names_the_step_and_the_path() {
     let Some(rootfs) = rootfs() else { return };
     let (mut spec, _state) = spec(&rootfs, &["true"]);
-    spec.cwd = "/does/not/exist".into();
+    // A missing directory is made; a file cannot be one.
+    spec.cwd = "/etc/passwd".into();
     let err = spawn(&spec, None, |_| Ok(())).unwrap().wait().unwrap_err();
     let message = err.to_string();
     assert!(
-        message.contains("working directory /does/not/exist"),
+        message.contains("working directory /etc/passwd: ENOTDIR"),
         "{message}"
     );
 }

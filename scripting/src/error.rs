@@ -70,3 +70,12 @@ impl Error {
         }
     }
 }
+
+/// An ns-core refusal without its "invalid container spec" preamble, which the author of a
+/// flag or a script did not write.
+pub(crate) fn ns_message(error: ns_core::Error) -> String {
+    match error {
+        ns_core::Error::Invalid(message) => message,
+        other => other.to_string(),
+    }
+}

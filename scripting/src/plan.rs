@@ -107,6 +107,8 @@ fn root_dir() -> PathBuf {
 }
 
 /// A resource limit, with the OCI names (`RLIMIT_NOFILE`).
+/// `soft` and `hard` are in the resource's unit; no limit is `RLIM_INFINITY` (`u64::MAX`), as
+/// in the OCI runtime spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rlimit {
@@ -114,6 +116,26 @@ pub struct Rlimit {
     pub kind: String,
     pub soft: u64,
     pub hard: u64,
+}
+
+impl Rlimit {
+    /// The limit `name` (`nofile`, `NOFILE` or `RLIMIT_NOFILE`) with its OCI name, checked as
+    /// setrlimit(2) would check it: `--ulimit` and a policy's `rlimit()` both build it here.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, or `soft` above `hard`.
+    pub fn new(name: &str, soft: u64, hard: u64) -> Result<Rlimit, ns_core::Error> {
+        ns_core::parse_rlimit_resource(name)?;
+        ns_core::check_rlimit(soft, hard)?;
+        let upper = name.to_ascii_uppercase();
+        let kind = if upper.starts_with("RLIMIT_") {
+            upper
+        } else {
+            format!("RLIMIT_{upper}")
+        };
+        Ok(Rlimit { kind, soft, hard })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +168,9 @@ pub struct Resources {
     /// Bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
-    /// Memory plus swap in bytes; -1 for unlimited swap.
+    /// Memory plus swap in bytes; -1 for unlimited swap. Absent, swap is not limited; the flags
+    /// and policy scripts write docker's default, twice `memory`, into a container's Plan
+    /// ([`Plan::derive_defaults`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<i64>,
     /// CPUs of time per period, e.g. 1.5.
@@ -181,6 +205,39 @@ pub enum Network {
 }
 
 impl Process {
+    /// The environment the command starts with: the Plan's `env`, plus docker's defaults for
+    /// the variables it lacks: `PATH` ([`ns_core::DEFAULT_PATH`]), `HOSTNAME` (the container's
+    /// hostname, when it has one) and `HOME` (the user's home in the image's `/etc/passwd` at
+    /// `rootfs`, else `/`, as runc and crun set it). A value in `env` always wins.
+    pub fn env_with_defaults(
+        &self,
+        rootfs: &std::path::Path,
+        hostname: Option<&str>,
+    ) -> Result<Vec<String>, crate::Error> {
+        let mut env = self.env.clone();
+        let has = |env: &[String], key: &str| {
+            env.iter()
+                .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k == key))
+        };
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
+        }
+        if let Some(name) = hostname.filter(|_| !has(&env, "HOSTNAME")) {
+            env.push(format!("HOSTNAME={name}"));
+        }
+        if !has(&env, "HOME") {
+            let home = crate::users::home_of(self.user.uid, rootfs).map_err(|e| {
+                crate::Error::Invalid(vec![crate::Problem::new(
+                    "process.user",
+                    format!("process.user {}", self.user.uid),
+                    e,
+                )])
+            })?;
+            env.push(format!("HOME={home}"));
+        }
+        Ok(env)
+    }
+
     /// The rlimits with their names resolved to resource numbers.
     pub fn resolved_rlimits(&self) -> Result<Vec<ns_core::Rlimit>, ns_core::Error> {
         self.rlimits
@@ -197,6 +254,26 @@ impl Process {
 }
 
 impl Plan {
+    /// Writes into the Plan what docker derives from the settings given, so that `capsule
+    /// plan` shows the value a launch applies. Run once a Plan is complete, by the flags and by
+    /// policy scripts (a saved Plan is taken as it is):
+    ///
+    /// - a container with `resources.memory` and no `memorySwap` (or docker's `0`, "unset")
+    ///   may use as much swap as memory: `memorySwap` is twice `memory`, as `docker run
+    ///   --memory` without `--memory-swap` (docs.docker.com, "Runtime options with Memory,
+    ///   CPUs, and GPUs"). A microVM has no swap limit to set.
+    pub fn derive_defaults(&mut self) {
+        let r = &mut self.resources;
+        if self.isolation != Isolation::Microvm && matches!(r.memory_swap, None | Some(0)) {
+            r.memory_swap = r.memory.map(|memory| {
+                memory
+                    .checked_mul(2)
+                    .and_then(|total| i64::try_from(total).ok())
+                    .unwrap_or(-1)
+            });
+        }
+    }
+
     /// A container Plan with `docker run`'s defaults for `args` in `rootfs`.
     pub fn container(rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
         Plan {
@@ -228,5 +305,30 @@ impl Plan {
             vm: None,
             timeout: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_alone_allows_as_much_swap_as_memory_as_docker() {
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        plan.resources.memory = Some(64 << 20);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, Some(128 << 20));
+        for (given, kept) in [(-1, -1), (96 << 20, 96 << 20), (0, 128 << 20)] {
+            plan.resources.memory_swap = Some(given);
+            plan.derive_defaults();
+            assert_eq!(plan.resources.memory_swap, Some(kept), "{given}");
+        }
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, None);
+        plan.isolation = Isolation::Microvm;
+        plan.resources.memory = Some(256 << 20);
+        plan.derive_defaults();
+        assert_eq!(plan.resources.memory_swap, None);
     }
 }

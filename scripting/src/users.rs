@@ -1,20 +1,27 @@
-//! Resolving `--user` against the root filesystem's own `/etc/passwd` and `/etc/group`, as
-//! docker does: names mean what they mean inside the image, not on the host.
+//! Users and groups as the image names them: `--user`, `--group-add` and the default `HOME`
+//! are resolved against the root filesystem's own `/etc/passwd` and `/etc/group`, as docker
+//! and runc do, never the host's. Both files are opened inside the root
+//! ([`ns_core::open_in_root`]), so an image whose `/etc/passwd` is a symlink to a host path
+//! reads its own copy of that path, or nothing.
 
+use std::io::ErrorKind;
 use std::path::Path;
 
 use ns_core::User;
 
 /// Resolves `name`, `uid`, `name:group`, `uid:gid` (and mixes) for the image at `rootfs`.
-/// A numeric id needs no entry; a name must exist in the image. Supplementary groups are the
-/// ones `/etc/group` lists the user in.
+/// A numeric id needs no entry; a name must exist in the image.
+///
+/// Supplementary groups follow runc's `GetExecUser` and docker's documented behaviour
+/// (moby/moby#9360): the implicit form (`name`, or a `uid` with an entry) gets the groups
+/// `/etc/group` lists the user in; a form with a group (`user:group`, `uid:gid`) runs with
+/// that group alone.
 pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<User, String> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = read_db(rootfs, "etc/passwd");
-    let group = read_db(rootfs, "etc/group");
+    let passwd = read_db(rootfs, "/etc/passwd")?;
 
     let (uid, name, primary_gid) = if let Ok(uid) = user_part.parse::<u32>() {
         let entry = passwd
@@ -42,24 +49,16 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<User, String> {
         )
     };
 
-    let gid = match group_part {
-        None => primary_gid.unwrap_or(0),
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => group
-                .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "unknown group {g:?}: no such entry in {}/etc/group; give a numeric gid or a group of the image",
-                        rootfs.display()
-                    )
-                })?,
-        },
-    };
+    if let Some(g) = group_part {
+        return Ok(User {
+            uid,
+            gid: resolve_group(g, rootfs)?,
+            additional_gids: Vec::new(),
+        });
+    }
+    let gid = primary_gid.unwrap_or(0);
     let mut additional_gids: Vec<u32> = match &name {
-        Some(name) => group
+        Some(name) => read_db(rootfs, "/etc/group")?
             .iter()
             .filter(|f| {
                 f.get(3)
@@ -79,14 +78,59 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<User, String> {
     })
 }
 
-fn read_db(rootfs: &Path, file: &str) -> Vec<Vec<String>> {
-    std::fs::read_to_string(rootfs.join(file))
-        .unwrap_or_default()
+/// Resolves a group name of the image's `/etc/group`, or a numeric gid (which needs no
+/// entry), as `-u user:GROUP` and `--group-add GROUP` take it.
+pub fn resolve_group(group: &str, rootfs: &Path) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    read_db(rootfs, "/etc/group")?
+        .iter()
+        .find(|f| f[0] == group)
+        .and_then(|f| f.get(2)?.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "unknown group {group:?}: no such entry in {}/etc/group; give a numeric gid or a group of the image",
+                rootfs.display()
+            )
+        })
+}
+
+/// The home directory of `uid` in the image's `/etc/passwd`, or `/` when it has no entry (or
+/// an empty one): the `HOME` runc and crun give a process whose environment has none.
+pub fn home_of(uid: u32, rootfs: &Path) -> Result<String, String> {
+    let passwd = read_db(rootfs, "/etc/passwd")?;
+    Ok(passwd
+        .iter()
+        .find(|f| f.get(2).and_then(|s| s.parse().ok()) == Some(uid))
+        .and_then(|f| f.get(5))
+        .filter(|home| !home.is_empty())
+        .map_or_else(|| "/".to_owned(), Clone::clone))
+}
+
+/// The entries of a colon-separated database of the image, split into fields. A missing file
+/// is an empty database, as for runc; one that cannot be read is an error.
+fn read_db(rootfs: &Path, file: &str) -> Result<Vec<Vec<String>>, String> {
+    let text = match ns_core::open_in_root(rootfs, Path::new(file)) {
+        Ok(f) => std::io::read_to_string(f),
+        Err(e) => Err(e),
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the image's {file} in {}: {e}",
+                rootfs.display()
+            ));
+        }
+    };
+    Ok(text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
         .filter(|f| f.len() >= 3)
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -98,27 +142,46 @@ mod tests {
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         std::fs::write(
             dir.path().join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nnohome:x:1001:1001:::/bin/sh\n",
         )
         .unwrap();
         std::fs::write(
             dir.path().join("etc/group"),
-            "root:x:0:\nwheel:x:10:user\nuser:x:1000:\n",
+            "root:x:0:\nwheel:x:10:user\naudio:x:29:other,user\nuser:x:1000:\n",
         )
         .unwrap();
         dir
     }
 
     #[test]
-    fn names_resolve_inside_the_image_with_supplementary_groups() {
+    fn the_implicit_form_keeps_the_supplementary_groups() {
         let dir = image();
         let user = resolve_user("user", dir.path()).unwrap();
         assert_eq!(
             (user.uid, user.gid, user.additional_gids),
-            (1000, 1000, vec![10])
+            (1000, 1000, vec![10, 29])
         );
-        let user = resolve_user("user:wheel", dir.path()).unwrap();
-        assert_eq!((user.uid, user.gid), (1000, 10));
+        // A uid with an entry is the implicit form too (runc: the user was matched).
+        let user = resolve_user("1000", dir.path()).unwrap();
+        assert_eq!(user.additional_gids, vec![10, 29]);
+    }
+
+    #[test]
+    fn a_group_in_the_spec_is_the_only_group() {
+        let dir = image();
+        for (spec, gid) in [
+            ("user:user", 1000),
+            ("user:wheel", 10),
+            ("1000:1000", 1000),
+            ("1000:wheel", 10),
+        ] {
+            let user = resolve_user(spec, dir.path()).unwrap();
+            assert_eq!(
+                (user.uid, user.gid, user.additional_gids),
+                (1000, gid, vec![]),
+                "{spec}"
+            );
+        }
     }
 
     #[test]
@@ -133,5 +196,31 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown group")
         );
+        assert_eq!(resolve_group("audio", dir.path()), Ok(29));
+        assert_eq!(resolve_group("77", dir.path()), Ok(77));
+    }
+
+    #[test]
+    fn home_comes_from_the_entry_else_slash() {
+        let dir = image();
+        assert_eq!(home_of(0, dir.path()).unwrap(), "/root");
+        assert_eq!(home_of(1000, dir.path()).unwrap(), "/home/user");
+        assert_eq!(home_of(1001, dir.path()).unwrap(), "/");
+        assert_eq!(home_of(4242, dir.path()).unwrap(), "/");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(home_of(0, empty.path()).unwrap(), "/");
+    }
+
+    #[test]
+    fn an_absolute_symlink_reads_the_image_s_file_not_the_host_s() {
+        let host = tempfile::tempdir().unwrap();
+        let host_passwd = host.path().join("passwd");
+        std::fs::write(&host_passwd, "intruder:x:0:0::/host-secret:/bin/sh\n").unwrap();
+        let dir = image();
+        let passwd = dir.path().join("etc/passwd");
+        std::fs::remove_file(&passwd).unwrap();
+        std::os::unix::fs::symlink(&host_passwd, &passwd).unwrap();
+        assert_eq!(home_of(0, dir.path()).unwrap(), "/");
+        assert!(resolve_user("intruder", dir.path()).is_err());
     }
 }

@@ -372,11 +372,28 @@ fn limit_problem(error: &cgroup_core::LimitError) -> Problem {
         "cpuset_mems" => "resources.cpusetMems",
         _ => "resources",
     };
-    Problem::new(
+    let problem = Problem::new(
         field,
         format!("resources.{}={}", error.field, error.value),
         &error.problem,
-    )
+    );
+    // --memory alone asks for a swap limit too (Plan::derive_defaults), which a host without
+    // swap accounting cannot give.
+    if error.field == "memory_swap" && error.problem.starts_with("host cannot limit swap") {
+        return problem.fixes(
+            "give --memory-swap -1 to leave swap unlimited",
+            "give memory_swap(-1) to leave swap unlimited",
+        );
+    }
+    problem
+}
+
+/// The most open files a process may have: /proc/sys/fs/nr_open, else the kernel's default.
+fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20)
 }
 
 /// Checks every isolation shares: the root, the process, the hostname.
@@ -420,17 +437,30 @@ fn common_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     }
     for rlimit in &plan.process.rlimits {
         let subject = format!("process.rlimits {}", rlimit.kind);
-        if let Err(e) = ns_core::parse_rlimit_resource(&rlimit.kind) {
-            problems.push(Problem::new("process.rlimits", &subject, e.to_string()));
-        } else if rlimit.soft > rlimit.hard {
-            problems.push(Problem::new(
+        match ns_core::parse_rlimit_resource(&rlimit.kind)
+            .and_then(|resource| ns_core::check_rlimit(rlimit.soft, rlimit.hard).map(|_| resource))
+        {
+            Err(e) => problems.push(Problem::new(
                 "process.rlimits",
                 &subject,
-                format!(
-                    "soft limit {} is above hard limit {}",
-                    rlimit.soft, rlimit.hard
-                ),
-            ));
+                crate::error::ns_message(e),
+            )),
+            // setrlimit(2) refuses more open files than fs.nr_open with EPERM, unlimited too.
+            Ok(resource) if resource == libc::RLIMIT_NOFILE as i32 && rlimit.hard > nr_open() => {
+                problems.push(
+                    Problem::new(
+                        "process.rlimits",
+                        &subject,
+                        format!(
+                            "the kernel caps open files at fs.nr_open ({}), so nofile cannot be {}",
+                            nr_open(),
+                            ns_core::show_rlimit_value(rlimit.hard)
+                        ),
+                    )
+                    .fix(format!("give nofile {} or less", nr_open())),
+                )
+            }
+            Ok(_) => {}
         }
     }
     if let Some(name) = &plan.hostname {

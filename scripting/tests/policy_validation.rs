@@ -61,8 +61,8 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
             "job.rhai:2:3: isolation = \"vm\": expected \"container\", \"microvm\", \"kata\"",
         ),
         (
-            "p.seccomp(\"strict\");",
-            "job.rhai:2:3: seccomp = \"strict\": expected \"default\", \"unconfined\"",
+            "p.seccomp(\"loose\");",
+            "job.rhai:2:3: seccomp = \"loose\": expected \"default\", \"strict\", \"unconfined\"",
         ),
         (
             "p.network(\"host\");",
@@ -91,6 +91,14 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
         (
             "p.rlimit(\"bogus\", 1);",
             "job.rhai:2:3: process.rlimits = \"bogus\": unknown rlimit \"bogus\": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack",
+        ),
+        (
+            "p.rlimit(\"core\", 0, -2);",
+            "job.rhai:2:3: process.rlimits = \"core\": limit \"-2\": expected a number, or -1, infinity or unlimited for no limit",
+        ),
+        (
+            "p.rlimit(\"core\", -1, 5);",
+            "job.rhai:2:3: process.rlimits = \"core\": soft limit unlimited is above hard limit 5",
         ),
         (
             "p.command([1]);",
@@ -296,7 +304,8 @@ fn a_diagnostic_quotes_the_line_with_a_caret_under_the_call() {
 #[test]
 fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
     // untrusted() on a host without hardware KVM hardens a container: its /tmp tmpfs is a
-    // mount a microVM could not take, reported at the untrusted() call.
+    // mount a microVM could not take, and its user namespace maps ids a microVM does not
+    // have, both reported at the untrusted() call.
     let script = policy(
         "p.untrusted(host);\np.isolation(\"microvm\");\np.kernel(\"/bin/sh\");\np.initrd(\"/bin/sh\");",
     );
@@ -307,7 +316,8 @@ fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
             &host(KvmFlavour::Hardware, true)
         ),
         [
-            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")"
+            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")",
+            "job.rhai:2:3: userNamespace = 0:1879048192:65536: a microVM's guest has its own kernel and ids; drop map_uids()/map_gids()"
         ]
     );
 }
@@ -343,4 +353,128 @@ fn a_timeout_too_long_for_a_duration_is_refused_rather_than_a_panic() {
             other => panic!("timeout {timeout}: {other:?}"),
         }
     }
+}
+
+/// `hardened(host)` maps root inside to an unprivileged host range only when capsule runs as
+/// root (rootless, the backend maps the caller's own ids), from the `capsule` subordinate
+/// ranges when the host has them, and keeps maps the script set itself.
+#[test]
+fn hardened_maps_root_to_the_host_s_subordinate_range_or_the_fallback() {
+    use ns_core::{IdMap, SeccompProfile, SubIdRange};
+    use scripting::policy::{HostFacts, SubIds};
+
+    let plan_on = |body: &str, facts: HostFacts| {
+        let mut inputs = inputs(Kvm::Pvm);
+        inputs.host = facts;
+        let evaluation = policy::evaluate_source("job.rhai", &policy(body), None, &inputs)
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        evaluation.plans().remove(0)
+    };
+    let root = common::facts(Kvm::Pvm);
+    let range = |host_id, size| {
+        vec![IdMap {
+            container_id: 0,
+            host_id,
+            size,
+        }]
+    };
+
+    for helper in ["p.hardened(host);", "p.untrusted(host);"] {
+        let plan = plan_on(helper, root.clone());
+        assert_eq!(plan.seccomp, SeccompProfile::Strict, "{helper}");
+        let maps = plan.user_namespace.expect("a user namespace");
+        assert_eq!(maps.uids, range(0x7000_0000, 65_536), "{helper}");
+        assert_eq!(maps.gids, range(0x7000_0000, 65_536), "{helper}");
+    }
+
+    let with_subids = HostFacts {
+        subids: Some(SubIds {
+            uid: SubIdRange {
+                start: 231_072,
+                count: 1 << 20,
+            },
+            gid: SubIdRange {
+                start: 300_000,
+                count: 1000,
+            },
+        }),
+        ..root.clone()
+    };
+    let maps = plan_on("p.hardened(host);", with_subids.clone())
+        .user_namespace
+        .expect("a user namespace");
+    assert_eq!(maps.uids, range(231_072, 65_536));
+    assert_eq!(maps.gids, range(300_000, 1000));
+    let read = plan_on(
+        "p.env(\"RANGE\", `${host.subuid.start}:${host.subgid.count}:${host.subuid.len()}`);",
+        with_subids,
+    );
+    assert!(read.process.env.contains(&"RANGE=231072:1000:2".to_owned()));
+    let none = plan_on("p.env(\"RANGE\", `${host.subuid.len()}`);", root.clone());
+    assert!(none.process.env.contains(&"RANGE=0".to_owned()));
+
+    let own = plan_on(
+        "p.map_uids(0, 500000, 10);\np.map_gids(0, 500000, 10);\np.hardened(host);",
+        root.clone(),
+    );
+    assert_eq!(own.user_namespace.expect("maps").uids, range(500_000, 10));
+
+    let rootless = HostFacts {
+        rootless: true,
+        ..root
+    };
+    assert_eq!(plan_on("p.hardened(host);", rootless).user_namespace, None);
+
+    assert_eq!(
+        container_errors("p.hardened();", false),
+        [
+            "job.rhai:2:3: hardened() needs the host facts to choose the user namespace: write p.hardened(host) (in a module function, take host as a parameter)"
+        ]
+    );
+}
+
+/// `-1` is no limit, as `docker run --ulimit` takes it: the Plan holds `RLIM_INFINITY`.
+#[test]
+fn rlimit_takes_minus_one_as_unlimited() {
+    let script = policy("p.rlimit(\"core\", -1);\np.rlimit(\"stack\", 8388608, -1);");
+    let evaluation =
+        policy::evaluate_source("job.rhai", &script, None, &inputs(Kvm::Hardware)).unwrap();
+    let plan = &evaluation.plans()[0];
+    let limit = |kind: &str| {
+        let r = plan
+            .process
+            .rlimits
+            .iter()
+            .find(|r| r.kind == kind)
+            .unwrap();
+        (r.soft, r.hard)
+    };
+    let inf = ns_core::RLIM_INFINITY;
+    assert_eq!(limit("RLIMIT_CORE"), (inf, inf));
+    assert_eq!(limit("RLIMIT_STACK"), (8388608, inf));
+}
+
+/// As `--cap-add` with `--user`: for a user other than root the added capabilities are
+/// ambient (podman's behaviour), whichever of `user()` and `cap_add()` came first.
+#[test]
+fn cap_add_is_ambient_for_a_non_root_user() {
+    let ambient = |body: &str| {
+        let evaluation =
+            policy::evaluate_source("job.rhai", &policy(body), None, &inputs(Kvm::Hardware))
+                .unwrap();
+        let caps = evaluation.plans()[0].process.capabilities;
+        (caps.inheritable.names(), caps.ambient.names())
+    };
+    let bind = vec!["CAP_NET_BIND_SERVICE".to_owned()];
+    for body in [
+        "p.cap_add(\"NET_BIND_SERVICE\");\np.user(\"1000:1000\");",
+        "p.user(\"1000:1000\");\np.cap_add(\"NET_BIND_SERVICE\");",
+    ] {
+        assert_eq!(ambient(body), (bind.clone(), bind.clone()), "{body}");
+    }
+    assert_eq!(
+        ambient("p.cap_add(\"NET_BIND_SERVICE\");"),
+        (vec![], vec![])
+    );
+    assert_eq!(ambient("p.user(\"1000:1000\");"), (vec![], vec![]));
 }

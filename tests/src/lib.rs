@@ -133,6 +133,43 @@ impl Env {
     pub fn command(&self) -> Command {
         Command::new(&self.capsule)
     }
+
+    /// A private copy of the busybox rootfs (`cp -a`), for a test that changes the image.
+    pub fn copy_rootfs(&self) -> RootfsCopy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&self.rootfs)
+            .arg(dir.path().join("rootfs"))
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "cp -a {}", self.rootfs.display());
+        RootfsCopy { dir }
+    }
+
+    /// `capsule run --rootfs ROOTFS FLAGS -- CMD`, then checks nothing was left behind.
+    pub fn run_on(&self, rootfs: &Path, flags: &[&str], cmd: &[&str]) -> Launch {
+        let mut args = vec!["--rootfs".to_owned(), rootfs.display().to_string()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        self.run_raw(&args, cmd)
+    }
+}
+
+/// A root filesystem of a test's own, removed with the value; `dir()` holds it at `rootfs` and
+/// has room beside it for the host files a test needs.
+#[derive(Debug)]
+pub struct RootfsCopy {
+    dir: tempfile::TempDir,
+}
+
+impl RootfsCopy {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 fn to_launch(output: Output, outcome_path: &Path) -> Launch {

@@ -459,6 +459,21 @@ fn uid_and_gid_maps_put_root_inside_on_a_host_range() {
     );
 }
 
+/// The root is idmapped through the container's user namespace: the image's files, owned by
+/// host root, are root's inside, and a writable root is writable by the mapped root.
+#[test]
+fn the_image_keeps_its_owners_in_a_user_namespace() {
+    let env = env_or_skip!();
+    let maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let script = "stat -c '%u %g' /bin/busybox /root; echo x > /new; chown 1000:1000 /new; stat -c '%u %g' /new";
+    let writable = env.run(&maps, &["sh", "-c", script]);
+    assert_eq!(writable.stdout, "0 0\n0 0\n1000 1000\n", "{writable:?}");
+    let mut flags = vec!["--read-only"];
+    flags.extend(maps);
+    let readonly = env.run(&flags, &["stat", "-c", "%u %g", "/bin/busybox"]);
+    assert_eq!(readonly.stdout, "0 0\n", "{readonly:?}");
+}
+
 #[test]
 fn a_saved_plan_runs_the_same_launch() {
     let env = env_or_skip!();

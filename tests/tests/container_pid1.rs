@@ -60,10 +60,17 @@ fn pid1_has_exactly_the_containers_environment() {
     let caller = |c: &mut Command| {
         c.env(secret, "leaked");
     };
-    let with_init = run_with(&env, &["-e", "A=1"], &read_environ, caller);
+    // One hostname for both launches: HOSTNAME is in the environment.
+    let flags = ["-e", "A=1", "--hostname", "pid1-test"];
+    let with_init = run_with(&env, &flags, &read_environ, caller);
     // Without an init the command itself is PID 1, executed with the container's environment
     // by ns-core: the reference.
-    let without_init = run_with(&env, &["-e", "A=1", "--no-init"], &read_environ, caller);
+    let without_init = run_with(
+        &env,
+        &[&flags[..], &["--no-init"]].concat(),
+        &read_environ,
+        caller,
+    );
     assert!(with_init.status.success(), "{with_init:?}");
     let (init_env, command_env) = (stdout(&with_init), stdout(&without_init));
     let mut got = nul_list(&init_env);

@@ -31,6 +31,7 @@ static INPUTS: LazyLock<Inputs> = LazyLock::new(|| Inputs {
         kernel: "6.1.0".to_owned(),
         // Rootless: validation then consults no cgroup hierarchy of the fuzzing host.
         rootless: true,
+        subids: None,
     },
     workload: Workload {
         command: "sh".to_owned(),

@@ -138,11 +138,9 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
     let p = &plan.process;
     let mut spec = ContainerSpec::new(id, &plan.root.path, p.args.clone());
     spec.readonly_rootfs = plan.root.readonly;
-    spec.hostname = Some(plan.hostname.clone().unwrap_or_else(|| id.to_owned()));
-    spec.env = p.env.clone();
-    if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
-        spec.env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
-    }
+    let hostname = plan.hostname.clone().unwrap_or_else(|| id.to_owned());
+    spec.env = p.env_with_defaults(&plan.root.path, Some(&hostname))?;
+    spec.hostname = Some(hostname);
     spec.cwd = p.cwd.clone();
     spec.user = p.user.clone();
     spec.capabilities = p.capabilities;

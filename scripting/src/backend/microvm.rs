@@ -230,7 +230,7 @@ fn guest_config(plan: &Plan, vm: &VmSpec) -> Result<GuestConfig, Error> {
     let process = &plan.process;
     Ok(GuestConfig {
         args: process.args.clone(),
-        env: process.env.clone(),
+        env: process.env_with_defaults(&plan.root.path, plan.hostname.as_deref())?,
         cwd: process.cwd.to_string_lossy().into_owned(),
         uid: process.user.uid,
         gid: process.user.gid,

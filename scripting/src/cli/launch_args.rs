@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ns_core::{Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
+use ns_core::{CapMask, Capabilities, IdMap, IdMaps, SeccompProfile, parse_capability};
 
+use crate::error::ns_message;
 use crate::plan::{Isolation, Mount, MountType, Plan, Rlimit, VmSpec};
+use crate::users::resolve_group;
 use crate::{parse_cpus, parse_duration, parse_size, resolve_user};
 
 #[derive(Debug, Args)]
@@ -20,7 +22,7 @@ pub struct LaunchArgs {
     /// Memory limit, e.g. 256M.
     #[arg(long, short = 'm', value_parser = parse_size)]
     memory: Option<u64>,
-    /// Memory plus swap, e.g. 512M; -1 for unlimited swap.
+    /// Memory plus swap, e.g. 512M; -1 for unlimited swap (default: twice --memory).
     #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
     memory_swap: Option<i64>,
     /// CPUs of time, e.g. 1.5.
@@ -52,6 +54,9 @@ pub struct LaunchArgs {
     /// User as name|uid[:group|gid], resolved in the root filesystem's /etc/passwd.
     #[arg(long, short = 'u')]
     user: Option<String>,
+    /// Add a supplementary group: a name of the image's /etc/group, or a gid (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Mount the root filesystem read-only (otherwise writes go to a discarded overlay).
     #[arg(long)]
     read_only: bool,
@@ -61,7 +66,7 @@ pub struct LaunchArgs {
     /// Drop a capability (CHOWN, or ALL).
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Seccomp profile: default (Docker's default allow-list) or unconfined.
+    /// Seccomp profile: default (Docker's default allow-list), strict (minus ptrace, bpf, namespaces, mounts, ...) or unconfined.
     #[arg(long, value_parser = parse_seccomp)]
     seccomp: Option<SeccompProfile>,
     /// Run the command as PID 1, without capsule's minimal init.
@@ -140,8 +145,9 @@ fn parse_swap(s: &str) -> Result<i64, String> {
 fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
     match s {
         "default" => Ok(SeccompProfile::Default),
+        "strict" => Ok(SeccompProfile::Strict),
         "unconfined" => Ok(SeccompProfile::Unconfined),
-        _ => Err(format!("{s:?}: expected default or unconfined")),
+        _ => Err(format!("{s:?}: expected default, strict or unconfined")),
     }
 }
 
@@ -171,6 +177,12 @@ impl LaunchArgs {
         if let Some(user) = &self.user {
             plan.process.user = resolve_user(user, &rootfs)?;
         }
+        for group in &self.group_add {
+            let gid = resolve_group(group, &rootfs).map_err(|e| format!("--group-add: {e}"))?;
+            plan.process.user.additional_gids.push(gid);
+        }
+        plan.process.user.additional_gids.sort_unstable();
+        plan.process.user.additional_gids.dedup();
         for kv in &self.env {
             let kv = match kv.split_once('=') {
                 Some(_) => kv.clone(),
@@ -185,7 +197,7 @@ impl LaunchArgs {
                 .retain(|e| e.split('=').next() != Some(key));
             plan.process.env.push(kv);
         }
-        plan.process.capabilities = self.capabilities()?;
+        plan.process.capabilities = self.capabilities(plan.process.user.uid)?;
         for spec in &self.ulimit {
             let rlimit = parse_ulimit(spec)?;
             plan.process.rlimits.retain(|r| r.kind != rlimit.kind);
@@ -225,11 +237,16 @@ impl LaunchArgs {
         r.io_weight = self.blkio_weight;
         r.cpuset_cpus = self.cpuset_cpus.clone();
         r.cpuset_mems = self.cpuset_mems.clone();
+        plan.derive_defaults();
         Ok(plan)
     }
 
-    fn capabilities(&self) -> Result<Capabilities, String> {
+    /// The OCI default set with `--cap-drop`, then `--cap-add`, applied; for a user other than
+    /// root (`uid`), the added capabilities are ambient too, as podman gives them
+    /// ([`Capabilities::raise_ambient`]).
+    fn capabilities(&self, uid: u32) -> Result<Capabilities, String> {
         let mut caps = Capabilities::oci_default();
+        let mut added = CapMask(0);
         for name in &self.cap_drop {
             if name.eq_ignore_ascii_case("ALL") {
                 caps = Capabilities::default();
@@ -240,9 +257,15 @@ impl LaunchArgs {
         for name in &self.cap_add {
             if name.eq_ignore_ascii_case("ALL") {
                 caps = Capabilities::all();
+                added = caps.permitted;
             } else {
-                caps.add(parse_capability(name).map_err(|e| format!("--cap-add: {e}"))?);
+                let cap = parse_capability(name).map_err(|e| format!("--cap-add: {e}"))?;
+                caps.add(cap);
+                added.0 |= cap.bitmask();
             }
+        }
+        if uid != 0 {
+            caps.raise_ambient(added);
         }
         Ok(caps)
     }
@@ -265,6 +288,7 @@ impl LaunchArgs {
             ("--hostname", self.hostname.is_some()),
             ("--workdir", self.workdir.is_some()),
             ("--user", self.user.is_some()),
+            ("--group-add", !self.group_add.is_empty()),
             ("--read-only", self.read_only),
             ("--cap-add", !self.cap_add.is_empty()),
             ("--cap-drop", !self.cap_drop.is_empty()),
@@ -318,23 +342,16 @@ impl LaunchArgs {
     }
 }
 
+/// `TYPE=SOFT[:HARD]` of `docker run --ulimit`; a value may be `-1`, `infinity` or
+/// `unlimited` for no limit ([`ns_core::parse_rlimit_value`]), and HARD defaults to SOFT.
 fn parse_ulimit(spec: &str) -> Result<Rlimit, String> {
-    let bad = || format!("--ulimit {spec:?}: expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048");
-    let (name, values) = spec.split_once('=').ok_or_else(bad)?;
-    ns_core::parse_rlimit_resource(name).map_err(|e| format!("--ulimit: {e}"))?;
-    let (soft, hard) = match values.split_once(':') {
-        Some((s, h)) => (s, h),
-        None => (values, values),
-    };
-    let soft = soft.parse().map_err(|_| bad())?;
-    let hard = hard.parse().map_err(|_| bad())?;
-    let upper = name.to_ascii_uppercase();
-    let kind = if upper.starts_with("RLIMIT_") {
-        upper
-    } else {
-        format!("RLIMIT_{upper}")
-    };
-    Ok(Rlimit { kind, soft, hard })
+    let bad = |why: String| format!("--ulimit {spec:?}: {why}");
+    let (name, values) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048".into()))?;
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let value = |v| ns_core::parse_rlimit_value(v).map_err(|e| bad(ns_message(e)));
+    Rlimit::new(name, value(soft)?, value(hard)?).map_err(|e| bad(ns_message(e)))
 }
 
 fn parse_volume(spec: &str) -> Result<Mount, String> {
@@ -445,5 +462,48 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown rlimit")
         );
+    }
+
+    #[test]
+    fn ulimits_take_every_spelling_of_unlimited_for_every_resource() {
+        let inf = ns_core::RLIM_INFINITY;
+        for name in [
+            "as",
+            "core",
+            "cpu",
+            "data",
+            "fsize",
+            "locks",
+            "memlock",
+            "msgqueue",
+            "nice",
+            "nofile",
+            "nproc",
+            "rss",
+            "rtprio",
+            "rttime",
+            "sigpending",
+            "stack",
+        ] {
+            for unlimited in ["-1", "infinity", "unlimited"] {
+                let r = parse_ulimit(&format!("{name}={unlimited}")).unwrap();
+                assert_eq!((r.soft, r.hard), (inf, inf), "{name}={unlimited}");
+                let r = parse_ulimit(&format!("{name}=8192:{unlimited}")).unwrap();
+                assert_eq!((r.soft, r.hard), (8192, inf), "{name}=8192:{unlimited}");
+            }
+        }
+        // As docker's go-units: an unlimited soft limit needs an unlimited hard one.
+        let err = parse_ulimit("core=-1:100").unwrap_err();
+        assert!(
+            err.contains("soft limit unlimited is above hard limit 100"),
+            "{err}"
+        );
+        let err = parse_ulimit("nofile=200:100").unwrap_err();
+        assert!(
+            err.contains("soft limit 200 is above hard limit 100"),
+            "{err}"
+        );
+        let err = parse_ulimit("core=-2").unwrap_err();
+        assert!(err.contains("-1, infinity or unlimited"), "{err}");
     }
 }

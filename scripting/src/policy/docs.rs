@@ -94,7 +94,9 @@ Rhai functions are pure: a function sees only its parameters, so pass `host`, `w
 `capsule plan` and `capsule check` take `--host-facts FILE.json` (hidden) to evaluate against
 fixed facts instead of this host's: an object with every field of `host` below, e.g.
 `{"kvm": "hardware", "cgroups": "v2", "cpus": 8, "memory_total": 17179869184,
-"memory_free": 8589934592, "arch": "x86_64", "kernel": "6.1.0", "rootless": false}`.
+"memory_free": 8589934592, "arch": "x86_64", "kernel": "6.1.0", "rootless": false,
+"subids": null}` (`subids`: `{"uid": {"start": 231072, "count": 65536}, "gid": {...}}` when
+`/etc/subuid` and `/etc/subgid` have `capsule` lines).
 
 ## The script's value
 
@@ -173,8 +175,90 @@ pub fn reference_markdown() -> String {
             let _ = write!(out, "\n### `{heading}`\n\n{doc}\n");
         }
     }
+    let strict = ns_core::seccomp::STRICT_DENIED
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let first = super::api::FALLBACK_HOST_ID;
+    let size = super::api::HARDENED_IDS;
+    out.push_str(
+        &HARDENED
+            .replace("STRICT_DENIED", &strict)
+            .replace("FALLBACK_FIRST", &first.to_string())
+            .replace("FALLBACK_LAST", &(first + (size - 1)).to_string())
+            .replace("HARDENED_LAST", &(size - 1).to_string())
+            .replace("HARDENED_IDS", &size.to_string()),
+    );
     out
 }
+
+/// What `hardened(host)` gives a container, beyond what its own entry says.
+const HARDENED: &str = r#"
+## The hardened container
+
+`hardened(host)`, and `untrusted(host)` on a host without hardware KVM, give a container
+whose root is not the host's root and whose system calls are filtered more tightly than
+Docker's.
+
+### The strict seccomp profile
+
+`seccomp("strict")` (`--seccomp strict`) is Docker's default allow-list minus the kernel
+interfaces behind most container escapes and kernel privilege escalations of recent years,
+denied whatever capabilities the container holds: STRICT_DENIED, and namespace creation
+through `clone`. Each fails with `EPERM`, as Docker's denials do; `clone3` fails with
+`ENOSYS` (as in Docker's profile without `CAP_SYS_ADMIN`) so that glibc falls back to
+`clone`, whose flags the filter can check. Why each, with the CVEs it carried:
+
+- ptrace and its relatives reach into another process: CVE-2019-13272 (`PTRACE_TRACEME`),
+  CVE-2022-30594 (`PTRACE_SEIZE` suspending seccomp);
+- `bpf`: verifier bugs that gave root, CVE-2021-3490, CVE-2021-31440, CVE-2022-23222;
+- `perf_event_open`: CVE-2013-2094, CVE-2023-5717, CVE-2023-6931;
+- namespace creation (`unshare`, `setns`, `clone` with `CLONE_NEW*`): a user namespace hands
+  root's kernel code to anyone: CVE-2022-0185 (`fsconfig`), CVE-2022-0492 (cgroup v1
+  `release_agent`), CVE-2021-22555, CVE-2023-32233 and CVE-2024-1086 (netfilter),
+  CVE-2023-0386 (overlayfs);
+- the mount API (`mount`, `fsopen`, `fsconfig`, `open_tree`, `move_mount`, ...):
+  CVE-2022-0185, and a mount can undo the runtime's masked and read-only paths;
+- `open_by_handle_at` opens inodes past the container's root (the 2014 "shocker" escape);
+- modules and I/O ports (`init_module`, `finit_module`, `delete_module`, `iopl`, `ioperm`)
+  are the kernel's own powers;
+- `modify_ldt`: CVE-2015-3290, CVE-2017-17053, and nothing but DOS and Wine emulators needs it.
+
+Docker's profile already denies, and the strict one keeps denied, `keyctl`, `add_key`,
+`request_key` (CVE-2016-0728), `userfaultfd`, the `io_uring_*` calls (CVE-2022-29582,
+CVE-2023-2598), `kexec_*`, `pivot_root` and every call it does not list. A workload that needs
+one of these (a debugger, a container runtime inside the container) uses `seccomp("default")`
+and the capability it needs. The reasons in full are in `ns-core/src/seccomp.rs`.
+
+### The user namespace
+
+Run as root, a hardened container gets a user namespace of its own: its ids 0 to
+HARDENED_LAST are host ids that no host user holds, so its root cannot act on host files
+as root (read a root-only file bound in, write a root-owned one), and its capabilities count
+only inside. The host ids are, in this order:
+
+- the first `capsule` lines of `/etc/subuid` and `/etc/subgid` (subuid(5)), at most
+  HARDENED_IDS ids each (`host.subuid`, `host.subgid`), as podman reads those of `containers`
+  for `--userns=auto`. Write them by hand (no `capsule` account is needed), e.g.
+  `capsule:2000000000:65536` in both files, a range no user or other tool holds;
+- otherwise FALLBACK_FIRST to FALLBACK_LAST, right after the ranges systemd-nspawn picks
+  from and far above those `useradd` hands out (from 100000).
+
+Every hardened container of a host shares that range (podman's `--userns=auto` gives each
+its own): the range keeps them from the host, not from each other. A Plan that maps ids
+itself (`map_uids`, `map_gids`) keeps its maps. Rootless, capsule maps your own ids, the only
+ones it may, so root inside is you.
+
+The image's files keep their owners inside: capsule mounts the root idmapped through the
+container's user namespace (mount_setattr(2) `MOUNT_ATTR_IDMAP`, Linux 5.12; under an
+overlay's lower layer 5.19), so a file of host root is root's inside, `/root` opens and
+`chown` works on the writable overlay. Volumes (`volume`) are not idmapped: their host owners
+stay, so root inside cannot read a root-only host file bound in. Where the kernel or the file
+system cannot idmap, the root is bound as it is and its files show as `nobody` (65534):
+what needs ownership (files of mode 0600, directories of mode 0700, `chown`, programs that
+check the owner of their files) fails there.
+"#;
 
 /// The section and the heading (`p.memory(limit: size)`) of one function.
 fn describe(f: &Function) -> (Section, String) {

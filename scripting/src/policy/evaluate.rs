@@ -73,7 +73,7 @@ pub fn evaluate_source(
         .map_err(|e| fail(Diagnostic::from_eval(&sources.borrow(), name, &e)))?;
 
     let sources = sources.borrow().clone();
-    let (plans, sequential) = plans_of(value, &engine).map_err(|message| {
+    let (mut plans, sequential) = plans_of(value, &engine).map_err(|message| {
         fail(Diagnostic::at(
             &sources,
             name,
@@ -81,6 +81,7 @@ pub fn evaluate_source(
             message,
         ))
     })?;
+    plans.iter_mut().for_each(ScriptPlan::derive_defaults);
     Ok(Evaluation {
         plans,
         sequential,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use kvm_core::KvmFlavour;
+use ns_core::SubIdRange;
 use serde::{Deserialize, Serialize};
 
 use super::PolicyError;
@@ -29,6 +30,34 @@ pub struct HostFacts {
     pub kernel: String,
     /// Whether capsule runs without root (no cgroup limits, only your own ids).
     pub rootless: bool,
+    /// The host ids set aside for hardened containers' user namespaces: the first lines of
+    /// the [`SUBID_OWNER`] user in `/etc/subuid` and `/etc/subgid` (subuid(5)); `null` when
+    /// either file has none.
+    pub subids: Option<SubIds>,
+}
+
+/// The user whose `/etc/subuid` and `/etc/subgid` lines hold the ids of hardened
+/// containers run by root, as podman reads those of `containers` for `--userns=auto`. It
+/// needs no account: `usermod --add-subuids` needs one, so write the lines by hand, e.g.
+/// `capsule:2000000000:65536` in both files.
+pub const SUBID_OWNER: &str = "capsule";
+
+/// A range of host user ids and one of group ids, from `/etc/subuid` and `/etc/subgid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubIds {
+    pub uid: SubIdRange,
+    pub gid: SubIdRange,
+}
+
+impl SubIds {
+    /// The [`SUBID_OWNER`] ranges of this host, when both files have one.
+    pub fn detect() -> Option<SubIds> {
+        Some(SubIds {
+            uid: SubIdRange::read(Path::new("/etc/subuid"), SUBID_OWNER)?,
+            gid: SubIdRange::read(Path::new("/etc/subgid"), SUBID_OWNER)?,
+        })
+    }
 }
 
 /// The host's KVM, as a script compares it.
@@ -90,6 +119,7 @@ impl HostFacts {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
             rootless: !nix::unistd::geteuid().is_root(),
+            subids: SubIds::detect(),
         }
     }
 

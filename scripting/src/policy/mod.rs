@@ -30,6 +30,6 @@ pub use engine::{
 };
 pub use error::PolicyError;
 pub use evaluate::{Evaluation, check, check_source, evaluate, evaluate_source};
-pub use host::{HostFacts, Kvm};
+pub use host::{HostFacts, Kvm, SUBID_OWNER, SubIds};
 pub use inputs::{Inputs, Workload};
 pub use script_plan::{Origin, ScriptPlan};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ns_core::CapMask;
 use rhai::{Dynamic, NativeCallContext, Position};
 
 use crate::Plan;
@@ -27,6 +28,9 @@ pub struct ScriptPlan {
     /// Keyed by the field's path in the Plan's JSON (`resources.memory`, `mounts[0]`), as
     /// validation problems name them; the last setter wins, as it does for the value.
     origins: BTreeMap<String, Origin>,
+    /// What `cap_add()` added, made ambient for a non-root user once the Plan is complete
+    /// (whichever of `user()` and `cap_add()` came first).
+    pub(crate) added_caps: CapMask,
 }
 
 impl ScriptPlan {
@@ -34,6 +38,7 @@ impl ScriptPlan {
         let mut p = ScriptPlan {
             plan,
             origins: BTreeMap::new(),
+            added_caps: CapMask::default(),
         };
         p.record(ctx, CREATED, written);
         p
@@ -84,6 +89,27 @@ impl ScriptPlan {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// [`Plan::derive_defaults`], and the capabilities `cap_add()` added made ambient for a
+    /// user other than root, as `--cap-add` with `--user` makes them
+    /// ([`ns_core::Capabilities::raise_ambient`]). A derived field is blamed on the setter of
+    /// the field it comes from (`memorySwap` on `memory()`).
+    pub(crate) fn derive_defaults(&mut self) {
+        if self.plan.process.user.uid != 0 {
+            self.plan
+                .process
+                .capabilities
+                .raise_ambient(self.added_caps);
+        }
+        let before = self.plan.resources.memory_swap;
+        self.plan.derive_defaults();
+        if self.plan.resources.memory_swap != before
+            && let Some(origin) = self.origins.get("resources.memory").cloned()
+        {
+            self.origins
+                .insert("resources.memorySwap".to_owned(), origin);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub fn facts(kvm: Kvm) -> HostFacts {
         arch: "x86_64".to_owned(),
         kernel: "6.1.0".to_owned(),
         rootless: false,
+        subids: None,
     }
 }
 

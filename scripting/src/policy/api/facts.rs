@@ -57,6 +57,20 @@ pub mod facts {
         host.rootless
     }
 
+    /// The host user ids set aside for hardened containers: `#{start: 1879048192, count:
+    /// 65536}` from the `capsule` line of `/etc/subuid`, `#{}` when there is none.
+    #[rhai_fn(get = "subuid", pure)]
+    pub fn subuid(host: &mut HostFacts) -> Map {
+        super::range_map(host.subids.map(|s| s.uid))
+    }
+
+    /// The host group ids set aside for hardened containers, from `/etc/subgid`, as
+    /// `host.subuid`.
+    #[rhai_fn(get = "subgid", pure)]
+    pub fn subgid(host: &mut HostFacts) -> Map {
+        super::range_map(host.subids.map(|s| s.gid))
+    }
+
     /// The first word after `--` on the command line, `""` when none was given.
     #[rhai_fn(get = "command", pure)]
     pub fn command(workload: &mut Workload) -> String {
@@ -88,4 +102,16 @@ pub mod facts {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     }
+}
+
+/// A subordinate id range as a script map, empty when there is none.
+fn range_map(range: Option<ns_core::SubIdRange>) -> rhai::Map {
+    range
+        .map(|r| {
+            rhai::Map::from([
+                ("start".into(), Dynamic::from(rhai::INT::from(r.start))),
+                ("count".into(), Dynamic::from(rhai::INT::from(r.count))),
+            ])
+        })
+        .unwrap_or_default()
 }

@@ -30,16 +30,23 @@ pub mod isolation {
         Ok(())
     }
 
-    /// The syscall filter: `"default"` (Docker's default allow-list) or `"unconfined"`
-    /// (none).
+    /// The syscall filter: `"default"` (Docker's default allow-list), `"strict"` (Docker's
+    /// minus ptrace, bpf, perf, namespace creation, the mount API and the other calls listed
+    /// under "The strict seccomp profile" below, whatever the capabilities) or
+    /// `"unconfined"` (none).
     #[rhai_fn(return_raw)]
     pub fn seccomp(
         ctx: NativeCallContext,
         p: &mut ScriptPlan,
         profile: &str,
     ) -> Result<(), Refusal> {
-        let profiles = [SeccompProfile::Default, SeccompProfile::Unconfined];
-        p.plan.seccomp = profiles[choice("seccomp", profile, &["default", "unconfined"])?];
+        let profiles = [
+            SeccompProfile::Default,
+            SeccompProfile::Strict,
+            SeccompProfile::Unconfined,
+        ];
+        p.plan.seccomp =
+            profiles[choice("seccomp", profile, &["default", "strict", "unconfined"])?];
         p.record(&ctx, "seccomp", format!("{profile:?}"));
         Ok(())
     }

@@ -14,6 +14,8 @@ mod resources;
 mod units;
 mod values;
 
+pub(crate) use helpers::{FALLBACK_HOST_ID, HARDENED_IDS};
+
 use super::script_plan::{Group, ScriptPlan};
 use super::{HostFacts, Workload};
 

@@ -17,7 +17,7 @@ pub(crate) fn set_env(plan: &mut Plan, key: &str, value: &str) {
 
 #[export_module]
 pub mod process {
-    use ns_core::{Capabilities, parse_capability};
+    use ns_core::{CapMask, Capabilities, parse_capability};
     use rhai::{Array, INT};
 
     use crate::plan::Rlimit;
@@ -90,12 +90,21 @@ pub mod process {
         p.record(&ctx, "hostname", format!("{name:?}"));
     }
 
-    /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`.
+    /// Adds a capability (`"NET_ADMIN"`, `"CAP_NET_ADMIN"`), or every one with `"ALL"`. For a
+    /// user other than root the added capabilities are ambient too, so the command keeps them
+    /// (podman's `--cap-add`; docker's non-root users keep none).
     #[rhai_fn(return_raw)]
     pub fn cap_add(ctx: NativeCallContext, p: &mut ScriptPlan, name: &str) -> Result<(), Refusal> {
+        // "ALL" adds every capability; a single name narrows this to its own bit.
+        let mut added = Capabilities::all().permitted;
         super::edit_capabilities(&ctx, p, name, Capabilities::all(), |caps| {
-            parse_capability(name).map(|cap| caps.add(cap))
-        })
+            parse_capability(name).map(|cap| {
+                caps.add(cap);
+                added = CapMask(cap.bitmask());
+            })
+        })?;
+        p.added_caps.0 |= added.0;
+        Ok(())
     }
 
     /// Drops a capability (`"CHOWN"`), or every one with `"ALL"`.
@@ -107,10 +116,11 @@ pub mod process {
     }
 
     /// Sets a resource limit with its `ulimit` or OCI name (`"nofile"`, `"RLIMIT_NPROC"`):
-    /// soft and hard values.
+    /// soft and hard values, `-1` for no limit (as `docker run --ulimit`).
     ///
     /// ```rhai
     /// p.rlimit("nofile", 1024, 4096);
+    /// p.rlimit("core", 0, -1);
     /// ```
     #[rhai_fn(return_raw)]
     pub fn rlimit(
@@ -121,28 +131,16 @@ pub mod process {
         hard: INT,
     ) -> Result<(), Refusal> {
         let shown = Dynamic::from(name.to_owned());
-        ns_core::parse_rlimit_resource(name)
+        let rlimit = ns_core::rlimit_value(soft)
+            .and_then(|soft| Rlimit::new(name, soft, ns_core::rlimit_value(hard)?))
             .map_err(|e| refuse("process.rlimits", &shown, ns_message(e)))?;
-        let (Ok(soft), Ok(hard)) = (u64::try_from(soft), u64::try_from(hard)) else {
-            return Err(refuse(
-                "process.rlimits",
-                &shown,
-                "limits cannot be negative",
-            ));
-        };
-        let upper = name.to_ascii_uppercase();
-        let kind = if upper.starts_with("RLIMIT_") {
-            upper
-        } else {
-            format!("RLIMIT_{upper}")
-        };
-        p.plan.process.rlimits.retain(|r| r.kind != kind);
-        p.plan.process.rlimits.push(Rlimit { kind, soft, hard });
+        p.plan.process.rlimits.retain(|r| r.kind != rlimit.kind);
+        p.plan.process.rlimits.push(rlimit);
         p.record(&ctx, "process.rlimits", format!("{name:?}"));
         Ok(())
     }
 
-    /// Sets a resource limit's soft and hard values to the same number.
+    /// Sets a resource limit's soft and hard values to the same number (`-1`: no limit).
     #[rhai_fn(name = "rlimit", return_raw)]
     pub fn rlimit_both(
         ctx: NativeCallContext,

@@ -115,11 +115,4 @@ pub(crate) fn choice(field: &str, value: &str, accepted: &[&str]) -> Result<usiz
     })
 }
 
-/// An ns-core refusal without its "invalid container spec" preamble, which a script author
-/// did not write.
-pub(crate) fn ns_message(error: ns_core::Error) -> String {
-    match error {
-        ns_core::Error::Invalid(message) => message,
-        other => other.to_string(),
-    }
-}
+pub(crate) use crate::error::ns_message;
