@@ -2,10 +2,10 @@
 //! capabilities, seccomp and rlimits, and the spawn protocol that puts them together.
 //!
 //! A caller describes one container in a [`ContainerSpec`] and hands it to [`spawn`] (with the
-//! program to run as PID 1, an [`Init`], when the spec asks for one), which
-//! clones a process into new pid, mount, uts, ipc, net and cgroup namespaces (and a user
-//! namespace when the spec maps ids), lets the caller attach it to cgroups while it waits, builds
-//! its root filesystem, drops its privileges and executes the command. [`Running::wait`] returns
+//! program to run as PID 1, an [`Init`], when the spec asks for one), which clones a process
+//! into new pid, mount, uts, ipc, net and cgroup namespaces (and a user namespace when the spec
+//! maps ids), lets the caller attach it to cgroups while it waits, builds its root filesystem,
+//! drops its privileges and executes the command (or the init). [`Running::wait`] returns
 //! the command's [`ExitStatus`], or an [`Error`] saying which step failed and why.
 //!
 //! This crate knows no launch plans, policies or cgroups: those belong to its callers.

@@ -107,8 +107,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 impl ContainerSpec {
     /// A spec with the defaults of `docker run`: root, the OCI default capabilities, the
     /// default seccomp profile, masked and read-only paths, the command as PID 1 (no init), a
-    /// writable (overlay) root. `state_dir` defaults to a directory under the system temp directory
-    /// and should be set by callers that manage launch state.
+    /// writable (overlay) root. `state_dir` defaults to a directory under the system temp
+    /// directory and should be set by callers that manage launch state.
     pub fn new(id: &str, rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
         ContainerSpec {
             id: id.to_owned(),
