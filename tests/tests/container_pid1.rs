@@ -213,17 +213,16 @@ fn exec_failures_and_signals_keep_their_statuses_through_the_init() {
         "{}",
         missing.stderr
     );
-    for not_executable in ["/etc/passwd", "/"] {
-        let launch = env.run(&[], &[not_executable]);
-        assert_eq!(launch.code, 126, "{launch:?}");
-        assert!(
-            launch.stderr.contains(&format!(
-                "command \"{not_executable}\" cannot be executed in the container: EACCES"
-            )),
-            "{}",
-            launch.stderr
-        );
-    }
+    // A directory (container.rs tries a plain file).
+    let directory = env.run(&[], &["/"]);
+    assert_eq!(directory.code, 126, "{directory:?}");
+    assert!(
+        directory
+            .stderr
+            .contains("command \"/\" cannot be executed in the container: EACCES"),
+        "{}",
+        directory.stderr
+    );
 
     let terminated = env.run(&[], &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(terminated.code, 143, "{terminated:?}");
