@@ -159,8 +159,10 @@ pub fn container(runs: usize, tools: &[Tool]) -> Result<()> {
         let (program, version) = match tool {
             Tool::Capsule | Tool::CapsuleDefaults => (util::build_release_capsule()?, None),
             Tool::Crun | Tool::Runc => {
+                let program =
+                    util::ensure_program(tool.name(), tool.name(), "the comparison runs it")?;
                 let version = util::output(
-                    Command::new(tool.name()).arg("--version"),
+                    Command::new(&program).arg("--version"),
                     &format!(
                         "{0} is needed for the comparison: `apt-get install {0}`",
                         tool.name()

@@ -125,8 +125,10 @@ pub fn microvm(options: &Options) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let qemu = lab::which("qemu-system-x86_64").context(
-        "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 (the lab runs it, and the bench runs it inside)",
+    let qemu = util::ensure_program(
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+        "the lab runs it, and the bench runs it inside",
     )?;
     let qemu_version = util::output(
         Command::new(&qemu).arg("--version"),

@@ -63,6 +63,34 @@ pub fn ensure_rust_target(target: &str) -> Result<()> {
     )
 }
 
+/// The first `program` on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// `program`'s path, first installing Debian's `package` with apt-get when it is missing, as
+/// `.ci/run` does: a fresh machine runs every xtask command without a setup step of its own.
+/// `why` says what needs it, for the progress line and the error.
+pub fn ensure_program(program: &str, package: &str, why: &str) -> Result<PathBuf> {
+    if let Some(path) = which(program) {
+        return Ok(path);
+    }
+    progress!("{program} is missing ({why}); installing Debian's {package}");
+    let hint = format!("{program} is missing ({why}): install it with `apt-get install {package}`");
+    run(Command::new("apt-get").arg("update"), &hint)?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &hint,
+    )?;
+    which(program).ok_or_else(|| anyhow::anyhow!("apt-get installed {package}, but {hint}"))
+}
+
 /// Renders a command line for messages: `program arg arg`.
 pub fn describe(cmd: &Command) -> String {
     let program = Path::new(cmd.get_program());
