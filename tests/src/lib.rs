@@ -77,6 +77,18 @@ pub fn env() -> Option<Env> {
     })
 }
 
+/// The test environment from [`env`], or returns from the test: a skip, or under `CI=true` a
+/// failure (`env` panics there).
+#[macro_export]
+macro_rules! env_or_skip {
+    () => {
+        match $crate::env() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

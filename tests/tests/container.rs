@@ -6,16 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tests::{assert_nothing_left, elf, env, leftovers};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{assert_nothing_left, elf, env_or_skip, leftovers};
 
 #[test]
 fn exit_status_is_the_workloads() {

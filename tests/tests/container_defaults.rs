@@ -6,16 +6,7 @@
 
 use std::path::PathBuf;
 
-use tests::{Env, Launch, RootfsCopy, env};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{Env, Launch, RootfsCopy, env_or_skip};
 
 /// A private, writable copy of the busybox rootfs with its own `/etc/passwd` and
 /// `/etc/group`, as the case scripts make them.

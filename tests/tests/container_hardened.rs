@@ -2,16 +2,7 @@
 //! a `hardened(host)` container mapped to an unprivileged host range. Each test also runs
 //! the launch that must succeed where the hardened one fails, so it proves it can fail.
 
-use tests::env;
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::env_or_skip;
 
 /// Namespace creation (`unshare`, `setns`) and the mount API are open under the default
 /// profile once `CAP_SYS_ADMIN` is added (as `docker run --cap-add SYS_ADMIN` opens them);

@@ -7,16 +7,7 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use tests::{Env, Launch, RootfsCopy, env};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{Env, Launch, RootfsCopy, env_or_skip};
 
 /// A private copy of the busybox rootfs (so the image can be changed) next to a host
 /// directory the image's symlinks point at, and a file to mount.

@@ -8,16 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 
-use tests::{Env, assert_nothing_left, env};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{Env, assert_nothing_left, env_or_skip};
 
 /// `capsule run --rootfs <busybox> FLAGS -- CMD`, with `configure` applied to the command
 /// first (the caller's environment, signal state, descriptors); then checks nothing was left

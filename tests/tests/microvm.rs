@@ -6,16 +6,7 @@
 //! the lab's nested hardware KVM, with `CAPSULE_BIN`, `CAPSULE_TEST_ROOTFS`
 //! and `CAPSULE_GUEST_DIR` pointing into its initramfs.
 
-use tests::{Env, Launch, env};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{Env, Launch, env, env_or_skip};
 
 fn microvm(flags: &[&str], cmd: &[&str]) -> Launch {
     let env = env_or_skip_inner();

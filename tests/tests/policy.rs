@@ -5,16 +5,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tests::{Launch, assert_nothing_left, env};
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
+use tests::{Launch, assert_nothing_left, env_or_skip};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
