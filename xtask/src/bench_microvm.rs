@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use guest_init::GuestConfig;
+use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
 use serde_json::json;
 
 use crate::bench::{quantile, write_results};
@@ -37,18 +37,13 @@ use crate::lab::{self, BUSYBOX_ROOTFS, Extra, GUEST_DIR, case_output};
 use crate::rootfs;
 use crate::util::{self, progress};
 
-/// capsule's kernel command line (`CMDLINE` and `QUIET` of scripting's microvm backend), which
-/// QEMU's guest gets too; a test keeps the two equal.
-const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off \
-                       i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init \
-                       tsc=reliable no_timer_check rcupdate.rcu_expedited=1 cryptomgr.notests \
-                       quiet loglevel=1";
+/// capsule's quiet kernel command line, which QEMU's guest gets too.
+fn quiet_cmdline() -> String {
+    format!("{KERNEL_CMDLINE} {KERNEL_CMDLINE_QUIET}")
+}
 
 /// The guest RAM of both, as `capsule --memory` and `qemu -m` read it.
 const MEMORY: &str = "256M";
-
-/// What `capsule run` gives the guest when no `--env` is set (ns-core's default `PATH`).
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// QEMU's files outside its binary and libraries: microvm's qboot BIOS and the option ROMs
 /// that load `-kernel`, a bzImage or a PVH ELF (what `strace -e openat` showed QEMU opening
@@ -75,7 +70,6 @@ const QEMU_DEFAULT: &str = "qemu-default";
 
 /// The issue's targets, printed next to the figures for context (not checked).
 const GOAL_RATIO: f64 = 0.5;
-const FIRECRACKER_RATIO: f64 = 0.73;
 const GOAL_OVERHEAD_MIB: f64 = 5.0;
 
 /// One timed run, as the driver printed it.
@@ -271,7 +265,7 @@ fn qemu_argv(machine: &str) -> Vec<String> {
     // The kernel capsule boots by default, entered through PVH by both.
     argv.push(format!("/{GUEST_DIR}/vmlinux"));
     argv.extend(["-initrd".to_owned(), format!("/{LAB_INITRD}")]);
-    argv.extend(["-append".to_owned(), CMDLINE.to_owned()]);
+    argv.extend(["-append".to_owned(), quiet_cmdline()]);
     argv.extend([
         "-device".to_owned(),
         format!(
@@ -297,10 +291,10 @@ fn kernel_log_command(tool: &str) -> String {
              --kernel-log -- /bin/true"
         );
     }
-    let verbose = CMDLINE.replace(" quiet loglevel=1", "");
+    let quiet = quiet_cmdline();
     let argv: Vec<String> = qemu_argv("microvm,rtc=on")
         .into_iter()
-        .map(|arg| format!("'{}'", if arg == CMDLINE { &verbose } else { &arg }))
+        .map(|arg| format!("'{}'", if arg == quiet { KERNEL_CMDLINE } else { &arg }))
         .collect();
     // isa-debug-exit turns the guest's status 0 into 1.
     format!("{}; [ $? = 1 ]", argv.join(" "))
@@ -351,7 +345,8 @@ fn driver_plan(tools: &[&str], capsule_cmdline: Option<&str>) -> serde_json::Val
 /// /bin/true` (scripting's `guest_config` of that Plan).
 fn guest_config() -> GuestConfig {
     let mut config = GuestConfig::new(vec!["/bin/true".to_owned()]);
-    config.env.push(DEFAULT_PATH.to_owned());
+    // What `capsule run` gives the guest when no `--env` is set.
+    config.env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
     config.quiet = true;
     config
 }
@@ -614,7 +609,7 @@ fn report(
     );
     let capsule_ratio = capsule.and_then(|row| ratio(row.median));
     println!(
-        "capsule/QEMU rtc=on: {} (issue's goal: at most {GOAL_RATIO:.2}x, and at most Firecracker's {FIRECRACKER_RATIO:.2}x in this lab); VMM overhead {} (goal: under {GOAL_OVERHEAD_MIB} MiB)",
+        "capsule/QEMU rtc=on: {} (issue's goal: at most {GOAL_RATIO:.2}x); VMM overhead {} (goal: under {GOAL_OVERHEAD_MIB} MiB)",
         or_na(capsule_ratio, |r| format!("{r:.2}x")),
         or_na(overhead_mib, |v| format!("{v:.2} MiB")),
     );
@@ -646,7 +641,7 @@ fn report(
         "warmup_runs": 1,
         "kernel": kernel,
         "qemu": qemu_version,
-        "cmdline": CMDLINE,
+        "cmdline": quiet_cmdline(),
         "capsule_extra_cmdline": capsule_cmdline,
         "memory": MEMORY,
         "vcpus": 1,
@@ -669,34 +664,6 @@ mod tests {
 
     /// The value of `const NAME: &str = "...";` in Rust source, with `\`-newline
     /// continuations joined as the compiler joins them.
-    fn str_const(source: &str, name: &str) -> String {
-        let start = source
-            .find(&format!("const {name}: &str = \""))
-            .unwrap_or_else(|| panic!("no const {name}"));
-        let rest = &source[start..];
-        let rest = &rest[rest.find('"').unwrap() + 1..];
-        let literal = &rest[..rest.find('"').unwrap()];
-        let mut out = String::new();
-        let mut parts = literal.split("\\\n");
-        out.push_str(parts.next().unwrap());
-        for part in parts {
-            out.push_str(part.trim_start());
-        }
-        out
-    }
-
-    #[test]
-    fn qemu_gets_capsule_s_kernel_command_line() {
-        let path = util::workspace_root().join("scripting/src/backend/microvm.rs");
-        let source = fs::read_to_string(&path).unwrap();
-        let capsule = format!(
-            "{} {}",
-            str_const(&source, "CMDLINE"),
-            str_const(&source, "QUIET")
-        );
-        assert_eq!(CMDLINE, capsule, "update CMDLINE to {}", path.display());
-    }
-
     #[test]
     fn ldd_output_gives_libraries_and_loader() {
         let ldd = "\tlinux-vdso.so.1 (0x00007ffd5e9f5000)\n\
@@ -781,6 +748,6 @@ mod tests {
     fn qemu_exits_through_the_init_s_exit_port() {
         let argv = qemu_argv("microvm,rtc=on");
         assert!(argv.contains(&"isa-debug-exit,iobase=0x501,iosize=1".to_owned()));
-        assert!(argv.contains(&CMDLINE.to_owned()));
+        assert!(argv.contains(&quiet_cmdline()));
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use guest_init::GuestConfig;
+use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use crate::plan::{Plan, VmSpec};
@@ -22,20 +22,6 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 /// The least guest RAM capsule boots with: the kernel decompresses itself
 /// into ~60 MiB, and the initramfs and the rootfs are unpacked into RAM.
 pub const MIN_MEMORY: u64 = 128 << 20;
-
-/// capsule's part of the kernel command line. Every console byte is a
-/// trapped port write, so the boot is quiet unless the Plan asks for the
-/// kernel log; `panic=-1` turns a panic into a reset the VMM sees at once;
-/// `8250.nr_uarts=1` stops the serial driver probing three absent UARTs.
-/// The last four are Kata Containers' defaults for its microVM guests: the
-/// TSC is KVM's and needs no watchdog or timer check, boot-time RCU grace
-/// periods are expedited, and the crypto self-tests (a third of a second of
-/// the lab's boot) are skipped, as the kernel's own tests, not the guest's
-/// safety, are what they check.
-const CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off \
-                       i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init \
-                       tsc=reliable no_timer_check rcupdate.rcu_expedited=1 cryptomgr.notests";
-const QUIET: &str = "quiet loglevel=1";
 
 /// The exit status of a launch stopped by `--timeout`, as coreutils' `timeout`.
 const TIMED_OUT: i32 = 124;
@@ -112,7 +98,14 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, Some(&plan.root.path))
         .map_err(|e| Error::Guest(format!("cannot pack {}: {e}", plan.root.path.display())))?;
-    let mut cmdline = format!("{CMDLINE} {}", if vm.kernel_log { "" } else { QUIET });
+    let mut cmdline = format!(
+        "{KERNEL_CMDLINE} {}",
+        if vm.kernel_log {
+            ""
+        } else {
+            KERNEL_CMDLINE_QUIET
+        }
+    );
     if let Some(extra) = &vm.cmdline {
         cmdline = format!("{cmdline} {extra}");
     }
