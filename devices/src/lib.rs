@@ -54,8 +54,13 @@ pub use interrupt::{Interrupt, NoInterrupt};
 
 /// A suggested port for [`legacy::ExitPort`]: the guest writes its exit
 /// status here with `outb`. The VMM's layout (kvm-core) has the last word;
-/// this is the port capsule's guests use unless told otherwise.
+/// this is the port capsule's guests use unless told otherwise, and the one
+/// definition both the VMM and capsule's guest init (`guest-init`) import.
 pub const EXIT_PORT: u16 = 0x501;
+
+/// The port capsule's guest init writes one byte to when user space starts,
+/// so the VMM can time the boot up to it; next to [`EXIT_PORT`].
+pub const STARTED_PORT: u16 = EXIT_PORT + 1;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

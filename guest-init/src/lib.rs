@@ -61,13 +61,11 @@ pub const BASE_MODULES: &[&str] = &[
 ];
 
 /// The I/O port the init writes the command's exit status to (one byte); the VMM stops the VM
-/// on that write and exits with the status.
-pub const EXIT_PORT: u16 = 0x501;
-
-/// The init writes one byte (0) to this port as the first thing it does, so the VMM can tell
-/// how long the kernel took to reach user space. Never required: the init skips it when it
-/// cannot get the port.
-pub const STARTED_PORT: u16 = EXIT_PORT + 1;
+/// on that write and exits with the status. The init writes one byte (0) to [`STARTED_PORT`]
+/// as the first thing it does, so the VMM can tell how long the kernel took to reach user
+/// space; never required: the init skips it when it cannot get the port. Both are the
+/// `devices` crate's, which the VMM uses too.
+pub use devices::{EXIT_PORT, STARTED_PORT};
 
 /// The guest kernel's command line that capsule's microVM boots with (and the microVM
 /// benchmark gives QEMU's guest too, so both kernels do the same work). Every console byte is

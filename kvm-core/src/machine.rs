@@ -136,7 +136,7 @@ impl Machine {
         )?;
         insert(
             Arc::new(Mutex::new(UserSpaceMark(Arc::clone(&user_space)))),
-            USER_SPACE_MARK_PORT,
+            STARTED_PORT,
             1,
         )?;
         insert(
@@ -209,7 +209,7 @@ impl Machine {
     }
 
     /// When the guest's init reported reaching user space (its first write
-    /// to [`USER_SPACE_MARK_PORT`]), if it has.
+    /// to [`STARTED_PORT`]), if it has.
     pub fn user_space_reached(&self) -> Option<Instant> {
         self.user_space.get().copied()
     }

@@ -18,7 +18,7 @@ const RAM_SIZE: usize = 64 << 10;
 /// A generous deadline for guests that do end: under PVM they halt in ~1 ms.
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The exit port: a byte written here ends the run with that status.
-const EXIT_PORT: u16 = 0x501;
+const EXIT_PORT: u16 = kvm_core::x86_64::layout::EXIT_PORT;
 /// COM1's data register.
 const COM1: u16 = 0x3f8;
 

@@ -80,4 +80,4 @@ pub const ACPI_RESET_VALUE: u8 = 0x01;
 pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
 /// The guest's init writes here once when it starts, so the VMM can time
 /// the boot up to user space.
-pub const USER_SPACE_MARK_PORT: u16 = EXIT_PORT + 1;
+pub const STARTED_PORT: u16 = devices::STARTED_PORT;
