@@ -8,7 +8,7 @@
 //! allocates nothing: the container child and the microVM guest's init both
 //! run the same steps in the same order.
 
-use seccompiler::BpfProgram;
+use crate::seccomp::BpfProgram;
 
 use crate::capabilities;
 use crate::rlimits;

@@ -109,9 +109,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use caps::{Capability, CapsHashSet};
 use libc::c_long;
-// Only seccompiler's program type (`Vec` of its `sock_filter`, `#[repr(C)]` with the
-// kernel's layout, like `libc::sock_filter`) is used: the program itself is generated below.
-use seccompiler::{BpfProgram, sock_filter};
+use libc::sock_filter;
+
+/// A compiled seccomp program: classic BPF instructions in the kernel's layout
+/// (`struct sock_filter` of `linux/filter.h`).
+pub type BpfProgram = Vec<sock_filter>;
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("capsule's seccomp profile is written for x86_64 only (see ns-core/src/seccomp.rs)");
@@ -1030,14 +1032,6 @@ pub fn compile(
     }
 }
 
-/// `struct sock_fprog` from `linux/filter.h`, pointing at seccompiler's `sock_filter`s
-/// (which are `#[repr(C)]` with the kernel's layout).
-#[repr(C)]
-struct SockFprog {
-    len: libc::c_ushort,
-    filter: *const sock_filter,
-}
-
 /// Install a compiled filter on the calling thread (the caller has already set no_new_privs or holds CAP_SYS_ADMIN).
 /// Must not allocate (it runs in a forked child between fork and exec): take the already compiled program.
 ///
@@ -1060,9 +1054,9 @@ pub fn install_raw(program: &[sock_filter]) -> Result<(), i32> {
         return Err(libc::EINVAL);
     }
     let len = libc::c_ushort::try_from(program.len()).map_err(|_| libc::EINVAL)?;
-    let fprog = SockFprog {
+    let fprog = libc::sock_fprog {
         len,
-        filter: program.as_ptr(),
+        filter: program.as_ptr().cast_mut(),
     };
     let flags: libc::c_ulong = 0;
     // SAFETY: seccomp(2) with SECCOMP_SET_MODE_FILTER reads `fprog` and the `len`
@@ -1074,7 +1068,7 @@ pub fn install_raw(program: &[sock_filter]) -> Result<(), i32> {
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
             flags,
-            &fprog as *const SockFprog,
+            &fprog as *const libc::sock_fprog,
         )
     };
     if rc == 0 {
