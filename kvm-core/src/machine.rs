@@ -2,13 +2,13 @@
 //! run loop that drives one thread per vCPU until the guest ends.
 
 use std::io::Write;
-use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use vmm_sys_util::signal::Killable;
 
 use devices::legacy::{AcpiPm, ExitPort, I8042, Serial};
 use devices::{Bus, BusDevice, DeviceAction};
@@ -318,12 +318,6 @@ fn spawn_vcpu(
         .map_err(Error::VcpuThread)
 }
 
-/// The thread's pthread_t: std hands it out as an integer, musl's libc takes a pointer.
-#[allow(clippy::unnecessary_cast)] // a no-op on glibc, a conversion on musl
-fn pthread(thread: &JoinHandle<()>) -> libc::pthread_t {
-    thread.as_pthread_t() as libc::pthread_t
-}
-
 /// Raises `halt` and kicks every vCPU thread out of `KVM_RUN` until all
 /// have ended, then joins them. The kick repeats because one that lands
 /// between the thread's check of `halt` and its next `KVM_RUN` is lost.
@@ -332,10 +326,10 @@ fn stop_vcpus(halt: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     let signal = kick_signal();
     while threads.iter().any(|thread| !thread.is_finished()) {
         for thread in threads.iter().filter(|thread| !thread.is_finished()) {
-            // SAFETY: the thread has not been joined (we own its handle), so
-            // its pthread_t is valid even if it finished in the meantime; the
-            // kick signal's handler is installed and does nothing.
-            unsafe { libc::pthread_kill(pthread(thread), signal) };
+            // Not joined yet, so the handle is valid even if the thread finished
+            // meanwhile; the kick's handler is installed and does nothing. A
+            // failed kick is repeated by the loop.
+            let _ = thread.kill(signal);
         }
         thread::sleep(Duration::from_millis(1));
     }

@@ -22,7 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use libc::{c_int, c_void, siginfo_t};
-use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::{Error, Result};
 
@@ -52,15 +52,14 @@ pub(crate) fn install_kick_handler() -> Result<()> {
 struct Target(libc::pthread_t);
 
 // SAFETY: a pthread_t is an opaque handle valid in every thread of the process; the watchdog
-// thread only passes it to pthread_kill while the target is alive (see `Watchdog::drop`).
+// thread only kills through it while the target is alive (see `Watchdog::drop`).
 unsafe impl Send for Target {}
 
-impl Target {
-    /// # Safety
-    /// The target thread must still be alive.
-    unsafe fn kick(&self, signal: libc::c_int) {
-        // SAFETY: the caller guarantees the thread is alive; the signal has a no-op handler.
-        unsafe { libc::pthread_kill(self.0, signal) };
+// SAFETY: Killable needs a handle valid whenever `kill` runs: the watchdog thread kills
+// only while the armed thread is alive (see `Watchdog::drop`).
+unsafe impl Killable for Target {
+    fn pthread_handle(&self) -> libc::pthread_t {
+        self.0
     }
 }
 
@@ -94,11 +93,12 @@ impl Watchdog {
                 }
                 thread_fired.store(true, Ordering::SeqCst);
                 loop {
-                    // SAFETY: `target` is the thread that armed this watchdog;
-                    // it is still alive because `Watchdog` is `!Send` and its
-                    // `drop` (on that thread) joins this thread before the
-                    // target can go on. The signal has a no-op handler.
-                    unsafe { target.kick(signal) };
+                    // `target` is the thread that armed this watchdog; it is
+                    // still alive because `Watchdog` is `!Send` and its `drop`
+                    // (on that thread) joins this thread before the target can
+                    // go on. The signal has a no-op handler; a failed kick is
+                    // tried again at the next interval.
+                    let _ = target.kill(signal);
                     if disarmed.recv_timeout(KICK_INTERVAL) != Err(RecvTimeoutError::Timeout) {
                         return;
                     }
