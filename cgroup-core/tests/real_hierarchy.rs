@@ -1,5 +1,6 @@
-//! Tests on this host's real cgroup hierarchy. They need root; without it they print
-//! "skipped: needs root" and pass, unless CI=true, where skipping would hide a broken setup.
+//! Tests on this host's real cgroup hierarchy. They need root (and some a hybrid host, or
+//! cpuset and io controllers); without it they print what they need and pass, unless
+//! CI=true, where skipping would hide a broken setup (`tests::require`).
 //!
 //! Every test uses its own name (`test-<pid>-<case>`) and removes its cgroup on every path,
 //! panics included, so nothing of ours is left under `capsule/`.
@@ -13,16 +14,10 @@ use std::time::{Duration, Instant};
 use cgroup_core::{Cgroup, Controller, CpuQuota, Error, Layout, Limits, PARENT, detect};
 
 fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "real_hierarchy tests need root, and CI=true forbids skipping them: run `cargo test` as root"
-        );
-    }
-    eprintln!("skipped: needs root");
-    false
+    tests::require(
+        nix::unistd::geteuid().is_root(),
+        "root (it creates cgroups)",
+    )
 }
 
 fn name(case: &str) -> String {
@@ -183,7 +178,10 @@ fn pure_v1_view_of_a_hybrid_host() {
         return;
     }
     let Some(layout) = view(|fs_type| fs_type == "cgroup") else {
-        eprintln!("skipped: not a hybrid host");
+        tests::require(
+            false,
+            "a hybrid cgroup host (v1 controllers beside cgroup2)",
+        );
         return;
     };
     assert_eq!(layout.describe(), "v1");
@@ -203,7 +201,10 @@ fn v2_view_without_controllers() {
         return;
     }
     let Some(layout) = view(|fs_type| fs_type == "cgroup2") else {
-        eprintln!("skipped: not a hybrid host");
+        tests::require(
+            false,
+            "a hybrid cgroup host (v1 controllers beside cgroup2)",
+        );
         return;
     };
     assert_eq!(layout.describe(), "v2");
@@ -408,14 +409,17 @@ fn cpuset_and_io_weight_accept_a_task() {
         ..Limits::default()
     };
     if let Err(problems) = layout.validate(&limits) {
-        eprintln!("skipped: host cannot give cpuset or io: {problems:?}");
+        tests::require(
+            false,
+            &format!("a host that gives cpuset and io: {problems:?}"),
+        );
         return;
     }
     let cgroup = match Cgroup::create(&layout, &name, &limits) {
         Ok(cgroup) => Guard(Some(cgroup)),
         Err(err @ Error::Unavailable { .. }) => {
-            eprintln!("skipped: {err}");
             assert_gone(&layout, &name);
+            tests::require(false, &format!("a host that gives cpuset and io: {err}"));
             return;
         }
         Err(err) => panic!("{err}"),

@@ -19,16 +19,7 @@ mod common;
 use common::Console;
 
 fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "/dev/kvm is missing but CI=true: kvm-core's tier-1 tests need KVM"
-    );
-    eprintln!("skipped: needs /dev/kvm");
-    false
+    tests::require(Path::new("/dev/kvm").exists(), "/dev/kvm")
 }
 
 /// A bzImage (boot protocol 2.15, 64-bit entry) whose protected-mode part

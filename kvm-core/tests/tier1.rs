@@ -24,14 +24,7 @@ const COM1: u16 = 0x3f8;
 
 /// True when `/dev/kvm` exists; otherwise skips (or panics under CI=true).
 fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("/dev/kvm is missing but CI=true: kvm-core's tier-1 tests need KVM");
-    }
-    eprintln!("skipped: needs /dev/kvm");
-    false
+    tests::require(Path::new("/dev/kvm").exists(), "/dev/kvm")
 }
 
 /// Records port and MMIO traffic; the exit port returns the byte written.

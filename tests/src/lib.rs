@@ -36,8 +36,23 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// Whether a test may go on: `present` says its requirement (`what`, e.g. "root" or
+/// "/dev/kvm") is met. A missing one skips the test with a message, except under `CI=true`,
+/// where it fails it: CI must provide what the tests need. Every crate's tests use this one
+/// rule (as a dev-dependency on this crate).
+pub fn require(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            !in_ci(),
+            "this test needs {what}, and CI=true forbids skipping it"
+        );
+        eprintln!("skipped: this test needs {what}");
+    }
+    present
+}
+
 /// Returns the test environment, or `None` after printing why the test is skipped. Under
-/// `CI=true` a missing requirement panics instead.
+/// `CI=true` a missing requirement panics instead (see [`require`]).
 pub fn env() -> Option<Env> {
     let capsule = std::env::var_os("CAPSULE_BIN")
         .map(PathBuf::from)
@@ -61,10 +76,7 @@ pub fn env() -> Option<Env> {
         None
     };
     if let Some(what) = missing {
-        if in_ci() {
-            panic!("this test needs {what}; CI must provide it (cargo xtask ci does)");
-        }
-        eprintln!("skipped: this test needs {what}");
+        require(false, &what);
         return None;
     }
     let serial = SERIAL
