@@ -40,35 +40,7 @@ fn exit_port_init(status: u8) -> Vec<u8> {
         0xee,                         // out dx, al
         0xeb, 0xfe,                   // jmp $
     ];
-    elf(&code)
-}
-
-/// An ELF64 executable whose whole text is `code`, loaded at 0x400000.
-fn elf(code: &[u8]) -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let total = HEADERS + code.len() as u64;
-    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers right after
-    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for field in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend_from_slice(&field.to_le_bytes());
-    }
-    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    elf.extend_from_slice(&0u64.to_le_bytes());
-    elf.extend_from_slice(&BASE.to_le_bytes());
-    elf.extend_from_slice(&BASE.to_le_bytes());
-    elf.extend_from_slice(&total.to_le_bytes());
-    elf.extend_from_slice(&total.to_le_bytes());
-    elf.extend_from_slice(&0x1000u64.to_le_bytes());
-    elf.extend_from_slice(code);
-    elf
+    tests::elf::executable(&code)
 }
 
 /// An initramfs holding only `/init`.

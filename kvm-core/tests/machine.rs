@@ -73,46 +73,10 @@ const ELF_LOAD: u64 = 0x10_0000;
 const ELF_CODE: usize = 0x100;
 
 /// An ELF64 vmlinux stand-in: one PT_LOAD segment holding the whole file at
-/// [`ELF_LOAD`], with `code` at the entry; with `pvh`, a PT_NOTE segment
-/// holds the Xen note naming the entry as the PVH 32-bit entry point.
+/// [`ELF_LOAD`], with `code` at the entry; with `pvh`, the Xen note naming the
+/// entry as the PVH 32-bit entry point.
 fn pvh_elf(code: &[u8], pvh: bool) -> Vec<u8> {
-    let entry = ELF_LOAD + ELF_CODE as u64;
-    let phnum: u16 = if pvh { 2 } else { 1 };
-    let note_offset = 64 + 56 * u64::from(phnum);
-    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&entry.to_le_bytes());
-    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers right after
-    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for field in [64u16, 56, phnum, 64, 0, 0] {
-        elf.extend_from_slice(&field.to_le_bytes());
-    }
-    let total = (ELF_CODE + code.len()) as u64;
-    let mut segment = |kind: u32, flags: u32, offset: u64, addr: u64, size: u64, align: u64| {
-        elf.extend_from_slice(&kind.to_le_bytes());
-        elf.extend_from_slice(&flags.to_le_bytes());
-        elf.extend_from_slice(&offset.to_le_bytes());
-        elf.extend_from_slice(&addr.to_le_bytes()); // vaddr
-        elf.extend_from_slice(&addr.to_le_bytes()); // paddr
-        elf.extend_from_slice(&size.to_le_bytes()); // filesz
-        elf.extend_from_slice(&size.to_le_bytes()); // memsz
-        elf.extend_from_slice(&align.to_le_bytes());
-    };
-    segment(1, 5, 0, ELF_LOAD, total, 0x1000); // PT_LOAD, R+X
-    if pvh {
-        segment(4, 4, note_offset, 0, 20, 4); // PT_NOTE, R
-        elf.extend_from_slice(&4u32.to_le_bytes()); // namesz
-        elf.extend_from_slice(&4u32.to_le_bytes()); // descsz
-        elf.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
-        elf.extend_from_slice(b"Xen\0");
-        elf.extend_from_slice(&(entry as u32).to_le_bytes());
-    }
-    elf.resize(ELF_CODE, 0);
-    elf.extend_from_slice(code);
-    elf
+    tests::elf::image(ELF_LOAD, ELF_CODE, code, pvh)
 }
 
 /// 32-bit guest code: "ok" on COM1; then the exit port gets 42 if `ebx`
