@@ -161,7 +161,7 @@ pub enum Error {
     Acpi(#[from] crate::x86_64::acpi::AcpiError),
     /// A device could not be placed on its bus (a capsule layout bug).
     #[error("device layout: {0}")]
-    Device(String),
+    Device(#[from] devices::BusError),
     /// Creating an eventfd failed.
     #[error("create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),

@@ -121,7 +121,7 @@ impl Machine {
         let mut pio = Bus::new();
         let mut insert = |device: Arc<Mutex<dyn BusDevice>>, port: u16, len: u64| {
             pio.insert(device, u64::from(port), len)
-                .map_err(|e| Error::Device(e.to_string()))
+                .map_err(Error::Device)
         };
         insert(
             Arc::new(Mutex::new(Serial::new(serial_irq, console))),
