@@ -1,5 +1,8 @@
 use nix::errno::Errno;
 
+/// What the caller's `attach` hook of [`crate::spawn`] may fail with: any error.
+pub type AttachError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong creating or running a container.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,9 +28,9 @@ pub enum Error {
     /// The command exists but the kernel refused to execute it.
     #[error("command {command:?} cannot be executed in the container: {source}")]
     CommandNotExecutable { command: String, source: Errno },
-    /// The caller's hook (cgroup attach) failed while the child waited.
+    /// The caller's hook (cgroup attach) failed while the child waited; its error.
     #[error("{0}")]
-    Attach(String),
+    Attach(#[source] AttachError),
     /// The container process vanished without saying why.
     #[error("the container process ended during set-up without a report (status {0})")]
     Vanished(String),

@@ -41,7 +41,7 @@ mod sys;
 
 pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
-pub use error::Error;
+pub use error::{AttachError, Error};
 pub use idmap::{IdMap, IdMaps};
 pub use in_root::open_in_root;
 pub use init::Init;

@@ -28,6 +28,7 @@ use nix::errno::Errno;
 
 use crate::Error;
 use crate::credentials::{CredentialStep, Credentials};
+use crate::error::AttachError;
 use crate::handoff;
 use crate::idmapped_root;
 use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals};
@@ -181,7 +182,7 @@ const STAGES: &[(Stage, &str)] = &[
 /// [`Error::Attach`] with the message of a failing `attach`.
 pub fn spawn<F>(spec: &ContainerSpec, init: Option<&Init>, attach: F) -> Result<Running, Error>
 where
-    F: FnOnce(i32) -> Result<(), String>,
+    F: FnOnce(i32) -> Result<(), AttachError>,
 {
     validate(spec, init.is_some())?;
     let init = init.filter(|_| spec.init);

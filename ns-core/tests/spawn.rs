@@ -57,7 +57,7 @@ fn a_failing_attach_hook_kills_the_child_and_says_why() {
     })
     .unwrap_err();
     assert!(
-        matches!(err, Error::Attach(ref m) if m == "no cgroup for you"),
+        matches!(err, Error::Attach(ref e) if e.to_string() == "no cgroup for you"),
         "{err}"
     );
     assert!(

@@ -55,7 +55,7 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
         spec.mounts = view;
     }
     let running = ns_core::spawn(&spec, init.as_ref(), |pid| match cgroup {
-        Some(cgroup) => cgroup.add_task(pid).map_err(|e| e.to_string()),
+        Some(cgroup) => Ok(cgroup.add_task(pid)?),
         None => Ok(()),
     })?;
     let created = start.elapsed();
