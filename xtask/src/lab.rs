@@ -272,16 +272,20 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         attempt += 1;
     };
 
-    for r in &results {
-        println!(
-            "{} {} {}",
-            if r.passed { "pass" } else { "FAIL" },
-            r.name,
-            r.detail
-        );
+    // The lab's own cases print here; extra cases are their callers' to show (the demo's
+    // JSON Outcome, say, is no line for a person).
+    if extra.is_none() {
+        for r in &results {
+            println!(
+                "{} {} {}",
+                if r.passed { "pass" } else { "FAIL" },
+                r.name,
+                r.detail
+            );
+        }
+        let failed = results.iter().filter(|r| !r.passed).count();
+        println!("{} passed, {failed} failed", results.len() - failed);
     }
-    let failed = results.iter().filter(|r| !r.passed).count();
-    println!("{} passed, {failed} failed", results.len() - failed);
     if !done {
         bail!(
             "the lab did not finish its cases in {MAX_BOOTS} boots; the consoles are in {}",
