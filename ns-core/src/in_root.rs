@@ -9,19 +9,25 @@
 //! `/etc/passwd` and `/etc/group`.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
-/// Opens `path` (absolute or relative, read-only) inside `root`, resolving it as though `root`
-/// were `/`: a symlink to `/x` means `root/x`, and `..` stops at `root`. Magic links
-/// (`/proc/self/fd/N`) are refused. Needs Linux 5.6 or later.
+/// Opens the regular file `path` (absolute or relative, read-only) inside `root`, resolving it
+/// as though `root` were `/`: a symlink to `/x` means `root/x`, and `..` stops at `root`. Magic
+/// links (`/proc/self/fd/N`) are refused. Needs Linux 5.6 or later.
+///
+/// The caller reads an image it does not trust with the host's privileges, so only a regular
+/// file is opened: the path is first resolved without opening it (`O_PATH`), and a FIFO (whose
+/// open would block forever), a device node (whose open acts on the host's device, e.g. arms a
+/// watchdog, and whose reads may never end, e.g. `/dev/zero`) or a socket is refused.
 ///
 /// # Errors
 ///
 /// `root` cannot be opened as a directory, or `path` does not exist inside it (`NotFound`),
-/// or openat2(2) fails otherwise (`ENOSYS` on kernels before 5.6; `EXDEV`, `ELOOP`).
+/// is not a regular file (`InvalidInput`), or openat2(2) fails otherwise (`ENOSYS` on kernels
+/// before 5.6; `EXDEV`, `ELOOP`).
 ///
 /// ```no_run
 /// use std::io::Read;
@@ -33,15 +39,25 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 pub fn open_in_root(root: &Path, path: &Path) -> std::io::Result<File> {
     let dir = File::open(root)?;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd: OwnedFd = openat2(&dir, path, how)?;
-    Ok(File::from(fd))
+    let found = File::from(openat2(&dir, path, how)?);
+    if !found.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // The descriptor's own file, opened for reading: a file swapped in since the check is not
+    // the one this opens.
+    File::open(format!("/proc/self/fd/{}", found.as_raw_fd()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::symlink;
 
     fn read(root: &Path, path: &str) -> std::io::Result<String> {
@@ -72,5 +88,28 @@ mod tests {
         std::fs::remove_file(&inside).unwrap();
         let err = read(&root, "/etc/absolute").unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    }
+
+    /// A FIFO would block the launcher forever, and a directory is no file to read: both are
+    /// refused before any open (device nodes need root to make; the integration test has one).
+    #[test]
+    fn only_regular_files_are_opened() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("etc")).unwrap();
+        let fifo = CString::new(host.path().join("etc/passwd").as_os_str().as_bytes()).unwrap();
+        // SAFETY: `fifo` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let (done, wait) = std::sync::mpsc::channel();
+        let root = host.path().to_owned();
+        std::thread::spawn(move || {
+            let _ = done.send(open_in_root(&root, Path::new("/etc/passwd")).map(drop));
+        });
+        let err = wait
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO must not block")
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        let err = open_in_root(host.path(), Path::new("/etc")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
     }
 }

@@ -74,6 +74,9 @@ pub(crate) enum Op {
     Mkdir { path: CString, owner: (u32, u32) },
     /// Makes the root's own mount read-only, after every mount point in it exists.
     RootReadOnly,
+    /// Makes the root's own mount `nodev`: in a user namespace, where mknod(2) is refused, the
+    /// only device nodes in the root are the image's, which the container must not open.
+    RootNoDev,
 }
 
 /// An op and the words that explain its failure.
@@ -333,6 +336,10 @@ impl Planner {
     pub fn root_readonly(&mut self) {
         self.push(Op::RootReadOnly, "make the root read-only", "/");
     }
+
+    pub fn root_nodev(&mut self) {
+        self.push(Op::RootNoDev, "make the root nodev", "/");
+    }
 }
 
 /// Runs the ops in order, with the idmapped root `tree` if the launcher made one; on
@@ -492,7 +499,7 @@ fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i
                 return Ok(());
             };
             let tree = clone_tree(target.0, c"".as_ptr(), libc::AT_EMPTY_PATH)?;
-            set_readonly(tree.0, libc::AT_RECURSIVE)?;
+            set_attr(tree.0, libc::MOUNT_ATTR_RDONLY, libc::AT_RECURSIVE)?;
             attach(tree.0, target.0)
         }
         Op::Mask { path, null } => {
@@ -530,7 +537,8 @@ fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i
         .map(drop),
         // The root descriptor is the root of its mount: this makes that one mount read-only,
         // not the file systems mounted in it.
-        Op::RootReadOnly => set_readonly(root, 0),
+        Op::RootReadOnly => set_attr(root, libc::MOUNT_ATTR_RDONLY, 0),
+        Op::RootNoDev => set_attr(root, libc::MOUNT_ATTR_NODEV, 0),
     }
 }
 
@@ -572,11 +580,12 @@ fn clone_tree(dir: RawFd, path: *const libc::c_char, flags: libc::c_int) -> Resu
     Ok(Fd(fd as RawFd))
 }
 
-/// Sets the read-only flag on the mount `tree` is the root of (and on every mount below it
-/// with `AT_RECURSIVE`), keeping its other flags, which in a user namespace may be locked.
-fn set_readonly(tree: RawFd, recursive: libc::c_int) -> Result<(), i32> {
+/// Sets the flag `attr_set` (a `MOUNT_ATTR_*`) on the mount `tree` is the root of (and on every
+/// mount below it with `AT_RECURSIVE`), keeping its other flags, which in a user namespace may
+/// be locked.
+fn set_attr(tree: RawFd, attr_set: u64, recursive: libc::c_int) -> Result<(), i32> {
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,

@@ -168,7 +168,13 @@ pub(crate) fn plan(
             "mount the overlay root filesystem",
         )?;
     }
-    p.open_root(&layers.merged)
+    p.open_root(&layers.merged)?;
+    // An overlay mounted in a user namespace is nodev already (SB_I_NODEV); a bind of the
+    // host's file system is not.
+    if spec.user_namespace.is_some() {
+        p.root_nodev();
+    }
+    Ok(())
 }
 
 /// Makes `new_root` the root of the calling process's mount namespace and detaches the old

@@ -678,15 +678,29 @@ impl Running {
         let mut exited = None;
         for r in reports {
             match r.kind {
-                Report::FAILED => return Err(self.explain.failure(r)),
-                Report::EXEC_FAILED => return Err(self.explain.exec_failure(r.value)),
-                Report::EXITED => exited = Some(ExitStatus::from_wait_status(r.value)),
+                Report::FAILED if status == ExitStatus::Exited(125) => {
+                    return Err(self.explain.failure(r));
+                }
+                Report::EXEC_FAILED if matches!(status, ExitStatus::Exited(126 | 127)) => {
+                    return Err(self.explain.exec_failure(r.value));
+                }
+                Report::EXITED => {
+                    let reported = ExitStatus::from_wait_status(r.value);
+                    if matches!(status, ExitStatus::Exited(code) if code == reported.code()) {
+                        exited = Some(reported);
+                    }
+                }
                 _ => {}
             }
         }
         Ok(exited.unwrap_or(status))
     }
 
+    /// Every record until EOF. A workload may reach the init's end of the pipe (through
+    /// `/proc/1/fd/3`, or ptrace with the default capabilities) and write what it likes, so
+    /// [`Running::wait`] believes a record only where it agrees with the exit status this
+    /// process reaps itself: a set-up failure is `_exit(125)`, an exec failure 126 or 127, and
+    /// the init exits with the shell's status of the wait status it reports.
     fn read_reports(&self) -> Vec<Report> {
         std::iter::from_fn(|| Report::read_from(self.reports.as_raw_fd())).collect()
     }

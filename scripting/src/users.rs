@@ -108,13 +108,24 @@ pub fn home_of(uid: u32, rootfs: &Path) -> Result<String, String> {
         .map_or_else(|| "/".to_owned(), Clone::clone))
 }
 
+/// The most of an image's `/etc/passwd` or `/etc/group` the launcher reads (32 MiB: some
+/// 400 000 entries).
+const MAX_DB_BYTES: u64 = 32 << 20;
+
 /// The entries of a colon-separated database of the image, split into fields. A missing file
 /// is an empty database, as for runc; one that cannot be read is an error.
 fn read_db(rootfs: &Path, file: &str) -> Result<Vec<Vec<String>>, String> {
-    let text = match ns_core::open_in_root(rootfs, Path::new(file)) {
-        Ok(f) => std::io::read_to_string(f),
-        Err(e) => Err(e),
-    };
+    let text = ns_core::open_in_root(rootfs, Path::new(file)).and_then(|f| {
+        // The launcher reads the untrusted image with its own memory: a bounded amount.
+        let text = std::io::read_to_string(std::io::Read::take(f, MAX_DB_BYTES + 1))?;
+        if text.len() as u64 > MAX_DB_BYTES {
+            return Err(std::io::Error::other(format!(
+                "larger than {} MiB",
+                MAX_DB_BYTES >> 20
+            )));
+        }
+        Ok(text)
+    });
     let text = match text {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => String::new(),

@@ -126,3 +126,41 @@ fn root_in_a_hardened_container_cannot_act_as_host_root() {
     );
     assert_eq!(std::fs::read_to_string(&owned).unwrap(), "host\n");
 }
+
+/// A device node the image ships (an image unpacked by host root keeps them) opens in a plain
+/// container, as it would with runc were its device cgroup absent; a hardened container, whose
+/// read-only root is the host's file system bound idmapped, must not open it: the root is
+/// `nodev`, as the overlay a user namespace mounts is already.
+#[test]
+fn the_images_device_nodes_do_not_open_in_a_hardened_container() {
+    let env = env_or_skip!();
+    let image = env.copy_rootfs();
+    let node = std::ffi::CString::new(format!("{}/null2", image.root().display())).unwrap();
+    // SAFETY: `node` is a NUL-terminated path; the node is the host's /dev/null (1:3).
+    let made = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    // SAFETY: as above; mknod's mode is narrowed by the umask.
+    assert_eq!(unsafe { libc::chmod(node.as_ptr(), 0o666) }, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hardened.rhai");
+    std::fs::write(&script, "let p = plan(workload);\np.hardened(host);\np\n").unwrap();
+    let probe = "echo x > /null2 && echo opened";
+
+    let plain = env.run_on(&image.root(), &[], &["sh", "-c", probe]);
+    assert_eq!(plain.stdout, "opened\n", "{plain:?}");
+
+    let hardened = env.run_args([
+        script.as_os_str(),
+        "--rootfs".as_ref(),
+        image.root().as_os_str(),
+        "--".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        probe.as_ref(),
+    ]);
+    assert_eq!(hardened.stdout, "", "{hardened:?}");
+    assert!(
+        hardened.stderr.contains("Permission denied"),
+        "{hardened:?}"
+    );
+}

@@ -195,3 +195,25 @@ fn read_only_volumes_are_read_only_all_the_way_down() {
         "written through the submount: {written:?}"
     );
 }
+
+/// The launcher reads the image's `/etc/passwd` as host root, outside any namespace: a device
+/// node there would be opened on the host (a watchdog arms on open; `/dev/zero` never ends and
+/// fills the launcher's memory) and a FIFO would block it forever. Only a regular file is read.
+#[test]
+fn an_image_passwd_that_is_not_a_regular_file_is_refused() {
+    let env = env_or_skip!();
+    let image = env.copy_rootfs();
+    let passwd = image.root().join("etc/passwd");
+    std::fs::remove_file(&passwd).unwrap();
+    let node = std::ffi::CString::new(passwd.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `node` is a NUL-terminated path; the node is the host's /dev/null (1:3), which
+    // reads as an empty file, so the launch would go on were it opened.
+    let made = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    let launch = env.run_on(&image.root(), &[], &["true"]);
+    assert_eq!(launch.code, 125, "{launch:?}");
+    assert!(
+        launch.stderr.contains("/etc/passwd") && launch.stderr.contains("not a regular file"),
+        "{launch:?}"
+    );
+}

@@ -246,3 +246,23 @@ fn the_init_starts_under_the_tightest_descriptor_limit() {
     );
     assert_eq!((launch.code, launch.stdout.trim()), (9, "2"), "{launch:?}");
 }
+
+/// The workload can reach the init's report pipe (`/proc/1/fd/3`; or ptrace, which the
+/// default profile allows) and write records of its own: capsule must still report what the
+/// command did, as runc and crun do (they have no such pipe: the status is waitpid's).
+#[test]
+fn a_workload_cannot_forge_the_inits_reports() {
+    let env = env_or_skip!();
+    // Little-endian 16-byte records: kind, stage, index, value.
+    let failed = r"\001\000\000\000\004\000\000\000\000\000\000\000\001\000\000\000";
+    let not_found = r"\002\000\000\000\000\000\000\000\000\000\000\000\002\000\000\000";
+    // "exited 0", then half a record that shifts the init's real one out of step.
+    let exited_0 = r"\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000";
+    for (record, code) in [(failed, 0), (not_found, 0), (exited_0, 7)] {
+        let script = format!("printf '{record}' > /proc/1/fd/3 && echo written; exit {code}");
+        let launch = env.run(&[], &["sh", "-c", &script]);
+        assert_eq!(launch.stdout, "written\n", "{launch:?}");
+        assert_eq!(launch.code, code, "{record}: {launch:?}");
+        assert_eq!(launch.stderr, "", "{record}: {launch:?}");
+    }
+}
