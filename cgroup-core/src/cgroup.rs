@@ -24,12 +24,14 @@ use crate::{fs, v1, v2, wait};
 pub const PARENT: &str = "capsule";
 
 /// v1 controllers joined whatever the limits: memory, cpuacct and pids for [`Stats`], freezer
-/// for [`Cgroup::freeze`] and [`Cgroup::kill`]. Joined where mounted, skipped where not.
-const ALWAYS_V1: [Controller; 4] = [
+/// for [`Cgroup::freeze`] and [`Cgroup::kill`], devices for [`Cgroup::allow_only_devices`].
+/// Joined where mounted, skipped where not.
+const ALWAYS_V1: [Controller; 5] = [
     Controller::Memory,
     Controller::Cpuacct,
     Controller::Pids,
     Controller::Freezer,
+    Controller::Devices,
 ];
 
 /// v2 controllers enabled whatever the limits, for [`Stats`]; skipped where the host lacks them.
@@ -129,6 +131,18 @@ impl Cgroup {
     /// The launch name this cgroup was created or opened with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Lets the cgroup's processes create any device node but open only those `rules` allow
+    /// (v1 `devices.allow` lines, e.g. [`OCI_DEFAULT_DEVICES`](crate::OCI_DEFAULT_DEVICES)).
+    /// Returns `false`, changing nothing, where the host has no v1 devices controller: cgroup
+    /// v2 filters devices with a BPF program attached to the cgroup, which this crate does not
+    /// write yet.
+    pub fn allow_only_devices(&self, rules: &[&str]) -> Result<bool> {
+        match self.v1.get(&Controller::Devices) {
+            Some(dir) => v1::devices::allow_only(dir, rules).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Moves process `pid` (and, on v1 and v2 alike, its future children) into the cgroup in

@@ -34,11 +34,14 @@ pub enum Controller {
     Cpuset,
     /// `freezer` (v2: `cgroup.freeze`, in every cgroup).
     Freezer,
+    /// `devices`: which device nodes may be opened (v1 only; v2 filters devices with a BPF
+    /// program attached to the cgroup instead).
+    Devices,
 }
 
 impl Controller {
     /// Every controller, in the order hierarchies are created.
-    pub const ALL: [Controller; 7] = [
+    pub const ALL: [Controller; 8] = [
         Controller::Memory,
         Controller::Cpu,
         Controller::Cpuacct,
@@ -46,6 +49,7 @@ impl Controller {
         Controller::Blkio,
         Controller::Cpuset,
         Controller::Freezer,
+        Controller::Devices,
     ];
 
     /// The name in v1 mount options and file prefixes.
@@ -58,6 +62,7 @@ impl Controller {
             Controller::Blkio => "blkio",
             Controller::Cpuset => "cpuset",
             Controller::Freezer => "freezer",
+            Controller::Devices => "devices",
         }
     }
 
@@ -70,7 +75,7 @@ impl Controller {
             Controller::Pids => Some("pids"),
             Controller::Blkio => Some("io"),
             Controller::Cpuset => Some("cpuset"),
-            Controller::Cpuacct | Controller::Freezer => None,
+            Controller::Cpuacct | Controller::Freezer | Controller::Devices => None,
         }
     }
 
@@ -312,7 +317,7 @@ mod tests {
             v1.mount(Controller::Cpuacct),
             Some(Path::new("/sys/fs/cgroup/cpuacct"))
         );
-        assert_eq!(v1.mount_points().len(), 7);
+        assert_eq!(v1.mount_points().len(), 8);
         assert_eq!(
             layout.v2().unwrap().path(),
             Path::new("/sys/fs/cgroup/unified")

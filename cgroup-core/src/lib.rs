@@ -57,3 +57,4 @@ pub use limits::{
     CPU_PERIOD_US, CPU_SHARES, CpuQuota, IO_WEIGHT, LimitError, Limits, MIN_CPU_QUOTA_US,
     MIN_MEMORY, SYS_DEVICES_SYSTEM,
 };
+pub use v1::devices::OCI_DEFAULT_DEVICES;

@@ -169,11 +169,11 @@ pub(crate) fn plan(
         )?;
     }
     p.open_root(&layers.merged)?;
-    // An overlay mounted in a user namespace is nodev already (SB_I_NODEV); a bind of the
-    // host's file system is not.
-    if spec.user_namespace.is_some() {
-        p.root_nodev();
-    }
+    // The image's own device nodes never open: the container's devices are the ones its /dev
+    // tmpfs gets. An overlay mounted in a user namespace is nodev already (SB_I_NODEV); a
+    // bind of the host's file system and an overlay mounted as root are not, and the cgroup
+    // that would refuse the node's device exists only where v1's devices controller does.
+    p.root_nodev();
     Ok(())
 }
 

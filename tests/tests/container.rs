@@ -450,6 +450,26 @@ fn uid_and_gid_maps_put_root_inside_on_a_host_range() {
     );
 }
 
+/// Only the OCI default devices open: a node the container makes for a host device (here
+/// `/dev/kvm`, 10:232, with the default `CAP_MKNOD`) is refused by the devices cgroup, as runc
+/// and crun refuse it, while `/dev/null` and `/dev/zero` work.
+#[test]
+fn host_devices_do_not_open_in_the_container() {
+    let env = env_or_skip!();
+    if !tests::require(
+        std::path::Path::new("/sys/fs/cgroup/devices").is_dir(),
+        "a cgroup v1 devices controller (v2 device filtering is not written yet)",
+    ) {
+        return;
+    }
+    let script = "mknod /dev/k c 10 232; for d in /dev/k /dev/null /dev/zero; do (exec 3<>$d && echo $d) 2>/dev/null || echo $d refused; done";
+    let launch = env.run(&[], &["sh", "-c", script]);
+    assert_eq!(
+        launch.stdout, "/dev/k refused\n/dev/null\n/dev/zero\n",
+        "{launch:?}"
+    );
+}
+
 /// The root is idmapped through the container's user namespace: the image's files, owned by
 /// host root, are root's inside, and a writable root is writable by the mapped root.
 #[test]

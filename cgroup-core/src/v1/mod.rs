@@ -13,6 +13,7 @@ pub(crate) mod blkio;
 pub(crate) mod cpu;
 pub(crate) mod cpuacct;
 pub(crate) mod cpuset;
+pub(crate) mod devices;
 pub(crate) mod freezer;
 pub(crate) mod memory;
 pub(crate) mod pids;
@@ -25,7 +26,7 @@ pub(crate) fn apply(controller: Controller, limits: &Limits, dir: &Path) -> Resu
         Controller::Pids => pids::apply(limits, dir),
         Controller::Blkio => blkio::apply(limits, dir),
         Controller::Cpuset => cpuset::apply(limits, dir),
-        Controller::Cpuacct | Controller::Freezer => Ok(()),
+        Controller::Cpuacct | Controller::Freezer | Controller::Devices => Ok(()),
     }
 }
 

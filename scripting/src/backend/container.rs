@@ -45,7 +45,14 @@ pub fn run(plan: &Plan, host: &Host) -> Result<Outcome, Error> {
             .cgroups
             .as_ref()
             .ok_or_else(|| Error::Unsupported("no cgroup hierarchy on this host".into()))?;
-        resources.cgroup = Some(Cgroup::create(layout, &id, &limits)?);
+        let cgroup = resources
+            .cgroup
+            .insert(Cgroup::create(layout, &id, &limits)?);
+        if !cgroup.allow_only_devices(cgroup_core::OCI_DEFAULT_DEVICES)? {
+            tracing::warn!(
+                "this host has no cgroup v1 devices controller: the container's device access is not filtered (its root is nodev; CAP_MKNOD in /dev still makes nodes)"
+            );
+        }
     }
     let cgroup = resources.cgroup.as_ref();
     if let Some(layout) = &host.cgroups {
