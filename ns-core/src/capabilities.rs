@@ -124,6 +124,18 @@ impl Capabilities {
         Self::uniform(CapMask(caps::all().iter().fold(0, |m, c| m | c.bitmask())))
     }
 
+    /// These sets less every capability outside `available`.
+    pub fn within(self, available: CapMask) -> Self {
+        let keep = |set: CapMask| CapMask(set.0 & available.0);
+        Capabilities {
+            bounding: keep(self.bounding),
+            effective: keep(self.effective),
+            permitted: keep(self.permitted),
+            inheritable: keep(self.inheritable),
+            ambient: keep(self.ambient),
+        }
+    }
+
     /// Adds `cap` to bounding, effective and permitted (as `--cap-add`).
     pub fn add(&mut self, cap: Capability) {
         for set in [&mut self.bounding, &mut self.effective, &mut self.permitted] {
@@ -227,6 +239,16 @@ pub(crate) fn apply_sets(caps: &Capabilities) -> Result<(), (u32, i32)> {
         }
     }
     Ok(())
+}
+
+/// The calling process's bounding set: the capabilities it could give a child at all.
+pub(crate) fn own_bounding() -> CapMask {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .map_or(CapMask(u64::MAX), CapMask)
 }
 
 /// The highest capability number this kernel knows.

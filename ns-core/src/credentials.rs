@@ -61,6 +61,19 @@ impl Credentials {
         rlimits: &[Rlimit],
         seccomp: SeccompProfile,
     ) -> Result<Credentials, Error> {
+        // As runc does, a capability this process cannot hold (outside its own bounding set,
+        // e.g. in a sandbox that dropped it) is left out rather than failing capset(2): so
+        // `--cap-add ALL` means every capability there is to give.
+        let available = capabilities::own_bounding();
+        let kept = caps.within(available);
+        if kept != caps {
+            tracing::warn!(
+                missing =
+                    format_args!("{:#x}", (caps.bounding.0 | caps.permitted.0) & !available.0),
+                "capabilities outside capsule's own bounding set are left out"
+            );
+        }
+        let caps = kept;
         Ok(Credentials {
             rlimits: rlimits.to_vec(),
             caps,

@@ -450,6 +450,31 @@ fn uid_and_gid_maps_put_root_inside_on_a_host_range() {
     );
 }
 
+/// `--cap-add ALL` gives every capability capsule itself may hold (runc's "unknown or
+/// unavailable capabilities" are left out), not a capset(2) failure where the host's own
+/// bounding set lacks one.
+#[test]
+fn cap_add_all_gives_what_capsule_may_hold() {
+    let env = env_or_skip!();
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let launch = env.run(
+        &["--cap-add", "ALL", "--seccomp", "unconfined"],
+        &["sh", "-c", "grep CapEff /proc/self/status"],
+    );
+    assert_eq!(launch.code, 0, "{launch:?}");
+    assert_eq!(
+        launch.stdout.trim(),
+        format!("CapEff:\t{own}"),
+        "{launch:?}"
+    );
+}
+
 /// Only the OCI default devices open: a node the container makes for a host device (here
 /// `/dev/kvm`, 10:232, with the default `CAP_MKNOD`) is refused by the devices cgroup, as runc
 /// and crun refuse it, while `/dev/null` and `/dev/zero` work.
