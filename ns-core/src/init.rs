@@ -222,8 +222,9 @@ impl Report {
 
 /// Gives the calling thread the signal state of a fresh process: every signal at its default
 /// action (an ignored one stays ignored across execve(2), and Rust's runtime ignores
-/// `SIGPIPE`) and none blocked. Async-signal-safe and allocation-free.
-pub(crate) fn reset_signals() {
+/// `SIGPIPE`) and none blocked, or with `keep_blocked`, every signal still blocked (for an
+/// init, which takes them with sigwaitinfo). Async-signal-safe and allocation-free.
+pub(crate) fn reset_signals(keep_blocked: bool) {
     // The raw system call: the C libraries' sigaction refuses the real-time signals they
     // reserve for themselves (32 and 33 in glibc, 32 to 34 in musl), which a caller may still
     // have ignored.
@@ -248,13 +249,13 @@ pub(crate) fn reset_signals() {
             };
         }
     }
-    let none = 0u64;
-    // SAFETY: `none` is a kernel signal set of the size passed.
+    let mask: u64 = if keep_blocked { u64::MAX } else { 0 };
+    // SAFETY: `mask` is a kernel signal set of the size passed.
     unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &none as *const u64,
+            &mask as *const u64,
             std::ptr::null_mut::<u64>(),
             std::mem::size_of::<u64>(),
         )
@@ -352,7 +353,7 @@ mod tests {
                     0usize,
                     8usize,
                 );
-                reset_signals();
+                reset_signals(false);
                 libc::syscall(
                     libc::SYS_rt_sigprocmask,
                     libc::SIG_BLOCK,

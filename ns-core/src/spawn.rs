@@ -481,6 +481,17 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
     // SAFETY: plain libc calls on file descriptors this process owns and on data prepared in
     // the parent (see the module doc); none of them allocates.
     unsafe {
+        // The container's PID 1 drops a signal it has no handler for unless the signal is
+        // blocked: blocked from here to the init's sigwaitinfo (across its execve), a SIGTERM
+        // capsule forwards during set-up waits for the init instead of vanishing.
+        let all = u64::MAX;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        );
         libc::close(go_write);
         libc::close(report_read);
         let mut byte = 0u8;
@@ -551,8 +562,10 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
-        // The workload starts as from a shell, not with the signals capsule ignores or blocks.
-        reset_signals();
+        // The workload starts as from a shell, not with the signals capsule ignores or blocks;
+        // an init keeps them blocked until it waits for them, and unblocks them for the
+        // command it forks.
+        reset_signals(p.init.is_some());
         if let Err(e) = p.credentials.install_seccomp() {
             fail(Stage::Seccomp, 0, e);
         }
