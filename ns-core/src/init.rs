@@ -249,7 +249,12 @@ pub(crate) fn reset_signals(keep_blocked: bool) {
             };
         }
     }
-    let mask: u64 = if keep_blocked { u64::MAX } else { 0 };
+    set_signal_mask(if keep_blocked { u64::MAX } else { 0 });
+}
+
+/// Sets the calling thread's blocked signals to `mask` (bit N-1 for signal N), with the raw
+/// system call for the same reason as above. Async-signal-safe and allocation-free.
+pub(crate) fn set_signal_mask(mask: u64) {
     // SAFETY: `mask` is a kernel signal set of the size passed.
     unsafe {
         libc::syscall(

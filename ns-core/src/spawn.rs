@@ -31,7 +31,7 @@ use crate::credentials::{CredentialStep, Credentials};
 use crate::error::AttachError;
 use crate::handoff;
 use crate::idmapped_root;
-use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals};
+use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals, set_signal_mask};
 use crate::mounts::{self, Planner, Step};
 use crate::rlimits;
 use crate::rootfs::{self, Layers};
@@ -484,14 +484,7 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         // The container's PID 1 drops a signal it has no handler for unless the signal is
         // blocked: blocked from here to the init's sigwaitinfo (across its execve), a SIGTERM
         // capsule forwards during set-up waits for the init instead of vanishing.
-        let all = u64::MAX;
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &all as *const u64,
-            std::ptr::null_mut::<u64>(),
-            std::mem::size_of::<u64>(),
-        );
+        set_signal_mask(u64::MAX);
         libc::close(go_write);
         libc::close(report_read);
         let mut byte = 0u8;
