@@ -46,6 +46,24 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     file.write_all(value.as_bytes()).map_err(wrap)
 }
 
+/// Writes each of `values` to `path` with a write(2) of its own on one open file: for the
+/// control files that take one entry per write (v1 `devices.allow`).
+pub(crate) fn write_each(path: &Path, values: &[&str]) -> Result<()> {
+    let wrap = |value: &str, source| Error::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| wrap(values.first().copied().unwrap_or_default(), e))?;
+    for value in values {
+        file.write_all(value.as_bytes()).map_err(|e| wrap(value, e))?;
+    }
+    Ok(())
+}
+
 /// Parses a file's whole (trimmed) contents as a number.
 pub(crate) fn parse<T: FromStr>(path: &Path, text: &str) -> Result<T> {
     let text = text.trim();

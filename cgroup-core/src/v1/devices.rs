@@ -30,8 +30,5 @@ pub const OCI_DEFAULT_DEVICES: &[&str] = &[
 /// Denies every device in `dir`, then allows `rules` (`TYPE MAJOR:MINOR ACCESS` lines).
 pub(crate) fn allow_only(dir: &Path, rules: &[&str]) -> Result<()> {
     fs::write(&dir.join("devices.deny"), "a")?;
-    for rule in rules {
-        fs::write(&dir.join("devices.allow"), rule)?;
-    }
-    Ok(())
+    fs::write_each(&dir.join("devices.allow"), rules)
 }
