@@ -59,7 +59,8 @@ pub(crate) fn write_each(path: &Path, values: &[&str]) -> Result<()> {
         .open(path)
         .map_err(|e| wrap(values.first().copied().unwrap_or_default(), e))?;
     for value in values {
-        file.write_all(value.as_bytes()).map_err(|e| wrap(value, e))?;
+        file.write_all(value.as_bytes())
+            .map_err(|e| wrap(value, e))?;
     }
     Ok(())
 }
