@@ -361,10 +361,6 @@ fn check_long(rc: libc::c_long) -> Result<libc::c_long, i32> {
     if rc < 0 { Err(errno()) } else { Ok(rc) }
 }
 
-fn opt_ptr(s: &Option<CString>) -> *const libc::c_char {
-    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
-}
-
 /// A missing path is not an error for the ops that only act on what the image has.
 fn skip_missing(result: Result<Fd, i32>) -> Result<Option<Fd>, i32> {
     match result {
@@ -383,23 +379,13 @@ fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i
         data,
     } = op
     {
-        // SAFETY: every pointer is a NUL-terminated string owned by `op` or null, as
-        // mount(2) allows for source, fstype and data.
-        let rc = unsafe {
-            libc::mount(
-                opt_ptr(source),
-                target.as_ptr(),
-                opt_ptr(fstype),
-                *flags,
-                opt_ptr(data).cast(),
-            )
-        };
-        check(rc)?;
-        // A bind mount ignores MS_RDONLY and friends on creation; they need a remount.
-        if *flags & libc::MS_BIND != 0 && *flags & libc::MS_RDONLY != 0 {
-            remount_readonly(target)?;
-        }
-        return Ok(());
+        return mount_host_path(
+            source.as_deref(),
+            target,
+            fstype.as_deref(),
+            *flags,
+            data.as_deref(),
+        );
     }
     if let Op::RootTree {
         source,
@@ -421,21 +407,14 @@ fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i
             })
             .map(drop);
         }
-        // SAFETY: NUL-terminated strings or null where mount(2) allows it.
-        check(unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        })?;
-        return if *readonly {
-            remount_readonly(target)
-        } else {
-            Ok(())
-        };
+        let rdonly = if *readonly { libc::MS_RDONLY } else { 0 };
+        return mount_host_path(
+            Some(source),
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REC | rdonly,
+            None,
+        );
     }
     if let Op::OpenRoot { path } = op {
         // SAFETY: `path` is NUL-terminated; the descriptor is owned by the returned `Fd`.
@@ -542,6 +521,33 @@ fn run_op(op: &Op, root: &mut Option<Fd>, tree: &mut Option<Fd>) -> Result<(), i
     }
 }
 
+/// mount(2) at the host path `target`; a read-only bind is remounted read-only, since a bind
+/// mount ignores `MS_RDONLY` and friends on creation.
+fn mount_host_path(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> Result<(), i32> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is a NUL-terminated string or null, as mount(2) allows for
+    // source, fstype and data.
+    check(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    })?;
+    if flags & libc::MS_BIND != 0 && flags & libc::MS_RDONLY != 0 {
+        remount_readonly(target)?;
+    }
+    Ok(())
+}
+
 /// mount(2) of a new file system on exactly the file `target` holds, whatever its path has
 /// become since it was resolved.
 fn mount_on(
@@ -626,7 +632,7 @@ const ST_RELATIME: libc::c_ulong = 0x1000;
 
 /// Remounts the bind mount at `path` read-only, keeping its other flags: in a user
 /// namespace the kernel refuses a remount that would clear a locked flag.
-pub(crate) fn remount_readonly(path: &CString) -> Result<(), i32> {
+fn remount_readonly(path: &CStr) -> Result<(), i32> {
     // SAFETY: an all-zero `statvfs` is a valid value for statvfs(3) to overwrite.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `path` is NUL-terminated and `st` is writable for the call.

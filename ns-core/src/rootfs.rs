@@ -123,17 +123,9 @@ pub(crate) fn plan(
         None,
         "make / private",
     )?;
-    if !overlay && idmap {
+    if !overlay {
+        // The launcher's idmapped tree when it made one, else the source bound read-only.
         p.root_tree(&spec.rootfs, &layers.merged, true)?;
-    } else if !overlay {
-        p.push_host_mount(
-            Some(&source),
-            &merged,
-            None,
-            libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY,
-            None,
-            "bind the root filesystem",
-        )?;
     } else {
         // Overlay options are separated by commas; a path holding one cannot be expressed.
         for dir in [&spec.rootfs, &layers.upper, &layers.work, &layers.lower] {
