@@ -36,23 +36,16 @@ mod rootfs;
 pub mod seccomp;
 mod spawn;
 mod spec;
-mod subid;
 mod sys;
 
-pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use credentials::{CredentialError, CredentialStep, Credentials};
 pub use error::{AttachError, Error};
-pub use idmap::{IdMap, IdMaps};
 pub use in_root::open_in_root;
 pub use init::Init;
-pub use rlimits::{
-    RLIM_INFINITY, Rlimit, check_rlimit, parse_rlimit_resource, parse_rlimit_value, rlimit_value,
-    show_rlimit_value,
+// The process's data types are the `plan` crate's, as youki's are oci-spec's.
+pub use plan::{
+    CapMask, Capabilities, DEFAULT_PATH, IdMap, IdMaps, SeccompProfile, User, parse_capability,
 };
-pub use seccomp::SeccompProfile;
+pub use rlimits::Rlimit;
 pub use spawn::{ExitStatus, Running, spawn};
-pub use spec::{
-    ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, Mount, MountKind,
-    User,
-};
-pub use subid::SubIdRange;
+pub use spec::{ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, Mount, MountKind};

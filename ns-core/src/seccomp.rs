@@ -118,20 +118,7 @@ pub type BpfProgram = Vec<sock_filter>;
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("capsule's seccomp profile is written for x86_64 only (see ns-core/src/seccomp.rs)");
 
-/// Which filter a container gets. serde Serialize/Deserialize, lowercase ("default",
-/// "strict", "unconfined").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SeccompProfile {
-    /// The Docker-equivalent default profile described in this module.
-    #[default]
-    Default,
-    /// The default profile minus [`STRICT_DENIED`], namespace creation and `clone3`,
-    /// whatever the container's capabilities (see "The strict profile" above).
-    Strict,
-    /// No filter at all.
-    Unconfined,
-}
+pub use plan::SeccompProfile;
 
 /// Why a filter could not be built or installed.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,6 @@ use crate::handoff;
 use crate::idmapped_root;
 use crate::init::{CONTAINER_ARG, Init, REPORT_FD, Report, reset_signals, set_signal_mask};
 use crate::mounts::{self, Planner, Step};
-use crate::rlimits;
 use crate::rootfs::{self, Layers};
 use crate::spec::ContainerSpec;
 use crate::sys::{cpath, cstring, errno};
@@ -267,7 +266,7 @@ where
     };
     // From here, dropping `running` on an error kills and reaps the child.
     if let Some(maps) = &spec.user_namespace {
-        maps.write(pid, nix::unistd::geteuid().is_root())?;
+        crate::idmap::write_id_maps(maps, pid, nix::unistd::geteuid().is_root())?;
     }
     attach(pid).map_err(Error::Attach)?;
     if let (Some((launcher, _)), true) = (&handoff, idmap) {
@@ -784,7 +783,7 @@ impl Explain {
                 step,
                 self.rlimits
                     .get(r.index as usize)
-                    .map_or("?", |r| rlimits::resource_name(*r))
+                    .map_or("?", |r| plan::rlimit_name(*r))
                     .to_owned(),
             ),
             s if s == Stage::Cwd as u32 => (step, self.cwd.clone()),

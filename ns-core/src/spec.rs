@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Capabilities, IdMaps, Rlimit, SeccompProfile};
+use plan::{Capabilities, DEFAULT_PATH, IdMaps, SeccompProfile, User};
+
+use crate::Rlimit;
 
 /// One container: its root filesystem, its process and the privileges it keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,14 +46,6 @@ pub struct ContainerSpec {
     /// child (as `docker run --init`); the caller passes the program to [`spawn`](crate::spawn)
     /// as an [`Init`](crate::Init). When false the command itself is PID 1.
     pub init: bool,
-}
-
-/// The identity the command runs as, in the container's id space.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
 }
 
 /// A mount added to the container, at `destination` inside it.
@@ -100,9 +94,6 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-/// The `PATH` a container gets when its environment has none (Docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ContainerSpec {
     /// A spec with the defaults of `docker run`: root, the OCI default capabilities, the

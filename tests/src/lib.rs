@@ -64,7 +64,7 @@ pub fn env() -> Option<Env> {
         Some("root (namespaces and cgroups)".to_owned())
     } else if !capsule.is_file() {
         Some(format!(
-            "the capsule binary at {} (cargo build -p scripting)",
+            "the capsule binary at {} (cargo build -p capsule)",
             capsule.display()
         ))
     } else if !rootfs.join("bin/busybox").is_file() {

@@ -342,7 +342,7 @@ fn driver_plan(tools: &[&str], capsule_cmdline: Option<&str>) -> serde_json::Val
 }
 
 /// The guest config capsule writes for `capsule run --isolation microvm --rootfs R --
-/// /bin/true` (scripting's `guest_config` of that Plan).
+/// /bin/true` (the microVM backend's `guest_config` of that Plan).
 fn guest_config() -> GuestConfig {
     let mut config = GuestConfig::new(vec!["/bin/true".to_owned()]);
     // What `capsule run` gives the guest when no `--env` is set.

@@ -36,7 +36,7 @@ pub fn run() -> Result<()> {
     let capsule_bin = util::target_dir().join("debug").join("capsule");
     if !capsule_bin.is_file() {
         anyhow::bail!(
-            "`cargo build --workspace` succeeded but {} is missing; the `capsule` binary of package `scripting` is needed by the tests",
+            "`cargo build --workspace` succeeded but {} is missing; the `capsule` binary of package `capsule` is needed by the tests",
             capsule_bin.display()
         );
     }

@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz`: runs the policy fuzz target (`scripting/fuzz`, target `check`) for a
+//! `cargo xtask fuzz`: runs the policy fuzz target (`policy/fuzz`, target `check`) for a
 //! bounded time on the stable toolchain, seeded with the example scripts.
 //!
 //! cargo-fuzz defaults to AddressSanitizer, which needs nightly (`-Zsanitizer`); CI has only
@@ -21,7 +21,7 @@ use crate::util::{self, progress};
 /// stable (see above).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The fuzz target: `scripting::policy::check_source` on arbitrary text.
+/// The fuzz target: `policy::check_source` on arbitrary text.
 const TARGET: &str = "check";
 
 /// The longest a single input may run, in seconds, before libFuzzer calls it a hang. The
@@ -36,7 +36,7 @@ pub fn run(seconds: u64) -> Result<()> {
     ensure_cargo_fuzz()?;
 
     let root = util::workspace_root();
-    let fuzz_dir = root.join("scripting").join("fuzz");
+    let fuzz_dir = root.join("policy").join("fuzz");
     // The corpus libFuzzer grows (git-ignored) is kept between runs, so each run starts
     // where the last one stopped; the examples are read-only seeds beside it.
     let corpus = fuzz_dir.join("corpus").join(TARGET);
@@ -72,11 +72,11 @@ pub fn run(seconds: u64) -> Result<()> {
             return Err(e);
         };
         bail!(
-            "the fuzzer found an input that crashes or hangs `scripting::policy::check_source`: \
-             scripting/fuzz/{}\n\
-             reproduce it with `cd scripting/fuzz && cargo fuzz run {TARGET} --sanitizer none --debug-assertions {first}`, \
-             fix the panic, and add the input as a regression test (as in scripting/tests/policy_sandbox.rs)",
-            found.join(", scripting/fuzz/"),
+            "the fuzzer found an input that crashes or hangs `policy::check_source`: \
+             policy/fuzz/{}\n\
+             reproduce it with `cd policy/fuzz && cargo fuzz run {TARGET} --sanitizer none --debug-assertions {first}`, \
+             fix the panic, and add the input as a regression test (as in policy/tests/policy_sandbox.rs)",
+            found.join(", policy/fuzz/"),
         );
     }
     progress!("fuzzing found no crash in {seconds} s");

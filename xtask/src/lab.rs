@@ -588,12 +588,12 @@ fn build_static_capsule() -> Result<PathBuf> {
             "--target",
             TEST_TARGET,
             "-p",
-            "scripting",
+            "capsule",
             "--bin",
             "capsule",
         ]),
         &format!(
-            "the capsule CLI (package `scripting`) must build as a static {TEST_TARGET} binary for the lab; fix the errors above"
+            "the capsule CLI (package `capsule`) must build as a static {TEST_TARGET} binary for the lab; fix the errors above"
         ),
     )?;
     let bin = util::target_dir()
@@ -602,7 +602,7 @@ fn build_static_capsule() -> Result<PathBuf> {
         .join("capsule");
     if !bin.is_file() {
         bail!(
-            "cargo built successfully but {} does not exist; is the `capsule` binary still in package `scripting`?",
+            "cargo built successfully but {} does not exist; is the `capsule` binary still in package `capsule`?",
             bin.display()
         );
     }

@@ -56,7 +56,7 @@ enum Cmd {
         #[arg(long, value_name = "CMD", conflicts_with = "filter")]
         exec: Vec<String>,
     },
-    /// Fuzz the policy checker (`scripting/fuzz`, target `check`) for a bounded time on the
+    /// Fuzz the policy checker (`policy/fuzz`, target `check`) for a bounded time on the
     /// stable toolchain, seeded with examples/*.rhai; installs cargo-fuzz if missing.
     Fuzz {
         /// How long libFuzzer runs, after the build.

@@ -9,8 +9,8 @@ pub fn run() -> Result<()> {
     progress!("regenerating docs/policy.md from the registered policy functions");
     util::run(
         util::cargo()
-            .args(["test", "-q", "-p", "scripting", "--test", "policy_doc"])
+            .args(["test", "-q", "-p", "capsule", "--test", "policy_doc"])
             .env("UPDATE_DOCS", "1"),
-        "the scripting crate must build; see the test's output above",
+        "the capsule crate must build; see the test's output above",
     )
 }

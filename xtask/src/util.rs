@@ -166,13 +166,13 @@ pub fn require_root(what: &str) -> Result<()> {
 /// Builds the release `capsule` binary and returns its path.
 pub fn build_release_capsule() -> Result<PathBuf> {
     run(
-        cargo().args(["build", "--release", "-p", "scripting", "--bin", "capsule"]),
-        "the capsule CLI (package `scripting`) must build in release mode; fix the compile errors above",
+        cargo().args(["build", "--release", "-p", "capsule", "--bin", "capsule"]),
+        "the capsule CLI (package `capsule`) must build in release mode; fix the compile errors above",
     )?;
     let bin = target_dir().join("release").join("capsule");
     if !bin.is_file() {
         bail!(
-            "cargo built successfully but {} does not exist; is the `capsule` binary still in package `scripting`?",
+            "cargo built successfully but {} does not exist; is the `capsule` binary still in package `capsule`?",
             bin.display()
         );
     }

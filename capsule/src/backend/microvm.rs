@@ -1,0 +1,311 @@
+//! The microVM backend: the Plan's process runs under capsule-init in a
+//! stock Linux kernel on capsule's own VMM (kvm-core).
+//!
+//! The launch owns nothing outside this process: guest memory, vCPU threads
+//! and the per-launch archive all live and die with it, so there is no
+//! state directory for `capsule gc` to clean.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
+use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+
+use plan::{Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem, Timings, VmSpec};
+
+use super::Backend;
+use crate::{Error, host, process, state};
+
+/// Guest RAM when the Plan sets no memory.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// The exit status of a launch stopped by `--timeout`, as coreutils' `timeout`.
+const TIMED_OUT: i32 = 124;
+
+/// The kernel and base initramfs a Plan boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestArtifacts {
+    /// The kernel: an ELF vmlinux booted through PVH, or a bzImage.
+    pub kernel: PathBuf,
+    /// The base initramfs holding capsule-init and the guest's modules.
+    pub initrd: PathBuf,
+}
+
+impl GuestArtifacts {
+    /// The Plan's own files, else `cargo xtask guest`'s: `$CAPSULE_GUEST_DIR`,
+    /// else `~/.cache/capsule/guest`. Of its two kernels the ELF vmlinux is preferred: PVH
+    /// enters it in 32-bit mode without the bzImage's 51 MiB decompression (about 7% of a
+    /// lab boot, measured).
+    pub fn of(vm: &VmSpec) -> GuestArtifacts {
+        let dir = guest_dir();
+        let default_kernel = || {
+            let vmlinux = dir.join("vmlinux");
+            if vmlinux.exists() {
+                vmlinux
+            } else {
+                dir.join("vmlinuz")
+            }
+        };
+        GuestArtifacts {
+            kernel: vm.kernel.clone().unwrap_or_else(default_kernel),
+            initrd: vm
+                .initrd
+                .clone()
+                .unwrap_or_else(|| dir.join("initramfs.cpio")),
+        }
+    }
+}
+
+fn guest_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAPSULE_GUEST_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/capsule/guest")
+}
+
+/// The signal that asked the launch to stop, 0 for none.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop the VM (as they would end the command),
+/// and capsule then exits 128 + the signal, as a shell reports it.
+fn catch_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let handler: extern "C" fn(libc::c_int) = on_stop_signal;
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+}
+
+/// The microVM backend: the Plan's process runs under capsule-init in a stock Linux kernel
+/// on capsule's own VMM (kvm-core).
+#[derive(Debug)]
+pub struct Microvm;
+
+impl Backend for Microvm {
+    /// A host that cannot boot the stock kernel at all is one error, not a list; otherwise the
+    /// guest artifacts the Plan boots must exist.
+    fn problems(&self, plan: &Plan, host: &Host) -> Result<Vec<Problem>, plan::Error> {
+        let vm = plan.vm.clone().unwrap_or_default();
+        let flavour = host::flavour(host.kvm);
+        if vm.kernel.is_none() && !flavour.boots_stock_kernels() {
+            return Err(plan::Error::Unsupported(format!(
+                "isolation \"microvm\" cannot boot the stock guest kernel here: {}",
+                flavour.stock_kernel_refusal()
+            )));
+        }
+        let artifacts = GuestArtifacts::of(&vm);
+        let mut problems = Vec::new();
+        for (field, path, flag) in [
+            ("vm.kernel", &artifacts.kernel, "kernel"),
+            ("vm.initrd", &artifacts.initrd, "initrd"),
+        ] {
+            if !path.is_file() {
+                let guest = "run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs)";
+                problems.push(
+                    Problem::new(field, format!("{field} {}", path.display()), "no such file")
+                        .fixes(
+                            format!("{guest} or give --{flag} FILE"),
+                            format!("{guest} or give {flag}(\"FILE\")"),
+                        ),
+                );
+            }
+        }
+        Ok(problems)
+    }
+
+    fn run(&self, plan: &Plan, _host: &Host) -> Result<Outcome, Error> {
+        run(plan)
+    }
+}
+
+/// Boots the Plan's microVM, runs its command and reports how it ended.
+fn run(plan: &Plan) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    let id = state::new_id();
+    let vm = plan.vm.clone().unwrap_or_default();
+    let artifacts = GuestArtifacts::of(&vm);
+
+    let guest = guest_config(plan, &vm, &id)?;
+    let mut archive = Vec::new();
+    guest_init::write_launch_archive(&mut archive, &guest, Some(&plan.root.path)).map_err(
+        |source| Error::GuestArchive {
+            rootfs: plan.root.path.clone(),
+            source,
+        },
+    )?;
+    let mut cmdline = format!(
+        "{KERNEL_CMDLINE} {}",
+        if vm.kernel_log {
+            ""
+        } else {
+            KERNEL_CMDLINE_QUIET
+        }
+    );
+    if let Some(extra) = &vm.cmdline {
+        cmdline = format!("{cmdline} {extra}");
+    }
+    let config = MachineConfig {
+        memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY) as usize,
+        vcpus: vcpus(plan),
+        kernel: artifacts.kernel,
+        initrd: vec![
+            InitrdPart::File(artifacts.initrd),
+            InitrdPart::Bytes(archive),
+        ],
+        cmdline,
+    };
+    let prepared = start.elapsed();
+
+    catch_stop_signals();
+    let mut machine = Machine::build(&config, Box::new(std::io::stdout()))?;
+    // The per-launch archive (the rootfs, megabytes) is in guest memory now; freed here, it
+    // stops counting as the VMM's own memory while the guest runs.
+    drop(config);
+    let created = start.elapsed();
+    let booted = Instant::now();
+    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &STOP);
+    let ran = start.elapsed();
+    let user_space = machine.user_space_reached();
+    // The VMM is this process: its RSS holds the guest RAM the guest touched,
+    // and what is left is the VMM's own (measured while the VM still exists).
+    let vmm_overhead =
+        status_bytes("VmRSS:").map(|rss| rss.saturating_sub(machine.guest_memory_resident()));
+    drop(machine);
+    let peak_rss = status_bytes("VmHWM:");
+    let _ = std::io::stdout().flush();
+    let exit = exit?;
+    let finished = start.elapsed();
+
+    let (exit_code, signal, error) = match exit {
+        MachineExit::Status(status) => (i32::from(status), None, None),
+        MachineExit::Timeout => (
+            TIMED_OUT,
+            None,
+            Some(format!(
+                "the guest did not finish within the {}s timeout and was stopped",
+                plan.timeout.unwrap_or_default()
+            )),
+        ),
+        MachineExit::Stopped => {
+            let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+            (128 + signal, Some(signal), None)
+        }
+        MachineExit::PowerOff => (
+            125,
+            None,
+            Some("the guest powered off without reporting an exit status".into()),
+        ),
+        MachineExit::Reset | MachineExit::TripleFault => (
+            125,
+            None,
+            Some(format!(
+                "the guest kernel {} before the command ended (a kernel panic, or a reboot); rerun with --kernel-log to see its console",
+                if exit == MachineExit::Reset {
+                    "reset"
+                } else {
+                    "triple-faulted"
+                }
+            )),
+        ),
+    };
+    if let Some(error) = &error {
+        eprintln!("capsule: {error}");
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Outcome {
+        id,
+        isolation: plan.isolation,
+        exit_code,
+        signal,
+        oom_killed: false,
+        error,
+        timings: Timings {
+            prepare_ms: ms(prepared),
+            create_ms: ms(created - prepared),
+            run_ms: ms(ran - created),
+            cleanup_ms: ms(finished - ran),
+            total_ms: ms(finished),
+            boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
+        },
+        peaks: Peaks {
+            memory_bytes: peak_rss,
+            vmm_overhead_bytes: vmm_overhead,
+            ..Default::default()
+        },
+        violations: Vec::new(),
+    })
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `resources.cpus` rounded up: 1.5 CPUs of time need 2 vCPUs.
+fn vcpus(plan: &Plan) -> u8 {
+    plan.resources.cpus.map_or(1, |cpus| {
+        cpus.ceil().clamp(1.0, f64::from(MICROVM_MAX_VCPUS)) as u8
+    })
+}
+
+/// The part of the Plan capsule-init carries out inside the guest: the
+/// process, with the same privileges, limits and seccomp filter it would
+/// have in a container.
+fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error> {
+    let process = &plan.process;
+    let hostname = process::hostname(plan, id);
+    Ok(GuestConfig {
+        args: process.args.clone(),
+        env: process::environment(plan, &hostname)?,
+        cwd: process.cwd.to_string_lossy().into_owned(),
+        uid: process.user.uid,
+        gid: process.user.gid,
+        additional_gids: process.user.additional_gids.clone(),
+        hostname: Some(hostname),
+        modules: Vec::new(),
+        readonly_root: plan.root.readonly,
+        quiet: !vm.kernel_log,
+        capabilities: process.capabilities,
+        no_new_privileges: process.no_new_privileges,
+        rlimits: process::rlimits(plan)?,
+        seccomp: plan.seccomp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpus_round_cpus_up() {
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        assert_eq!(vcpus(&plan), 1);
+        plan.resources.cpus = Some(1.5);
+        assert_eq!(vcpus(&plan), 2);
+        plan.resources.cpus = Some(0.1);
+        assert_eq!(vcpus(&plan), 1);
+    }
+
+    #[test]
+    fn the_plan_s_files_win_over_the_guest_dir() {
+        let vm = VmSpec {
+            kernel: Some("/k".into()),
+            ..Default::default()
+        };
+        let artifacts = GuestArtifacts::of(&vm);
+        assert_eq!(artifacts.kernel, PathBuf::from("/k"));
+        assert!(artifacts.initrd.ends_with("initramfs.cpio"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The backends that carry out a Plan, one per isolation, behind one trait, and the
+//! [`Launcher`] that picks the backend of a Plan, checks the Plan and runs it.
+
+use std::path::Path;
+
+use plan::{Host, Isolation, KATA_WHY, Outcome, Plan, Problem};
+
+use crate::Error;
+
+pub mod container;
+pub mod microvm;
+
+/// One way of isolating a Plan's process.
+pub trait Backend {
+    /// What only this backend sees wrong with `plan` on this host, beyond [`plan::validate`]:
+    /// files the Plan names that do not exist, limits the host's cgroups cannot give.
+    ///
+    /// # Errors
+    ///
+    /// [`plan::Error::Unsupported`] when this host cannot run the isolation at all.
+    fn problems(&self, plan: &Plan, host: &Host) -> Result<Vec<Problem>, plan::Error>;
+
+    /// Runs a Plan that passed [`Launcher::check`] to completion and reports how it went.
+    ///
+    /// # Errors
+    ///
+    /// What failed before the workload could run or be waited for; everything the launch
+    /// created is removed first.
+    fn run(&self, plan: &Plan, host: &Host) -> Result<Outcome, Error>;
+}
+
+/// Every backend of this build, set up for this host.
+#[derive(Debug)]
+pub struct Launcher {
+    container: container::Container,
+    microvm: microvm::Microvm,
+}
+
+impl Launcher {
+    /// The backends as this host can run them (its cgroup hierarchy, read once).
+    pub fn detect() -> Launcher {
+        Launcher::with_cgroups(cgroup_core::detect().ok())
+    }
+
+    /// The backends on a host whose cgroup hierarchy is `cgroups` (`None`: it has none).
+    pub fn with_cgroups(cgroups: Option<cgroup_core::Layout>) -> Launcher {
+        Launcher {
+            container: container::Container::new(cgroups),
+            microvm: microvm::Microvm,
+        }
+    }
+
+    /// The backend of `isolation`.
+    ///
+    /// # Errors
+    ///
+    /// [`plan::Error::Unsupported`] for an isolation this build has no backend for.
+    pub fn backend(&self, isolation: Isolation) -> Result<&dyn Backend, plan::Error> {
+        match isolation {
+            Isolation::Container => Ok(&self.container),
+            Isolation::Microvm => Ok(&self.microvm),
+            Isolation::Kata => Err(plan::Error::Unsupported(format!(
+                "isolation \"kata\" (a container inside a microVM) {KATA_WHY}; use --isolation microvm or container"
+            ))),
+        }
+    }
+
+    /// Checks `plan` as a whole before anything is created: its root, [`plan::validate`]
+    /// against `host`, and its backend's [`Backend::problems`], every problem at once.
+    ///
+    /// # Errors
+    ///
+    /// [`plan::Error::Invalid`] listing the problems, [`plan::Error::Unsupported`] when the
+    /// Plan's isolation cannot run here at all.
+    pub fn check(&self, plan: &Plan, host: &Host) -> Result<(), plan::Error> {
+        let backend_problems = self.backend(plan.isolation)?.problems(plan, host)?;
+        let mut problems = root_problems(&plan.root.path);
+        problems.extend(plan::validate(plan, host));
+        problems.extend(backend_problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(plan::Error::Invalid(problems))
+        }
+    }
+
+    /// Checks `plan` and runs it with its backend.
+    ///
+    /// # Errors
+    ///
+    /// As [`Launcher::check`] and [`Backend::run`].
+    pub fn run(&self, plan: &Plan, host: &Host) -> Result<Outcome, Error> {
+        self.check(plan, host)?;
+        self.backend(plan.isolation)?.run(plan, host)
+    }
+}
+
+/// The root filesystem every isolation needs: an existing directory.
+fn root_problems(root: &Path) -> Vec<Problem> {
+    let subject = format!("root.path {}", root.display());
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Vec::new(),
+        Ok(_) => vec![
+            Problem::new("root.path", &subject, "not a directory")
+                .fix("give the directory that becomes /"),
+        ],
+        Err(e) => vec![
+            Problem::new("root.path", &subject, e.to_string())
+                .fix("give an existing directory (cargo xtask rootfs busybox builds one)"),
+        ],
+    }
+}

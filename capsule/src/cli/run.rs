@@ -1,0 +1,141 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use plan::{Host, Outcome, Plan, Plans, Timings};
+
+use super::{LaunchArgs, PolicyArgs, fail, fail_policy, group};
+use crate::{Launcher, host};
+
+pub(super) fn run(
+    plan_file: Option<&Path>,
+    outcome_file: Option<&Path>,
+    args: &LaunchArgs,
+) -> ExitCode {
+    let plans = match plan_file {
+        Some(path) => read_plans(path),
+        None => args.to_plan().map(|plan| Plans::One(Box::new(plan))),
+    };
+    let plans = match plans {
+        Ok(plans) => plans,
+        Err(e) => return fail(e),
+    };
+    let host = host::probe();
+    let launcher = Launcher::detect();
+    match &plans {
+        Plans::One(plan) => {
+            let (outcome, code) = launch(&launcher, plan, &host);
+            finish(outcome_file, &outcome, code)
+        }
+        Plans::Together(group) | Plans::InOrder(group) => {
+            // As for a script's group: every Plan is valid before any is launched, so an
+            // in-order group never stops halfway over a problem that was known at the start.
+            let path = plan_file.map_or_else(String::new, |p| p.display().to_string());
+            if let Err(code) = validate_group(&launcher, &path, group, &host) {
+                return code;
+            }
+            let (outcomes, code) = group::launch(group, plans.sequential());
+            finish(outcome_file, &outcomes, code)
+        }
+    }
+}
+
+/// Validates each Plan of a saved group, reporting every problem with the Plan's place in
+/// the file (a saved Plan has no script lines to point at).
+fn validate_group(
+    launcher: &Launcher,
+    path: &str,
+    plans: &[Plan],
+    host: &Host,
+) -> Result<(), ExitCode> {
+    let mut valid = true;
+    for (i, plan) in plans.iter().enumerate() {
+        if let Err(e) = launcher.check(plan, host) {
+            eprintln!("capsule: {path}: plan {i} of the group: {e}");
+            valid = false;
+        }
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(ExitCode::from(crate::ExitCode::Runtime as u8))
+    }
+}
+
+/// `capsule run SCRIPT.rhai`: every Plan is validated, each problem pointing at its script
+/// line, before any is launched; one Plan runs here, a group as child launches.
+pub(super) fn run_script(
+    script: &Path,
+    outcome_file: Option<&Path>,
+    policy: &PolicyArgs,
+    args: &LaunchArgs,
+) -> ExitCode {
+    let (evaluation, inputs) = match policy.evaluate(script, args, false) {
+        Ok(evaluated) => evaluated,
+        Err(e) => return fail_policy(&e),
+    };
+    let host = inputs.host;
+    let launcher = Launcher::detect();
+    if let Err(e) = evaluation.validate(&|plan| launcher.check(plan, &host)) {
+        return fail_policy(&e);
+    }
+    match evaluation.to_plans() {
+        Plans::One(plan) => {
+            let (outcome, code) = launch(&launcher, &plan, &host);
+            finish(outcome_file, &outcome, code)
+        }
+        plans => {
+            let (outcomes, code) = group::launch(plans.plans(), plans.sequential());
+            finish(outcome_file, &outcomes, code)
+        }
+    }
+}
+
+/// Runs one Plan with its backend; a failure becomes an Outcome with the error in it.
+fn launch(launcher: &Launcher, plan: &Plan, host: &Host) -> (Outcome, i32) {
+    match launcher.run(plan, host) {
+        Ok(outcome) => {
+            let code = outcome.exit_code;
+            (outcome, code)
+        }
+        Err(e) => {
+            eprintln!("capsule: {e}");
+            let code = e.exit_code() as i32;
+            (failed_outcome(plan, code, e.to_string()), code)
+        }
+    }
+}
+
+/// Writes the Outcome(s) where `--outcome` asked, and exits with `code`.
+fn finish(outcome_file: Option<&Path>, outcome: &impl serde::Serialize, code: i32) -> ExitCode {
+    if let Some(path) = outcome_file {
+        let json = serde_json::to_string_pretty(outcome).expect("an Outcome serialises");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            return fail(format!(
+                "cannot write the outcome to {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Reads what `capsule plan` printed: one Plan, an array of Plans or an in-order group.
+fn read_plans(path: &Path) -> Result<Plans, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
+    Plans::from_json(&text).map_err(|e| format!("plan {}: {e}", path.display()))
+}
+
+pub(super) fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
+    Outcome {
+        id: String::new(),
+        isolation: plan.isolation,
+        exit_code: code,
+        signal: None,
+        oom_killed: false,
+        error: Some(error),
+        timings: Timings::default(),
+        peaks: Default::default(),
+        violations: Vec::new(),
+    }
+}

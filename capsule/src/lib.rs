@@ -1,0 +1,22 @@
+//! The capsule launcher: the `capsule` command line and what carries a Plan out.
+//!
+//! A launch flows one way: a policy script (the `policy` crate) or the flags build a
+//! [`plan::Plan`]; the [`Launcher`] checks it against facts about the [`host`] and hands it to
+//! the [`Backend`] of its isolation ([`backend::container`], [`backend::microvm`]), which
+//! returns a [`plan::Outcome`]. Launch state that outlives the process lives in a [`state`]
+//! directory per launch, so [`state::gc`] can clean up after a crash.
+//!
+//! The `capsule` command line ([`cli`]) is a thin shell over these.
+
+pub mod backend;
+pub mod cli;
+mod error;
+pub mod host;
+mod image_files;
+mod process;
+pub mod state;
+
+pub use backend::{Backend, Launcher};
+pub use error::{Error, ExitCode};
+pub use image_files::InRoot;
+pub use plan::Problem;

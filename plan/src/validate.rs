@@ -1,0 +1,343 @@
+//! Checking a Plan as a whole, against facts about the host, before anything is created.
+//!
+//! Every problem is collected, not just the first, and each names the field, the value and
+//! what would be accepted, with advice for the flags and for a policy script ([`Problem`]).
+
+use std::path::Path;
+
+use crate::{
+    Host, Isolation, MountType, Plan, Problem, check_rlimit, parse_rlimit_resource,
+    show_rlimit_value,
+};
+
+/// The least guest RAM a microVM boots with: the kernel decompresses itself into ~60 MiB,
+/// and the initramfs is unpacked into RAM.
+pub const MICROVM_MIN_MEMORY: u64 = 128 << 20;
+
+/// The most vCPUs a microVM has (the x86 xAPIC ids below the broadcast id 0xff, less the
+/// I/O APIC's).
+pub const MICROVM_MAX_VCPUS: u8 = 254;
+
+/// Every problem of `plan` that its own data and the `host` facts show, in the Plan's field
+/// order; empty when there is none. Pure: it reads nothing of the machine it runs on, so a
+/// Plan checks the same against the same facts anywhere. What only a backend knows (the
+/// cgroup hierarchy's controllers, whether the guest kernel file exists) the backend adds.
+pub fn validate(plan: &Plan, host: &Host) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    common_problems(plan, host, &mut problems);
+    match plan.isolation {
+        Isolation::Container => container_problems(plan, host, &mut problems),
+        Isolation::Microvm => microvm_problems(plan, &mut problems),
+        // A container inside a microVM: the launcher refuses the isolation as a whole.
+        Isolation::Kata => {}
+    }
+    problems
+}
+
+/// Why `kata` is refused, for the flags and for scripts alike.
+pub const KATA_WHY: &str = "needs the microVM's virtio devices, which this build does not have yet";
+
+/// What a microVM cannot do yet.
+fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    let r = &plan.resources;
+    if let Some(memory) = r.memory
+        && memory < MICROVM_MIN_MEMORY
+    {
+        problems.push(
+            Problem::new(
+                "resources.memory",
+                format!("resources.memory {memory}"),
+                "a microVM needs at least 128M (its kernel and initramfs live in it)",
+            )
+            .fixes(
+                "give --memory 128M or more",
+                "give memory(\"128M\") or more",
+            ),
+        );
+    }
+    if let Some(cpus) = r.cpus
+        && cpus.ceil() > f64::from(MICROVM_MAX_VCPUS)
+    {
+        problems.push(
+            Problem::new(
+                "resources.cpus",
+                format!("resources.cpus {cpus}"),
+                "a microVM has at most 254 vCPUs",
+            )
+            .fixes("give --cpus 254 or fewer", "give cpus(254) or fewer"),
+        );
+    }
+    // A saved Plan's timeout never went through parse_duration; the run loop turns it into a
+    // Duration, which panics on what does not fit.
+    if let Some(timeout) = plan.timeout
+        && !crate::units::fits_duration(timeout)
+    {
+        problems.push(
+            Problem::new(
+                "timeout",
+                format!("timeout {timeout}"),
+                "expected a positive number of seconds that fits a duration",
+            )
+            .fixes(
+                "give --timeout 30s, for example",
+                "give timeout(\"30s\"), for example",
+            ),
+        );
+    }
+    let container_only = [
+        (
+            "memorySwap",
+            r.memory_swap.is_some(),
+            "--memory-swap",
+            "memory_swap",
+        ),
+        (
+            "cpuShares",
+            r.cpu_shares.is_some(),
+            "--cpu-shares",
+            "cpu_shares",
+        ),
+        ("pids", r.pids.is_some(), "--pids", "pids"),
+        (
+            "ioWeight",
+            r.io_weight.is_some(),
+            "--blkio-weight",
+            "io_weight",
+        ),
+        (
+            "cpusetCpus",
+            r.cpuset_cpus.is_some(),
+            "--cpuset-cpus",
+            "cpuset_cpus",
+        ),
+        (
+            "cpusetMems",
+            r.cpuset_mems.is_some(),
+            "--cpuset-mems",
+            "cpuset_mems",
+        ),
+    ];
+    for (field, set, flag, function) in container_only {
+        if set {
+            let field = format!("resources.{field}");
+            problems.push(
+                Problem::new(
+                    &field,
+                    &field,
+                    "a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\")",
+                )
+                .fixes(
+                    format!("drop {flag} or use --isolation container"),
+                    format!("drop {function}() or use isolation(\"container\")"),
+                ),
+            );
+        }
+    }
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        problems.push(
+            Problem::new(
+                format!("mounts[{i}]"),
+                format!("mounts {}", mount.destination.display()),
+                "a microVM cannot share host directories yet (that comes with its virtio devices)",
+            )
+            .fixes(
+                "drop --volume/--tmpfs or use --isolation container",
+                "drop bind()/tmpfs() or use isolation(\"container\")",
+            ),
+        );
+    }
+    if plan.user_namespace.is_some() {
+        problems.push(
+            Problem::new(
+                "userNamespace",
+                "userNamespace",
+                "a microVM's guest has its own kernel and ids",
+            )
+            .fixes("drop --uidmap/--gidmap", "drop map_uids()/map_gids()"),
+        );
+    }
+    if !plan.init {
+        problems.push(
+            Problem::new(
+                "init",
+                "init",
+                "in a microVM capsule-init is always PID 1 (it reports the exit status)",
+            )
+            .fixes("drop --no-init", "drop init(false)"),
+        );
+    }
+}
+
+fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
+    if plan.vm.is_some() {
+        problems.push(
+            Problem::new("vm", "vm", "the guest kernel, initrd, command line and kernel log are for isolation \"microvm\"")
+                .fixes(
+                    "drop --kernel/--initrd/--kernel-log/--kernel-cmdline",
+                    "drop kernel()/initrd()/kernel_cmdline()/kernel_log() or use isolation(\"microvm\")",
+                ),
+        );
+    }
+    if plan.timeout.is_some() {
+        problems.push(
+            Problem::new("timeout", "timeout", "containers do not take a timeout yet").fixes(
+                "drop --timeout or use --isolation microvm",
+                "drop timeout() or use isolation(\"microvm\")",
+            ),
+        );
+    }
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
+        if !mount.destination.is_absolute() || mount.destination == Path::new("/") {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "destination must be an absolute path other than /",
+            ));
+        }
+        match (mount.kind, &mount.source) {
+            (MountType::Bind, None) => problems.push(Problem::new(
+                &field,
+                &subject,
+                "a bind mount needs a source",
+            )),
+            (MountType::Tmpfs, Some(_)) => {
+                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(maps) = &plan.user_namespace {
+        if maps.uids.is_empty() || maps.gids.is_empty() {
+            problems.push(
+                Problem::new(
+                    "userNamespace",
+                    "userNamespace",
+                    "give both uid and gid maps",
+                )
+                .fixes("use --uidmap and --gidmap", "use map_uids() and map_gids()"),
+            );
+        } else if host.rootless {
+            problems.push(
+                Problem::new(
+                    "userNamespace",
+                    "userNamespace",
+                    "a rootless launch maps only your own ids",
+                )
+                .fixes(
+                    "drop --uidmap/--gidmap or run as root",
+                    "drop map_uids()/map_gids() or run capsule as root",
+                ),
+            );
+        } else {
+            let user = &plan.process.user;
+            if !maps.maps_uid(user.uid) || !maps.maps_gid(user.gid) {
+                problems.push(
+                    Problem::new(
+                        "process.user",
+                        format!("process.user {}:{}", user.uid, user.gid),
+                        "not mapped by userNamespace",
+                    )
+                    .fixes(
+                        "map it with --uidmap/--gidmap",
+                        "map it with map_uids()/map_gids()",
+                    ),
+                );
+            }
+        }
+    }
+    if host.rootless {
+        if plan.process.user.uid != 0 || plan.process.user.gid != 0 {
+            problems.push(
+                Problem::new(
+                    "process.user",
+                    format!(
+                        "process.user {}:{}",
+                        plan.process.user.uid, plan.process.user.gid
+                    ),
+                    "a rootless container maps only your own user, as root inside",
+                )
+                .fix("run capsule as root to use other users"),
+            );
+        }
+        if !plan.resources.is_empty() {
+            problems.push(
+                Problem::new(
+                    "resources",
+                    "resources",
+                    "limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none",
+                )
+                .fix("run capsule as root or drop the limits"),
+            );
+        }
+    }
+}
+
+/// Checks every isolation shares: the process, the hostname.
+fn common_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
+    if plan.process.args.first().is_none_or(|a| a.is_empty()) {
+        problems.push(
+            Problem::new("process.args", "process.args", "no command").fixes(
+                "give the command to run after --",
+                "give one after -- on the command line or with command([...])",
+            ),
+        );
+    }
+    if !plan.process.cwd.is_absolute() {
+        problems.push(Problem::new(
+            "process.cwd",
+            format!("process.cwd {:?}", plan.process.cwd),
+            "must be an absolute path",
+        ));
+    }
+    for env in &plan.process.env {
+        if !env.contains('=') {
+            problems.push(Problem::new(
+                "process.env",
+                format!("process.env {env:?}"),
+                "expected KEY=VALUE",
+            ));
+        }
+    }
+    for rlimit in &plan.process.rlimits {
+        let subject = format!("process.rlimits {}", rlimit.kind);
+        match parse_rlimit_resource(&rlimit.kind)
+            .and_then(|resource| check_rlimit(rlimit.soft, rlimit.hard).map(|_| resource))
+        {
+            Err(e) => problems.push(Problem::new("process.rlimits", &subject, e.to_string())),
+            // setrlimit(2) refuses more open files than fs.nr_open with EPERM, unlimited too.
+            Ok(resource)
+                if resource == libc::RLIMIT_NOFILE as i32 && rlimit.hard > host.nr_open =>
+            {
+                problems.push(
+                    Problem::new(
+                        "process.rlimits",
+                        &subject,
+                        format!(
+                            "the kernel caps open files at fs.nr_open ({}), so nofile cannot be {}",
+                            host.nr_open,
+                            show_rlimit_value(rlimit.hard)
+                        ),
+                    )
+                    .fix(format!("give nofile {} or less", host.nr_open)),
+                )
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(name) = &plan.hostname {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            problems.push(Problem::new(
+                "hostname",
+                format!("hostname {name:?}"),
+                "expected 1 to 64 letters, digits, '-' or '.'",
+            ));
+        }
+    }
+}

@@ -1,4 +1,0 @@
-//! The backends that carry out a Plan, one per isolation.
-
-pub mod container;
-pub mod microvm;
