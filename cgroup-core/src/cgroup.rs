@@ -77,6 +77,12 @@ impl Cgroup {
     /// The limits are [validated](Layout::validate) first, so nothing is created for limits the
     /// host cannot give. A name that already exists anywhere is an error and that directory is
     /// left alone. On any error, what this call created is removed again.
+    ///
+    /// Errors: [`Error::InvalidName`] for a `name` that is not one directory name,
+    /// [`Error::InvalidLimits`] listing every problem, [`Error::AlreadyExists`],
+    /// [`Error::Unavailable`] for a controller or interface file the host lacks, and
+    /// [`Error::CreateDir`], [`Error::Read`] or [`Error::Write`] naming the file the kernel
+    /// refused.
     pub fn create(layout: &Layout, name: &str, limits: &Limits) -> Result<Cgroup> {
         check_name(name)?;
         layout.validate(limits).map_err(Error::InvalidLimits)?;
@@ -92,7 +98,8 @@ impl Cgroup {
         result
     }
 
-    /// Reopens the cgroup `name` wherever it exists, or `None` if it exists nowhere.
+    /// Reopens the cgroup `name` wherever it exists, or `None` if it exists nowhere. Fails
+    /// with [`Error::InvalidName`] for a `name` that is not one directory name.
     pub fn open(layout: &Layout, name: &str) -> Result<Option<Cgroup>> {
         check_name(name)?;
         let mut cgroup = Cgroup::empty(layout, name);
@@ -112,7 +119,8 @@ impl Cgroup {
         Ok((!cgroup.v1.is_empty() || cgroup.v2.is_some()).then_some(cgroup))
     }
 
-    /// The names of our cgroups in any hierarchy, each once, sorted.
+    /// The names of our cgroups in any hierarchy, each once, sorted. Fails with
+    /// [`Error::ListDir`] when a `capsule` directory cannot be listed.
     pub fn list(layout: &Layout) -> Result<Vec<String>> {
         let mut mounts: Vec<&Path> = layout.v1().map(|v1| v1.mount_points()).unwrap_or_default();
         mounts.extend(layout.v2().map(|v2| v2.path()));
@@ -137,7 +145,7 @@ impl Cgroup {
     /// (v1 `devices.allow` lines, e.g. [`OCI_DEFAULT_DEVICES`](crate::OCI_DEFAULT_DEVICES)).
     /// Returns `false`, changing nothing, where the host has no v1 devices controller: cgroup
     /// v2 filters devices with a BPF program attached to the cgroup, which this crate does not
-    /// write yet.
+    /// write yet. Fails with [`Error::Write`] naming the rule the kernel refused.
     pub fn allow_only_devices(&self, rules: &[&str]) -> Result<bool> {
         match self.v1.get(&Controller::Devices) {
             Some(dir) => v1::devices::allow_only(dir, rules).map(|()| true),
@@ -146,7 +154,8 @@ impl Cgroup {
     }
 
     /// Moves process `pid` (and, on v1 and v2 alike, its future children) into the cgroup in
-    /// every hierarchy.
+    /// every hierarchy by writing it to `cgroup.procs`; [`Error::Write`] if the kernel refuses
+    /// (`ESRCH` for a process that is gone).
     pub fn add_task(&self, pid: i32) -> Result<()> {
         for dir in self.paths() {
             fs::write(&dir.join("cgroup.procs"), &pid.to_string())?;
@@ -176,7 +185,8 @@ impl Cgroup {
     }
 
     /// Resource use so far. On hybrid hosts the numbers come from the v1 controllers; CPU time
-    /// falls back to the unified `cpu.stat` when cpuacct is not mounted.
+    /// falls back to the unified `cpu.stat` when cpuacct is not mounted. Fails with
+    /// [`Error::Read`] or [`Error::Parse`] naming the statistics file.
     pub fn stats(&self) -> Result<Stats> {
         if self.unified_controllers {
             return match &self.v2 {
@@ -192,7 +202,10 @@ impl Cgroup {
     }
 
     /// Freezes every process in the cgroup and waits until the kernel reports it frozen:
-    /// `cgroup.freeze` where the unified hierarchy has it, else the v1 freezer.
+    /// `cgroup.freeze` where the unified hierarchy has it, else the v1 freezer. Fails with
+    /// [`Error::Unavailable`] when there is neither, [`Error::Timeout`] when the kernel does
+    /// not report the state in about 2 s (the freeze is then withdrawn), or the read or write
+    /// that failed.
     pub fn freeze(&self) -> Result<()> {
         match self.freezer()? {
             Freezer::V2(dir) => v2::freezer::freeze(dir),
@@ -200,7 +213,7 @@ impl Cgroup {
         }
     }
 
-    /// Lets frozen processes run again.
+    /// Lets frozen processes run again; fails as [`freeze`](Self::freeze) does.
     pub fn thaw(&self) -> Result<()> {
         match self.freezer()? {
             Freezer::V2(dir) => v2::freezer::thaw(dir),
@@ -210,7 +223,9 @@ impl Cgroup {
 
     /// SIGKILLs every process in the cgroup. With `cgroup.kill` (v2 and hybrid, Linux 5.14+)
     /// the kernel does it in one step; otherwise the cgroup is frozen so nothing can fork, each
-    /// process is signalled, and the cgroup is thawed so the signals are delivered.
+    /// process is signalled, and the cgroup is thawed so the signals are delivered. Fails with
+    /// [`Error::Signal`] for a process that could not be signalled (one already gone is fine),
+    /// or the write or thaw that failed.
     pub fn kill(&self) -> Result<()> {
         if let Some(dir) = self.v2.as_deref().filter(|dir| v2::can_kill(dir)) {
             return v2::kill(dir);
@@ -231,7 +246,9 @@ impl Cgroup {
 
     /// Kills what is left, waits (about 2 s at most) until the cgroup is empty, then removes
     /// every directory, descendants first. Directories already gone are fine, so removing a
-    /// half-removed cgroup again finishes the job.
+    /// half-removed cgroup again finishes the job. Fails with [`Error::Timeout`] when
+    /// processes remain, [`Error::RemoveDir`] naming the directory the kernel kept, or what
+    /// [`kill`](Self::kill) failed with.
     pub fn remove(self) -> Result<()> {
         if self.populated()? {
             self.kill()?;
@@ -271,7 +288,7 @@ impl Cgroup {
         match self.v1.get(&Controller::Freezer) {
             Some(dir) => Ok(Freezer::V1(dir)),
             None => Err(Error::Unavailable {
-                controller: "freezer".to_owned(),
+                controller: Controller::Freezer,
                 reason: format!(
                     "cgroup {} has neither cgroup.freeze nor a v1 freezer",
                     self.name
@@ -331,7 +348,7 @@ fn build(
                 Some(mount) => hierarchies.entry(mount).or_default().push(controller),
                 None if is_needed => {
                     return Err(Error::Unavailable {
-                        controller: controller.to_string(),
+                        controller,
                         reason: format!(
                             "no cgroup v1 hierarchy with the {controller} controller is mounted"
                         ),

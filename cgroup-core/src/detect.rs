@@ -142,8 +142,9 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// Reads a layout from the text of a `mountinfo` file; `None` if it names no cgroup mount
-    /// this crate can use.
+    /// Reads a layout from the text of a `mountinfo` file (fields as in proc_pid_mountinfo(5):
+    /// mount point, then filesystem type and super options after the `-`); `None` if it names
+    /// no cgroup mount this crate can use.
     ///
     /// v1 mounts that carry none of our [`Controller`]s (`name=systemd`, `devices`, `net_cls`)
     /// are ignored. When a controller is mounted twice, the first mount wins.
@@ -203,7 +204,8 @@ impl Layout {
     }
 }
 
-/// Detects the layout of this host from [`MOUNTINFO`].
+/// Detects the layout of this host from [`MOUNTINFO`]. Fails with [`Error::Read`] when the
+/// file cannot be read and [`Error::NoCgroupFs`] when it names no cgroup mount.
 pub fn detect() -> Result<Layout> {
     let path = Path::new(MOUNTINFO);
     let text = fs::read(path)?;

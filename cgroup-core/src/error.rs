@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::detect::Controller;
 use crate::limits::LimitError;
 
 /// Everything that can go wrong in this crate. Each variant carries the path, value or name it is
@@ -36,7 +37,7 @@ pub enum Error {
         /// The text that did not parse.
         value: String,
         /// What was expected.
-        reason: String,
+        reason: &'static str,
     },
     /// `mkdir` of a cgroup failed.
     #[error("failed to create cgroup {path}: {source}")]
@@ -68,12 +69,13 @@ pub enum Error {
         /// The mountinfo file read.
         path: PathBuf,
     },
-    /// The host lacks a controller (or a controller file) that the limits need.
+    /// The host lacks a controller (or a controller file) that the limits or the operation
+    /// need.
     #[error("host cannot give {controller}: {reason}")]
     Unavailable {
-        /// The controller or feature, e.g. `memory`.
-        controller: String,
-        /// Why, naming the file or mount that was looked at.
+        /// The controller (named the v1 way, e.g. `blkio` for v2's `io`).
+        controller: Controller,
+        /// Why, naming the file, directory or mount that was looked at.
         reason: String,
     },
     /// The cgroup name cannot be a single directory name.

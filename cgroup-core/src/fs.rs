@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::detect::Controller;
 use crate::error::{Error, Result};
 
 /// Reads a whole file.
@@ -71,7 +72,7 @@ pub(crate) fn parse<T: FromStr>(path: &Path, text: &str) -> Result<T> {
     text.parse().map_err(|_| Error::Parse {
         path: path.to_owned(),
         value: text.to_owned(),
-        reason: "expected a non-negative integer".to_owned(),
+        reason: "expected a non-negative integer",
     })
 }
 
@@ -121,19 +122,19 @@ pub(crate) fn parse_pids(path: &Path, text: &str) -> Result<Vec<i32>> {
 }
 
 /// The first of two files that exists in `dir`: interface files that differ between kernels
-/// or I/O schedulers (`blkio.weight` / `blkio.bfq.weight`). `limit` names the limit for the
-/// error.
+/// or I/O schedulers (`blkio.weight` / `blkio.bfq.weight`); [`Error::Unavailable`] for
+/// `controller` when neither does.
 pub(crate) fn first_existing(
     dir: &Path,
     [first, second]: [&str; 2],
-    limit: &str,
+    controller: Controller,
 ) -> Result<PathBuf> {
     [first, second]
         .iter()
         .map(|name| dir.join(name))
         .find(|file| file.exists())
         .ok_or_else(|| Error::Unavailable {
-            controller: limit.to_owned(),
+            controller,
             reason: format!("neither {first} nor {second} is in {}", dir.display()),
         })
 }

@@ -44,6 +44,7 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bus;
 pub mod interrupt;
@@ -69,11 +70,20 @@ pub enum Error {
     #[error(transparent)]
     Bus(#[from] BusError),
     /// Raising a device's interrupt failed.
-    #[error("cannot raise the interrupt")]
-    Interrupt(#[source] std::io::Error),
+    #[error("{device}: cannot raise the interrupt")]
+    Interrupt {
+        /// The device, e.g. `serial`.
+        device: &'static str,
+        /// What the [`Interrupt`] implementation (an irqfd write, say) said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The serial receive FIFO has no room for more input.
-    #[error("serial input fifo is full")]
-    SerialFifoFull,
+    #[error("serial input fifo is full: {len} bytes refused")]
+    SerialFifoFull {
+        /// The length of the input that found no room.
+        len: usize,
+    },
     /// Serial input or output failed.
     #[error("serial i/o failed")]
     SerialIo(#[source] std::io::Error),

@@ -34,6 +34,7 @@ pub enum Error {
     /// The container process vanished without saying why.
     #[error("the container process ended during set-up without a report (status {0})")]
     Vanished(String),
+    /// The seccomp filter of the spec's profile could not be compiled.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SeccompProfile {
-    /// Docker's default profile (`ns-core`'s `seccomp` module describes it).
+    /// Docker's default profile (moby `profiles/seccomp/default.json`): an allow-list, with
+    /// the groups a capability opens opened when the container holds it (`ns-core`'s
+    /// `seccomp` module describes it).
     #[default]
     Default,
     /// The default profile minus the calls that reach the kernel's attack surface most

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::detect::Controller;
 use crate::error::Result;
 use crate::fs;
 use crate::limits::Limits;
@@ -12,13 +13,14 @@ pub(crate) fn apply(limits: &Limits, dir: &Path) -> Result<()> {
     let Some(weight) = limits.io_weight else {
         return Ok(());
     };
-    let file = fs::first_existing(dir, ["blkio.weight", "blkio.bfq.weight"], "io_weight")?;
+    let file = fs::first_existing(dir, ["blkio.weight", "blkio.bfq.weight"], Controller::Blkio)?;
     fs::write(&file, &weight.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::test_util::{fixture, read};
 
     fn weight(w: u16) -> Limits {
@@ -46,10 +48,21 @@ mod tests {
     #[test]
     fn no_weight_file() {
         let dir = fixture(&[]);
-        let msg = apply(&weight(300), dir.path()).unwrap_err().to_string();
+        let err = apply(&weight(300), dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Unavailable {
+                    controller: Controller::Blkio,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
         assert!(
             msg.starts_with(
-                "host cannot give io_weight: neither blkio.weight nor blkio.bfq.weight is in"
+                "host cannot give blkio: neither blkio.weight nor blkio.bfq.weight is in"
             ),
             "{msg}"
         );

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::detect::Controller;
 use crate::error::Result;
 use crate::fs;
 use crate::limits::Limits;
@@ -16,7 +17,7 @@ pub(crate) fn apply(limits: &Limits, dir: &Path) -> Result<()> {
     let Some(weight) = limits.io_weight else {
         return Ok(());
     };
-    let file = fs::first_existing(dir, ["io.weight", "io.bfq.weight"], "io_weight")?;
+    let file = fs::first_existing(dir, ["io.weight", "io.bfq.weight"], Controller::Blkio)?;
     fs::write(&file, &format!("default {weight}"))
 }
 

@@ -31,10 +31,10 @@ pub(crate) fn enable_controllers(
     let available_file = parent.join("cgroup.controllers");
     let available = fs::read(&available_file)?;
     let available: BTreeSet<&str> = available.split_whitespace().collect();
-    for name in needed.iter().filter_map(|c| c.v2_name()) {
+    for (&controller, name) in needed.iter().filter_map(|c| Some((c, c.v2_name()?))) {
         if !available.contains(name) {
             return Err(Error::Unavailable {
-                controller: name.to_owned(),
+                controller,
                 reason: format!("{name} is not in {}", available_file.display()),
             });
         }

@@ -6,6 +6,8 @@
 //! (with `SLP_TYP` from the DSDT's `\_S5` package) to the control register,
 //! and resets by writing the FADT's reset value to the reset register. One
 //! device holds all three, at consecutive offsets.
+//! (ACPI 6.5 §4.8.3.6 "Reset Register" and §4.8.3.7 "Sleep Control and
+//! Status Registers"; the FADT fields in §5.2.9.)
 
 use crate::{BusDevice, DeviceAction};
 

@@ -143,9 +143,12 @@ impl<W: Write> Serial<W> {
     /// [`Error::SerialFifoFull`]. In loopback mode nothing is queued.
     pub fn enqueue_input(&mut self, input: &[u8]) -> Result<usize, Error> {
         self.uart.enqueue_raw_bytes(input).map_err(|e| match e {
-            UartError::Trigger(e) => Error::Interrupt(e),
+            UartError::Trigger(source) => Error::Interrupt {
+                device: "serial",
+                source,
+            },
             UartError::IOError(e) => Error::SerialIo(e),
-            UartError::FullFifo => Error::SerialFifoFull,
+            UartError::FullFifo => Error::SerialFifoFull { len: input.len() },
         })
     }
 }
@@ -299,7 +302,7 @@ mod tests {
         assert_eq!(s.fifo_capacity(), 0);
         assert!(matches!(
             s.enqueue_input(b"more"),
-            Err(Error::SerialFifoFull)
+            Err(Error::SerialFifoFull { len: 4 })
         ));
     }
 
@@ -367,7 +370,13 @@ mod tests {
         for &b in b"lost" {
             assert_eq!(s.write(reg::DATA, &[b]), DeviceAction::None);
         }
-        assert!(matches!(s.enqueue_input(b"in"), Err(Error::Interrupt(_))));
+        assert!(matches!(
+            s.enqueue_input(b"in"),
+            Err(Error::Interrupt {
+                device: "serial",
+                ..
+            })
+        ));
     }
 
     #[test]
