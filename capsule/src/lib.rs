@@ -14,9 +14,11 @@ mod error;
 pub mod host;
 mod image_files;
 mod process;
+pub mod signals;
 pub mod state;
 
 pub use backend::{Backend, Launcher};
 pub use error::{Error, ExitCode};
 pub use image_files::InRoot;
 pub use plan::Problem;
+pub use signals::{SignalRouter, StopHandle};

@@ -113,13 +113,15 @@ impl Credentials {
         unsafe {
             // Keep the permitted set across setuid; capset below chooses what remains.
             libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
-            if self.set_groups && libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0 {
+            if self.set_groups
+                && libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) != 0
+            {
                 return Err((CredentialStep::Groups, 0, errno()));
             }
-            if libc::setresgid(self.gid, self.gid, self.gid) != 0 {
+            if set_ids(libc::SYS_setresgid, self.gid) != 0 {
                 return Err((CredentialStep::Gid, self.gid, errno()));
             }
-            if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
+            if set_ids(libc::SYS_setresuid, self.uid) != 0 {
                 return Err((CredentialStep::Uid, self.uid, errno()));
             }
         }
@@ -140,4 +142,18 @@ impl Credentials {
             None => Ok(()),
         }
     }
+}
+
+/// setresuid(2) or setresgid(2) (`call`) with `id` as real, effective and saved id, as the
+/// raw system call. glibc's wrappers change every thread of the process (the "setxid"
+/// broadcast, as POSIX asks): in a child cloned from a multi-threaded launcher they wait
+/// forever for threads that exist only in the parent. The kernel's call changes the calling
+/// thread, the child's only one.
+///
+/// # Safety
+///
+/// `call` must be `SYS_setresuid` or `SYS_setresgid`.
+pub(crate) unsafe fn set_ids(call: libc::c_long, id: u32) -> libc::c_long {
+    // SAFETY: both calls take three integer ids and touch no memory.
+    unsafe { libc::syscall(call, id, id, id) }
 }

@@ -21,13 +21,12 @@
 //! never allocates.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
 use crate::Error;
-use crate::credentials::{CredentialStep, Credentials};
+use crate::credentials::{CredentialStep, Credentials, set_ids};
 use crate::error::AttachError;
 use crate::handoff;
 use crate::idmapped_root;
@@ -67,6 +66,8 @@ impl ExitStatus {
 #[derive(Debug)]
 pub struct Running {
     pid: i32,
+    /// A pidfd of the container's PID 1 (pidfd_open(2)), for [`Running::signaller`].
+    pidfd: OwnedFd,
     reports: OwnedFd,
     explain: Explain,
     waited: bool,
@@ -258,8 +259,25 @@ where
     drop(go_read);
     drop(report_write);
 
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the child
+    // is ours and not reaped, so the pid names it.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let err = Errno::last();
+        // SAFETY: plain syscalls on the pid we created and have not reaped yet.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(Error::host(
+            "cannot open a pidfd of the container (pidfd_open(2) needs Linux 5.3)",
+            err,
+        ));
+    }
     let running = Running {
         pid,
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd as i32) },
         reports: report_read,
         explain,
         waited: false,
@@ -502,7 +520,9 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
 
         // A new user namespace starts with our host ids, which its maps may not cover: become
         // its root, or every file created (even on a tmpfs) fails with EOVERFLOW.
-        if p.userns && (libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0) {
+        if p.userns
+            && (set_ids(libc::SYS_setresgid, 0) != 0 || set_ids(libc::SYS_setresuid, 0) != 0)
+        {
             fail(Stage::Uid, 0, errno());
         }
         // After the parent's cgroup attach, so the namespace's root is the container's cgroup.
@@ -644,23 +664,31 @@ unsafe fn exec(p: &Prepared, report_fd: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The container's PID 1 as seen from the parent, for the signal handler.
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Sends signals to a container's PID 1 through a pidfd: a signal sent after the container
+/// was reaped fails with `ESRCH` instead of reaching a process that reused its pid. `Send`,
+/// so the thread that receives capsule's signals can hold one while another waits.
+#[derive(Debug)]
+pub struct Signaller(OwnedFd);
 
-const FORWARDED: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe and takes no pointers.
-        unsafe { libc::kill(pid, sig) };
+impl Signaller {
+    /// Sends `signal` (pidfd_send_signal(2)).
+    ///
+    /// # Errors
+    ///
+    /// `ESRCH` once the container has ended, `EINVAL` for a signal number that is not one.
+    pub fn send(&self, signal: i32) -> Result<(), Errno> {
+        // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a null
+        // siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(Errno::last()) }
     }
 }
 
@@ -670,16 +698,25 @@ impl Running {
         self.pid
     }
 
-    /// Waits for the command to end, forwarding SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
-    /// and SIGUSR2 sent to this process to the container meanwhile.
+    /// What sends signals to the container's PID 1 from another thread while this one waits:
+    /// the caller owns the process's signal handling and forwards what it receives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Host`] when the pidfd cannot be duplicated (out of descriptors).
+    pub fn signaller(&self) -> Result<Signaller, Error> {
+        self.pidfd.try_clone().map(Signaller).map_err(|e| {
+            Error::host(
+                "cannot duplicate the container's pidfd",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })
+    }
+
+    /// Waits for the command to end. Signals meant for it go through [`Running::signaller`].
     pub fn wait(mut self) -> Result<ExitStatus, Error> {
-        FORWARD_TO.store(self.pid, Ordering::Relaxed);
-        let previous = install_forwarding();
         let reports = self.read_reports();
-        let status = self.reap();
-        restore_forwarding(&previous);
-        FORWARD_TO.store(0, Ordering::Relaxed);
-        let status = status?;
+        let status = self.reap()?;
         let mut exited = None;
         for r in reports {
             match r.kind {
@@ -737,31 +774,6 @@ impl Drop for Running {
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
         }
-    }
-}
-
-fn install_forwarding() -> Vec<libc::sigaction> {
-    FORWARDED
-        .iter()
-        .map(|&sig| {
-            // SAFETY: zeroed sigaction values are valid and fully set below; `forward` is an
-            // async-signal-safe handler with the signature sa_sigaction expects.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
-                libc::sigemptyset(&mut action.sa_mask);
-                let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(sig, &action, &mut old);
-                old
-            }
-        })
-        .collect()
-}
-
-fn restore_forwarding(previous: &[libc::sigaction]) {
-    for (sig, old) in FORWARDED.iter().zip(previous) {
-        // SAFETY: `old` is the action sigaction(2) returned for this signal.
-        unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
     }
 }
 

@@ -13,6 +13,7 @@ use ns_core::{ContainerSpec, ExitStatus, IdMaps, MountKind};
 use plan::{Host, MountType, Outcome, Peaks, Plan, Problem, Timings};
 
 use super::Backend;
+use crate::signals::StopHandle;
 use crate::state::{self, Launch};
 use crate::{Error, process};
 
@@ -69,13 +70,18 @@ impl Backend for Container {
         Ok(problems)
     }
 
-    fn run(&self, plan: &Plan, host: &Host) -> Result<Outcome, Error> {
-        run(plan, host, self.cgroups.as_ref())
+    fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
+        run(plan, host, self.cgroups.as_ref(), stop)
     }
 }
 
 /// Runs `plan` to completion and reports how it went.
-fn run(plan: &Plan, host: &Host, cgroups: Option<&Layout>) -> Result<Outcome, Error> {
+fn run(
+    plan: &Plan,
+    host: &Host,
+    cgroups: Option<&Layout>,
+    stop: &StopHandle,
+) -> Result<Outcome, Error> {
     let start = Instant::now();
     let id = state::new_id();
     let mut spec = to_spec(plan, &id, host)?;
@@ -115,8 +121,14 @@ fn run(plan: &Plan, host: &Host, cgroups: Option<&Layout>) -> Result<Outcome, Er
         Some(cgroup) => Ok(cgroup.add_task(pid)?),
         None => Ok(()),
     })?;
+    let signaller = running.signaller()?;
+    // A container that has ended refuses the signal (ESRCH): nothing to do.
+    let forwarding = stop.forward_to(move |signal| {
+        let _ = signaller.send(signal);
+    });
     let created = start.elapsed();
     let status = running.wait();
+    drop(forwarding);
     let ran = start.elapsed();
 
     let stats = match &resources.cgroup {

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 use plan::{Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem, Timings, VmSpec};
 
 use super::Backend;
+use crate::signals::StopHandle;
 use crate::{Error, host, process, state};
 
 /// Guest RAM when the Plan sets no memory.
@@ -66,25 +68,6 @@ fn guest_dir() -> PathBuf {
     home.join(".cache/capsule/guest")
 }
 
-/// The signal that asked the launch to stop, 0 for none.
-static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(signal: libc::c_int) {
-    STOP_SIGNAL.store(signal, Ordering::SeqCst);
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT, SIGTERM and SIGHUP stop the VM (as they would end the command),
-/// and capsule then exits 128 + the signal, as a shell reports it.
-fn catch_stop_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        let handler: extern "C" fn(libc::c_int) = on_stop_signal;
-        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
-        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
-    }
-}
-
 /// The microVM backend: the Plan's process runs under capsule-init in a stock Linux kernel
 /// on capsule's own VMM (kvm-core).
 #[derive(Debug)]
@@ -122,13 +105,13 @@ impl Backend for Microvm {
         Ok(problems)
     }
 
-    fn run(&self, plan: &Plan, _host: &Host) -> Result<Outcome, Error> {
-        run(plan)
+    fn run(&self, plan: &Plan, _host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
+        run(plan, stop)
     }
 }
 
 /// Boots the Plan's microVM, runs its command and reports how it ended.
-fn run(plan: &Plan) -> Result<Outcome, Error> {
+fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     let start = Instant::now();
     let id = state::new_id();
     let vm = plan.vm.clone().unwrap_or_default();
@@ -165,14 +148,25 @@ fn run(plan: &Plan) -> Result<Outcome, Error> {
     };
     let prepared = start.elapsed();
 
-    catch_stop_signals();
     let mut machine = Machine::build(&config, Box::new(std::io::stdout()))?;
+    // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
+    // shell reports a command the signal killed.
+    let stopped_by = Arc::new(AtomicI32::new(0));
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    let forwarding = stop.forward_to({
+        let (stopped_by, stop_requested) = (stopped_by.clone(), stop_requested.clone());
+        move |signal| {
+            stopped_by.store(signal, Ordering::SeqCst);
+            stop_requested.store(true, Ordering::SeqCst);
+        }
+    });
     // The per-launch archive (the rootfs, megabytes) is in guest memory now; freed here, it
     // stops counting as the VMM's own memory while the guest runs.
     drop(config);
     let created = start.elapsed();
     let booted = Instant::now();
-    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &STOP);
+    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &stop_requested);
+    drop(forwarding);
     let ran = start.elapsed();
     let user_space = machine.user_space_reached();
     // The VMM is this process: its RSS holds the guest RAM the guest touched,
@@ -196,7 +190,7 @@ fn run(plan: &Plan) -> Result<Outcome, Error> {
             )),
         ),
         MachineExit::Stopped => {
-            let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+            let signal = stopped_by.load(Ordering::SeqCst);
             (128 + signal, Some(signal), None)
         }
         MachineExit::PowerOff => (

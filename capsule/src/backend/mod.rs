@@ -6,12 +6,14 @@ use std::path::Path;
 use plan::{Host, Isolation, KATA_WHY, Outcome, Plan, Problem};
 
 use crate::Error;
+use crate::signals::StopHandle;
 
 pub mod container;
 pub mod microvm;
 
-/// One way of isolating a Plan's process.
-pub trait Backend {
+/// One way of isolating a Plan's process. `Sync`: the members of a group run on threads of
+/// one process, sharing the [`Launcher`].
+pub trait Backend: Sync {
     /// What only this backend sees wrong with `plan` on this host, beyond [`plan::validate`]:
     /// files the Plan names that do not exist, limits the host's cgroups cannot give.
     ///
@@ -21,12 +23,14 @@ pub trait Backend {
     fn problems(&self, plan: &Plan, host: &Host) -> Result<Vec<Problem>, plan::Error>;
 
     /// Runs a Plan that passed [`Launcher::check`] to completion and reports how it went.
+    /// The signals delivered to `stop` while it runs go to the workload (a container's PID 1)
+    /// or end it (a microVM, with 128 + the signal).
     ///
     /// # Errors
     ///
     /// What failed before the workload could run or be waited for; everything the launch
     /// created is removed first.
-    fn run(&self, plan: &Plan, host: &Host) -> Result<Outcome, Error>;
+    fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error>;
 }
 
 /// Every backend of this build, set up for this host.
@@ -84,14 +88,15 @@ impl Launcher {
         }
     }
 
-    /// Checks `plan` and runs it with its backend.
+    /// Runs `plan`, which [`Launcher::check`] accepted, with its backend: each Plan is
+    /// checked once, where its problems can be reported best (at the script's lines, or at
+    /// the Plan's place in a saved group).
     ///
     /// # Errors
     ///
-    /// As [`Launcher::check`] and [`Backend::run`].
-    pub fn run(&self, plan: &Plan, host: &Host) -> Result<Outcome, Error> {
-        self.check(plan, host)?;
-        self.backend(plan.isolation)?.run(plan, host)
+    /// As [`Backend::run`]; [`plan::Error::Unsupported`] for an isolation without a backend.
+    pub fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
+        self.backend(plan.isolation)?.run(plan, host, stop)
     }
 }
 

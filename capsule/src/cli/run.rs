@@ -3,8 +3,9 @@ use std::process::ExitCode;
 
 use plan::{Host, Outcome, Plan, Plans, Timings};
 
-use super::{LaunchArgs, PolicyArgs, fail, fail_policy, group};
-use crate::{Launcher, host};
+use super::group::launch_group;
+use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
+use crate::{Launcher, SignalRouter, StopHandle, host};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
@@ -19,11 +20,20 @@ pub(super) fn run(
         Ok(plans) => plans,
         Err(e) => return fail(e),
     };
+    let router = match route_signals() {
+        Ok(router) => router,
+        Err(code) => return code,
+    };
     let host = host::probe();
     let launcher = Launcher::detect();
     match &plans {
         Plans::One(plan) => {
-            let (outcome, code) = launch(&launcher, plan, &host);
+            // Signals from here on reach the launch, once it has a workload to signal.
+            let stop = router.launch();
+            let (outcome, code) = match launcher.check(plan, &host) {
+                Ok(()) => launch(&launcher, plan, &host, &stop),
+                Err(e) => failed(plan, e.into()),
+            };
             finish(outcome_file, &outcome, code)
         }
         Plans::Together(group) | Plans::InOrder(group) => {
@@ -33,10 +43,20 @@ pub(super) fn run(
             if let Err(code) = validate_group(&launcher, &path, group, &host) {
                 return code;
             }
-            let (outcomes, code) = group::launch(group, plans.sequential());
+            let (outcomes, code) =
+                launch_group(&launcher, &host, &router, group, plans.sequential());
             finish(outcome_file, &outcomes, code)
         }
     }
+}
+
+/// Takes over the signals capsule forwards to its launches, from now until the router drops.
+fn route_signals() -> Result<SignalRouter, ExitCode> {
+    SignalRouter::install().map_err(|e| {
+        fail(format!(
+            "cannot install the signal handlers that forward to the launch: {e}"
+        ))
+    })
 }
 
 /// Validates each Plan of a saved group, reporting every problem with the Plan's place in
@@ -78,31 +98,44 @@ pub(super) fn run_script(
     if let Err(e) = evaluation.validate(&|plan| launcher.check(plan, &host)) {
         return fail_policy(&e);
     }
+    let router = match route_signals() {
+        Ok(router) => router,
+        Err(code) => return code,
+    };
     match evaluation.to_plans() {
         Plans::One(plan) => {
-            let (outcome, code) = launch(&launcher, &plan, &host);
+            let (outcome, code) = launch(&launcher, &plan, &host, &router.launch());
             finish(outcome_file, &outcome, code)
         }
         plans => {
-            let (outcomes, code) = group::launch(plans.plans(), plans.sequential());
+            let (outcomes, code) =
+                launch_group(&launcher, &host, &router, plans.plans(), plans.sequential());
             finish(outcome_file, &outcomes, code)
         }
     }
 }
 
-/// Runs one Plan with its backend; a failure becomes an Outcome with the error in it.
-fn launch(launcher: &Launcher, plan: &Plan, host: &Host) -> (Outcome, i32) {
-    match launcher.run(plan, host) {
+/// Runs one checked Plan with its backend; a failure becomes an Outcome with the error in it.
+pub(super) fn launch(
+    launcher: &Launcher,
+    plan: &Plan,
+    host: &Host,
+    stop: &StopHandle,
+) -> (Outcome, i32) {
+    match launcher.run(plan, host, stop) {
         Ok(outcome) => {
             let code = outcome.exit_code;
             (outcome, code)
         }
-        Err(e) => {
-            eprintln!("capsule: {e}");
-            let code = e.exit_code() as i32;
-            (failed_outcome(plan, code, e.to_string()), code)
-        }
+        Err(e) => failed(plan, e),
     }
+}
+
+/// A launch that failed with `e`, reported and turned into its Outcome and exit status.
+fn failed(plan: &Plan, e: crate::Error) -> (Outcome, i32) {
+    eprintln!("capsule: {e}");
+    let code = e.exit_code() as i32;
+    (failed_outcome(plan, code, e.to_string()), code)
 }
 
 /// Writes the Outcome(s) where `--outcome` asked, and exits with `code`.
@@ -126,7 +159,7 @@ fn read_plans(path: &Path) -> Result<Plans, String> {
     Plans::from_json(&text).map_err(|e| format!("plan {}: {e}", path.display()))
 }
 
-pub(super) fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
+fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
     Outcome {
         id: String::new(),
         isolation: plan.isolation,

@@ -10,12 +10,12 @@
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStringExt;
 
-use nix::errno::Errno;
 use nix::unistd::execv;
 use ns_core::init::{REPORT_FD, Report};
 
 use crate::SETUP_FAILED;
 use crate::run::{DEFAULT_PATH, failure_status, find_and_exec, restore_signals};
+use crate::supervise::{shell_status, supervise};
 
 /// Runs as the container's init with `args` (what follows `--container`); never returns.
 pub fn run(args: &[OsString]) -> ! {
@@ -37,64 +37,29 @@ pub fn run(args: &[OsString]) -> ! {
     };
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
 
-    // SAFETY: plain libc calls on local data and on descriptors and pids of this process.
-    unsafe {
-        // The pipe stays the init's: the command must not be able to forge reports.
-        libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        // Blocked, every signal queues up for sigwaitinfo, even one that arrives before the
-        // loop starts; PID 1 ignores signals it has no handler for, so none is lost.
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-        let command = libc::fork();
-        if command < 0 {
-            eprintln!(
-                "capsule-init: cannot fork to run {name:?}: {}",
-                Errno::last()
-            );
-            libc::_exit(SETUP_FAILED.into());
+    // The pipe stays the init's: the command must not be able to forge reports.
+    // SAFETY: fcntl on a descriptor number; no memory of ours is involved.
+    unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let supervised = supervise(|| {
+        restore_signals();
+        // execv returns only when it fails.
+        let Err(errno) = find_and_exec(name, &path, |file| execv(file, &argv));
+        Report::exec_failed(errno as i32).write_to(REPORT_FD);
+        // SAFETY: _exit ends the process at once; no memory of ours is involved.
+        unsafe { libc::_exit(failure_status(errno).into()) }
+    });
+    let code = match supervised {
+        Ok(status) => {
+            Report::exited(status).write_to(REPORT_FD);
+            shell_status(status)
         }
-        if command == 0 {
-            restore_signals();
-            // execv returns only when it fails.
-            let Err(errno) = find_and_exec(name, &path, |file| execv(file, &argv));
-            Report::exec_failed(errno as i32).write_to(REPORT_FD);
-            libc::_exit(failure_status(errno).into());
+        Err(errno) => {
+            eprintln!("capsule-init: cannot fork to run {name:?}: {errno}");
+            SETUP_FAILED
         }
-        loop {
-            let sig = libc::sigwaitinfo(&all, std::ptr::null_mut());
-            if sig == libc::SIGCHLD {
-                if let Some(status) = reap(command) {
-                    Report::exited(status).write_to(REPORT_FD);
-                    let code = if libc::WIFSIGNALED(status) {
-                        128 + libc::WTERMSIG(status)
-                    } else {
-                        libc::WEXITSTATUS(status)
-                    };
-                    libc::_exit(code);
-                }
-            } else if sig > 0 {
-                // ESRCH: the command exited and its SIGCHLD is queued behind this signal.
-                libc::kill(command, sig);
-            }
-        }
-    }
-}
-
-/// Reaps every child that has exited, the command and orphans re-parented to PID 1; returns
-/// the command's raw wait status once it has exited.
-fn reap(command: libc::pid_t) -> Option<i32> {
-    let mut exited = None;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes only to `status`.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid == command {
-            exited = Some(status);
-        } else if pid == 0 || (pid < 0 && Errno::last() != Errno::EINTR) {
-            return exited;
-        }
-    }
+    };
+    // SAFETY: _exit ends the process at once; no memory of ours is involved.
+    unsafe { libc::_exit(code.into()) }
 }
 
 fn usage() -> ! {

@@ -8,7 +8,7 @@
 //!    asked) with its own /dev, /proc and /sys.
 //! 5. Sets the hostname, then forks the command, which becomes the configured user, changes
 //!    directory and executes. Meanwhile PID 1 reaps every process that exits and forwards
-//!    SIGTERM, SIGINT and SIGHUP to the command.
+//!    every signal it receives to the command (`supervise.rs`, shared with `--container`).
 //! 6. Writes the command's status to `EXIT_PORT` (the VMM stops the VM there), else powers
 //!    off.
 //!
@@ -26,6 +26,7 @@ mod container;
 mod port;
 mod run;
 mod setup;
+mod supervise;
 
 use std::fmt::Display;
 use std::path::Path;
@@ -75,7 +76,7 @@ fn init() -> Result<u8, Failure> {
             .map_err(|e| Failure::new("setting the hostname to", hostname, e))?;
     }
     let command = run::Command::new(&config)?;
-    run::supervise(&command)
+    run::run_command(&command)
 }
 
 fn read_config() -> Result<GuestConfig, Failure> {

@@ -1,15 +1,14 @@
 //! Running the command: a child that becomes the configured user and executes it, while PID 1
-//! reaps every process that exits and forwards termination signals to the command.
+//! supervises it ([`supervise`]).
 
 use std::ffi::{CStr, CString};
 
 use guest_init::GuestConfig;
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, chdir, execve, fork};
+use nix::unistd::{chdir, execve};
 use ns_core::{Credentials, User};
 
+use crate::supervise::{shell_status, supervise};
 use crate::{Failure, SETUP_FAILED};
 
 /// The search path for a command name without a `/` when the command's environment has no
@@ -21,9 +20,6 @@ const NOT_FOUND: u8 = 127;
 
 /// Shell convention: the command was found but could not be executed.
 const NOT_EXECUTABLE: u8 = 126;
-
-/// Signals the init passes on to the command instead of acting on them.
-const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// The command with every string already a C string, so that nothing can fail for want of a
 /// conversion after the fork.
@@ -76,68 +72,12 @@ impl Command {
     }
 }
 
-/// Runs `command` in a child and acts as PID 1 until it exits; returns its exit status as a
-/// shell reports it.
-pub fn supervise(command: &Command) -> Result<u8, Failure> {
-    // Blocked, the signals queue up for sigwait, even those that arrive before the loop
-    // starts; PID 1 needs no handlers, whose absence would make the kernel drop them.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGCHLD);
-    for s in FORWARDED {
-        signals.add(s);
-    }
-    signals
-        .thread_block()
-        .map_err(|e| Failure::new("blocking", "signals", e))?;
-
-    // SAFETY: the init has a single thread, so the child is a complete copy of it in which
-    // every function, allocation included, is as safe to call as before the fork.
-    let child = match unsafe { fork() } {
-        Ok(ForkResult::Child) => run_child(command),
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Err(Failure::new("forking to run", &command.name, e)),
-    };
-    loop {
-        let signal = signals
-            .wait()
-            .map_err(|e| Failure::new("waiting for", "signals", e))?;
-        if signal == Signal::SIGCHLD {
-            if let Some(status) = reap(child)? {
-                return Ok(status);
-            }
-        } else {
-            // ESRCH: the command exited and its SIGCHLD is queued behind this signal.
-            let _ = kill(child, signal);
-        }
-    }
-}
-
-/// Reaps every child that has exited: the command's, and orphans that were re-parented to
-/// PID 1. Returns the command's status once it has exited.
-fn reap(command: Pid) -> Result<Option<u8>, Failure> {
-    let mut status = None;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(status),
-            Ok(exited) => {
-                if exited.pid() == Some(command) {
-                    status = status.or(exit_status(exited));
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(Failure::new("waiting for", "children", e)),
-        }
-    }
-}
-
-/// The status a shell reports: the exit code, or 128 + the signal that killed the process.
-/// `None` for wait statuses that are not an end (stopped, continued).
-pub fn exit_status(status: WaitStatus) -> Option<u8> {
-    match status {
-        WaitStatus::Exited(_, code) => Some((code & 0xff) as u8),
-        WaitStatus::Signaled(_, signal, _) => Some(128u8.saturating_add(signal as u8)),
-        _ => None,
-    }
+/// Runs `command` in a child and acts as PID 1 until it exits ([`supervise`]); returns its
+/// exit status as a shell reports it.
+pub fn run_command(command: &Command) -> Result<u8, Failure> {
+    supervise(|| run_child(command))
+        .map(shell_status)
+        .map_err(|e| Failure::new("forking to run", &command.name, e))
 }
 
 /// The child: becomes the configured user and executes the command; exits with 125 if the
@@ -338,23 +278,5 @@ mod tests {
         ];
         assert_eq!(search_path(&env), "/x:/y");
         assert_eq!(search_path(&["PATHX=1".to_owned()]), DEFAULT_PATH);
-    }
-
-    #[test]
-    fn exit_statuses_are_reported_as_a_shell_does() {
-        let pid = Pid::from_raw(7);
-        assert_eq!(exit_status(WaitStatus::Exited(pid, 0)), Some(0));
-        assert_eq!(exit_status(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(exit_status(WaitStatus::Exited(pid, 255)), Some(255));
-        assert_eq!(
-            exit_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            Some(137)
-        );
-        assert_eq!(
-            exit_status(WaitStatus::Signaled(pid, Signal::SIGTERM, true)),
-            Some(143)
-        );
-        assert_eq!(exit_status(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
-        assert_eq!(exit_status(WaitStatus::StillAlive), None);
     }
 }
