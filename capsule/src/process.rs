@@ -46,23 +46,3 @@ pub(crate) fn environment(plan: &Plan, hostname: &str) -> Result<Vec<String>, Er
     }
     Ok(env)
 }
-
-/// The Plan's rlimits with their OCI names resolved to `RLIMIT_*` numbers.
-///
-/// # Errors
-///
-/// [`plan::Error::UnknownRlimit`] for a name setrlimit(2) does not know (a validated Plan
-/// has none).
-pub(crate) fn rlimits(plan: &Plan) -> Result<Vec<ns_core::Rlimit>, Error> {
-    plan.process
-        .rlimits
-        .iter()
-        .map(|r| {
-            Ok(ns_core::Rlimit {
-                resource: plan::parse_rlimit_resource(&r.kind)?,
-                soft: r.soft,
-                hard: r.hard,
-            })
-        })
-        .collect()
-}

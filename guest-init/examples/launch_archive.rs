@@ -40,10 +40,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--" => break,
             "--rootfs" => rootfs = Some(PathBuf::from(value()?)),
-            "--uid" => config.uid = value()?.parse()?,
-            "--gid" => config.gid = value()?.parse()?,
-            "--env" => config.env.push(value()?),
-            "--cwd" => config.cwd = value()?,
+            "--uid" => config.process.user.uid = value()?.parse()?,
+            "--gid" => config.process.user.gid = value()?.parse()?,
+            "--env" => config.process.env.push(value()?),
+            "--cwd" => config.process.cwd = value()?.into(),
             "--hostname" => config.hostname = Some(value()?),
             "--module" => config.modules.push(value()?),
             "--readonly" => config.readonly_root = true,
@@ -51,7 +51,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown option {other}").into()),
         }
     }
-    config.args = args.collect();
+    config.process.args = args.collect();
     let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
     let start = std::time::Instant::now();
     let bytes = write_launch_archive(&mut file, &config, rootfs.as_deref())?;

@@ -1,4 +1,4 @@
-use ns_core::{Capabilities, Rlimit, SeccompProfile};
+use plan::{Process, SeccompProfile};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -11,28 +11,19 @@ const GROUPS_MAX: usize = 65_536;
 
 /// What the guest's init runs, and how. Travels as JSON at [`CONFIG_PATH`](crate::CONFIG_PATH).
 ///
-/// Only `args` is required in the JSON; every other field has the default of
-/// [`GuestConfig::new`]. Unknown fields are refused, so a host and an init that disagree about
-/// the format fail loudly instead of silently dropping a setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Only `process.args` is required in the JSON; every other field has a default. Unknown
+/// fields are refused, so a host and an init that disagree about the format fail loudly
+/// instead of silently dropping a setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestConfig {
-    /// The command and its arguments; `args[0]` is looked up in the `PATH` of `env` when it
-    /// has no `/`. Never empty.
-    pub args: Vec<String>,
-    /// The command's whole environment, `KEY=VALUE` each.
+    /// The command, its environment (whole: the host adds the defaults), working directory,
+    /// user, capabilities, no_new_privs and rlimits: the same description a container's
+    /// process has (`plan::Process`).
+    pub process: Process,
+    /// The command's seccomp filter.
     #[serde(default)]
-    pub env: Vec<String>,
-    /// The command's working directory (absolute, inside the root filesystem).
-    #[serde(default = "root_dir")]
-    pub cwd: String,
-    #[serde(default)]
-    pub uid: u32,
-    #[serde(default)]
-    pub gid: u32,
-    /// Supplementary groups; empty clears them.
-    #[serde(default)]
-    pub additional_gids: Vec<u32>,
+    pub seccomp: SeccompProfile,
     /// The guest's hostname; `None` keeps the kernel's.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -46,46 +37,19 @@ pub struct GuestConfig {
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
-    /// The command's capability sets (all of them by default: it is root in its own VM).
-    #[serde(default = "Capabilities::all")]
-    pub capabilities: Capabilities,
-    /// Set no_new_privs before running the command.
-    #[serde(default)]
-    pub no_new_privileges: bool,
-    /// Resource limits of the command.
-    #[serde(default)]
-    pub rlimits: Vec<Rlimit>,
-    /// The command's seccomp filter (none by default).
-    #[serde(default = "unconfined")]
-    pub seccomp: SeccompProfile,
-}
-
-fn unconfined() -> SeccompProfile {
-    SeccompProfile::Unconfined
-}
-
-fn root_dir() -> String {
-    "/".to_owned()
 }
 
 impl GuestConfig {
-    /// Runs `args` as root in `/` with an empty environment.
+    /// Runs `args` with a container's defaults ([`Process::new`], Docker's seccomp profile)
+    /// and the kernel's hostname.
     pub fn new(args: Vec<String>) -> Self {
         Self {
-            args,
-            env: Vec::new(),
-            cwd: root_dir(),
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
+            process: Process::new(args),
+            seccomp: SeccompProfile::Default,
             hostname: None,
             modules: Vec::new(),
             readonly_root: false,
             quiet: false,
-            capabilities: Capabilities::all(),
-            no_new_privileges: false,
-            rlimits: Vec::new(),
-            seccomp: SeccompProfile::Unconfined,
         }
     }
 
@@ -106,26 +70,31 @@ impl GuestConfig {
     /// strings it must pass to the kernel (no NUL bytes), the shapes of `env` and `cwd`, module
     /// names that stay inside [`MODULES_DIR`](crate::MODULES_DIR), kernel limits.
     pub fn validate(&self) -> Result<()> {
-        match self.args.first() {
+        let process = &self.process;
+        match process.args.first() {
             None => return Err(invalid("args", "must name a command")),
             Some(a) if a.is_empty() => return Err(invalid("args[0]", "must not be empty")),
             Some(_) => {}
         }
-        for (i, arg) in self.args.iter().enumerate() {
+        for (i, arg) in process.args.iter().enumerate() {
             no_nul(arg, || format!("args[{i}]"))?;
         }
-        for (i, var) in self.env.iter().enumerate() {
+        for (i, var) in process.env.iter().enumerate() {
             no_nul(var, || format!("env[{i}]"))?;
             match var.split_once('=') {
                 Some((key, _)) if !key.is_empty() => {}
                 _ => return Err(invalid(format!("env[{i}]"), "must be KEY=VALUE")),
             }
         }
-        no_nul(&self.cwd, || "cwd".to_owned())?;
-        if !self.cwd.starts_with('/') {
+        let cwd = process
+            .cwd
+            .to_str()
+            .ok_or_else(|| invalid("cwd", "must be UTF-8"))?;
+        no_nul(cwd, || "cwd".to_owned())?;
+        if !cwd.starts_with('/') {
             return Err(invalid("cwd", "must be an absolute path"));
         }
-        if self.additional_gids.len() > GROUPS_MAX {
+        if process.user.additional_gids.len() > GROUPS_MAX {
             return Err(invalid(
                 "additionalGids",
                 format!("at most {GROUPS_MAX} groups"),
@@ -169,28 +138,34 @@ fn no_nul(value: &str, field: impl FnOnce() -> String) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use plan::{Capabilities, Rlimit, User};
+
     use super::*;
 
     fn full() -> GuestConfig {
         GuestConfig {
-            args: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
-            env: vec!["PATH=/bin".into(), "A=b=c".into()],
-            cwd: "/home/user".into(),
-            uid: 1000,
-            gid: 1000,
-            additional_gids: vec![10, 20],
+            process: Process {
+                args: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
+                env: vec!["PATH=/bin".into(), "A=b=c".into()],
+                cwd: "/home/user".into(),
+                user: User {
+                    uid: 1000,
+                    gid: 1000,
+                    additional_gids: vec![10, 20],
+                },
+                capabilities: Capabilities::oci_default(),
+                no_new_privileges: true,
+                rlimits: vec![Rlimit {
+                    kind: "RLIMIT_NOFILE".into(),
+                    soft: 1024,
+                    hard: 2048,
+                }],
+            },
+            seccomp: SeccompProfile::Default,
             hostname: Some("guest".into()),
             modules: vec!["virtio.ko".into()],
             readonly_root: true,
             quiet: true,
-            capabilities: Capabilities::oci_default(),
-            no_new_privileges: true,
-            rlimits: vec![Rlimit {
-                resource: libc::RLIMIT_NOFILE as i32,
-                soft: 1024,
-                hard: 2048,
-            }],
-            seccomp: SeccompProfile::Default,
         }
     }
 
@@ -199,24 +174,33 @@ mod tests {
         let config = full();
         let json = config.to_json().unwrap();
         let text = std::str::from_utf8(&json).unwrap();
-        assert!(text.contains("\"additionalGids\":[10,20]"), "{text}");
+        assert!(text.contains("\"additional_gids\":[10,20]"), "{text}");
+        assert!(text.contains("\"type\":\"RLIMIT_NOFILE\""), "{text}");
         assert!(text.contains("\"readonlyRoot\":true"), "{text}");
         assert_eq!(GuestConfig::from_json(&json).unwrap(), config);
     }
 
     #[test]
     fn only_args_is_required() {
-        let config = GuestConfig::from_json(br#"{"args":["true"]}"#).unwrap();
-        assert_eq!(config, GuestConfig::new(vec!["true".into()]));
-        assert_eq!(config.cwd, "/");
+        let config = GuestConfig::from_json(br#"{"process":{"args":["true"]}}"#).unwrap();
+        assert_eq!(config.process.cwd, std::path::Path::new("/"));
+        // A process's serde defaults are a container's, but for the environment and the
+        // rlimits, which the host always writes whole.
+        let mut expected = GuestConfig::new(vec!["true".into()]);
+        expected.process.env.clear();
+        expected.process.rlimits.clear();
+        assert_eq!(config, expected);
     }
 
     #[test]
     fn unknown_fields_and_wrong_types_are_refused() {
-        let err = GuestConfig::from_json(br#"{"args":["true"],"rootfs":"/x"}"#).unwrap_err();
+        let err =
+            GuestConfig::from_json(br#"{"process":{"args":["true"]},"rootfs":"/x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `rootfs`"), "{err}");
-        assert!(GuestConfig::from_json(br#"{"args":["true"],"uid":-1}"#).is_err());
-        assert!(GuestConfig::from_json(br#"{"args":"true"}"#).is_err());
+        let negative =
+            br#"{"process":{"args":["true"],"user":{"uid":-1,"gid":0,"additional_gids":[]}}}"#;
+        assert!(GuestConfig::from_json(negative).is_err());
+        assert!(GuestConfig::from_json(br#"{"process":{"args":"true"}}"#).is_err());
         assert!(GuestConfig::from_json(b"not json").is_err());
     }
 
@@ -224,15 +208,24 @@ mod tests {
     fn values_the_init_cannot_use_are_refused_by_field() {
         type Change = fn(&mut GuestConfig);
         let cases: Vec<(Change, &str)> = vec![
-            (|c| c.args.clear(), "args:"),
-            (|c| c.args[0].clear(), "args[0]:"),
-            (|c| c.args[2].push('\0'), "args[2]: must not contain NUL"),
+            (|c| c.process.args.clear(), "args:"),
+            (|c| c.process.args[0].clear(), "args[0]:"),
             (
-                |c| c.env.push("NOVALUE".into()),
+                |c| c.process.args[2].push('\0'),
+                "args[2]: must not contain NUL",
+            ),
+            (
+                |c| c.process.env.push("NOVALUE".into()),
                 "env[2]: must be KEY=VALUE",
             ),
-            (|c| c.env.push("=x".into()), "env[2]: must be KEY=VALUE"),
-            (|c| c.cwd = "home".into(), "cwd: must be an absolute path"),
+            (
+                |c| c.process.env.push("=x".into()),
+                "env[2]: must be KEY=VALUE",
+            ),
+            (
+                |c| c.process.cwd = "home".into(),
+                "cwd: must be an absolute path",
+            ),
             (|c| c.hostname = Some(String::new()), "hostname:"),
             (|c| c.hostname = Some("h".repeat(65)), "hostname:"),
             (|c| c.modules.push("../x.ko".into()), "modules[1]:"),

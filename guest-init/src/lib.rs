@@ -17,7 +17,7 @@
 //! use std::path::Path;
 //!
 //! let mut config = GuestConfig::new(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]);
-//! config.env.push("PATH=/bin".into());
+//! config.process.env.push("PATH=/bin".into());
 //! let mut initrd = std::fs::File::create("/tmp/launch.cpio")?;
 //! let bytes = write_launch_archive(&mut initrd, &config, Some(Path::new("/srv/rootfs")))?;
 //! println!("{bytes} bytes");

@@ -13,7 +13,9 @@ use crate::seccomp::BpfProgram;
 use crate::capabilities;
 use crate::rlimits;
 use crate::sys::errno;
-use crate::{Capabilities, Error, Rlimit, SeccompProfile, User};
+use plan::{Process, SeccompProfile};
+
+use crate::{Capabilities, Error, Rlimit};
 
 /// A step of [`Credentials::apply`], for the error it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +54,27 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Prepares `user`'s credentials with `caps`, `rlimits`, no_new_privs and
-    /// the `seccomp` profile (compiled here, for the bounding set of `caps`).
-    pub fn new(
-        user: &User,
-        caps: Capabilities,
-        no_new_privs: bool,
-        rlimits: &[Rlimit],
-        seccomp: SeccompProfile,
-    ) -> Result<Credentials, Error> {
+    /// Prepares the credentials of `process` (its user, capabilities, rlimits and
+    /// no_new_privs) with the `seccomp` profile (compiled here, for the bounding set of its
+    /// capabilities).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Plan`] for an rlimit name setrlimit(2) does not know; [`Error::Seccomp`] when
+    /// the filter cannot be built.
+    pub fn new(process: &Process, seccomp: SeccompProfile) -> Result<Credentials, Error> {
+        let (user, caps): (_, Capabilities) = (&process.user, process.capabilities);
+        let rlimits = process
+            .rlimits
+            .iter()
+            .map(|r| {
+                Ok(Rlimit {
+                    resource: plan::parse_rlimit_resource(&r.kind)?,
+                    soft: r.soft,
+                    hard: r.hard,
+                })
+            })
+            .collect::<Result<Vec<_>, plan::Error>>()?;
         // As runc does, a capability this process cannot hold (outside its own bounding set,
         // e.g. in a sandbox that dropped it) is left out rather than failing capset(2): so
         // `--cap-add ALL` means every capability there is to give.
@@ -75,14 +89,14 @@ impl Credentials {
         }
         let caps = kept;
         Ok(Credentials {
-            rlimits: rlimits.to_vec(),
+            rlimits,
             caps,
             last_cap: capabilities::last_cap(),
             groups: user.additional_gids.clone(),
             set_groups: true,
             uid: user.uid,
             gid: user.gid,
-            no_new_privs,
+            no_new_privs: process.no_new_privileges,
             filter: crate::seccomp::compile(seccomp, &caps.bounding.to_set())?,
         })
     }

@@ -35,6 +35,9 @@ pub enum Error {
     #[error("the container process ended during set-up without a report (status {0})")]
     Vanished(String),
     /// The seccomp filter of the spec's profile could not be compiled.
+    /// A value of the process the kernel has no name for (an rlimit).
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
 }

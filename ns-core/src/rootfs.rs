@@ -91,8 +91,8 @@ pub(crate) fn needs_overlay(spec: &ContainerSpec) -> bool {
         }
         mounted.push(&mount.destination);
     }
-    if !mounted.iter().any(|m| spec.cwd.starts_with(m)) {
-        points.push(&spec.cwd);
+    if !mounted.iter().any(|m| spec.process.cwd.starts_with(m)) {
+        points.push(&spec.process.cwd);
     }
     points.iter().any(|point| {
         let Ok(path) = crate::sys::cpath(point) else {

@@ -329,11 +329,14 @@ fn validate(spec: &ContainerSpec, has_init: bool) -> Result<(), Error> {
         )),
         Err(e) => problems.push(format!("rootfs {}: {e}", spec.rootfs.display())),
     }
-    if spec.args.is_empty() || spec.args[0].is_empty() {
+    if spec.process.args.is_empty() || spec.process.args[0].is_empty() {
         problems.push("no command given".to_owned());
     }
-    if !spec.cwd.is_absolute() {
-        problems.push(format!("working directory {:?} is not absolute", spec.cwd));
+    if !spec.process.cwd.is_absolute() {
+        problems.push(format!(
+            "working directory {:?} is not absolute",
+            spec.process.cwd
+        ));
     }
     if let Some(host) = &spec.hostname {
         if host.is_empty() || host.len() > 64 {
@@ -349,16 +352,16 @@ fn validate(spec: &ContainerSpec, has_init: bool) -> Result<(), Error> {
         }
     }
     if let Some(maps) = &spec.user_namespace {
-        if !maps.maps_uid(spec.user.uid) {
+        if !maps.maps_uid(spec.process.user.uid) {
             problems.push(format!(
                 "uid {} is not mapped in the user namespace",
-                spec.user.uid
+                spec.process.user.uid
             ));
         }
-        if !maps.maps_gid(spec.user.gid) {
+        if !maps.maps_gid(spec.process.user.gid) {
             problems.push(format!(
                 "gid {} is not mapped in the user namespace",
-                spec.user.gid
+                spec.process.user.gid
             ));
         }
     }
@@ -381,7 +384,10 @@ fn prepare(
     rootfs::plan(spec, layers, overlay, idmap, &mut planner)?;
     planner.defaults(userns)?;
     planner.extra(spec)?;
-    planner.workdir(&spec.cwd, (spec.user.uid, spec.user.gid))?;
+    planner.workdir(
+        &spec.process.cwd,
+        (spec.process.user.uid, spec.process.user.gid),
+    )?;
     for path in &spec.masked_paths {
         planner.mask(&path.to_string_lossy())?;
     }
@@ -393,16 +399,18 @@ fn prepare(
     }
 
     let argv_owned = spec
+        .process
         .args
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<Vec<_>, _>>()?;
     let envp_owned = spec
+        .process
         .env
         .iter()
         .map(|e| cstring(e))
         .collect::<Result<Vec<_>, _>>()?;
-    let command = spec.args[0].clone();
+    let command = spec.process.args[0].clone();
     let candidates: Vec<String> = if command.contains('/') {
         vec![command.clone()]
     } else {
@@ -412,13 +420,7 @@ fn prepare(
             .map(|dir| format!("{}/{command}", dir.trim_end_matches('/')))
             .collect()
     };
-    let credentials = Credentials::new(
-        &spec.user,
-        spec.capabilities,
-        spec.no_new_privs,
-        &spec.rlimits,
-        spec.seccomp,
-    )?;
+    let credentials = Credentials::new(&spec.process, spec.seccomp)?;
     // An unprivileged writer of gid_map had to deny setgroups(2).
     let credentials = if !userns || nix::unistd::geteuid().is_root() {
         credentials
@@ -455,17 +457,17 @@ fn prepare(
             .iter()
             .map(|s| (s.what, s.subject.clone()))
             .collect(),
-        rlimits: spec.rlimits.iter().map(|r| r.resource).collect(),
+        rlimits: credentials.rlimits().iter().map(|r| r.resource).collect(),
         command,
         candidates: candidates.clone(),
-        cwd: spec.cwd.display().to_string(),
-        user: spec.user.clone(),
+        cwd: spec.process.cwd.display().to_string(),
+        user: spec.process.user.clone(),
     };
     let prepared = Prepared {
         steps: planner.steps,
         merged: cpath(&layers.merged)?,
         hostname: cstring(spec.hostname.as_deref().unwrap_or(&spec.id))?,
-        cwd: cpath(&spec.cwd)?,
+        cwd: cpath(&spec.process.cwd)?,
         _argv: argv_owned,
         argv,
         _envp: envp_owned,

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use plan::{Capabilities, DEFAULT_PATH, IdMaps, SeccompProfile, User};
-
-use crate::Rlimit;
+use plan::{DEFAULT_PATH, IdMaps, Process, SeccompProfile};
 
 /// One container: its root filesystem, its process and the privileges it keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,16 +19,13 @@ pub struct ContainerSpec {
     /// A directory private to this launch, on the host, where the root filesystem is assembled
     /// (and, when writable, the overlay's upper and work layers live).
     pub state_dir: PathBuf,
+    /// The hostname inside; absent, the id.
     pub hostname: Option<String>,
-    /// The command and its arguments; a command without `/` is searched in the `PATH` of `env`.
-    pub args: Vec<String>,
-    /// `KEY=VALUE` pairs.
-    pub env: Vec<String>,
-    pub cwd: PathBuf,
-    pub user: User,
-    pub capabilities: Capabilities,
-    pub no_new_privs: bool,
-    pub rlimits: Vec<Rlimit>,
+    /// What runs, as the `plan` crate describes a process for every isolation. `env` is the
+    /// whole environment (the caller adds its defaults); a command without `/` is searched in
+    /// its `PATH`.
+    pub process: Process,
+    /// The process's seccomp filter.
     pub seccomp: SeccompProfile,
     /// Mounts added after the default ones, in order. Read-only ones are remounted read-only
     /// after all of them exist, so a read-only tmpfs can hold later mount points.
@@ -107,17 +102,7 @@ impl ContainerSpec {
             readonly_rootfs: false,
             state_dir: std::env::temp_dir().join(format!("capsule-{id}")),
             hostname: None,
-            args,
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            cwd: PathBuf::from("/"),
-            user: User::default(),
-            capabilities: Capabilities::oci_default(),
-            no_new_privs: true,
-            rlimits: vec![Rlimit {
-                resource: libc::RLIMIT_NOFILE as i32,
-                soft: 1024,
-                hard: 1024,
-            }],
+            process: Process::new(args),
             seccomp: SeccompProfile::Default,
             mounts: Vec::new(),
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
@@ -129,7 +114,8 @@ impl ContainerSpec {
 
     /// The `PATH` the command is searched in.
     pub fn search_path(&self) -> &str {
-        self.env
+        self.process
+            .env
             .iter()
             .find_map(|kv| kv.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH)

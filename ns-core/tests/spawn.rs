@@ -71,7 +71,7 @@ fn a_setup_failure_names_the_step_and_the_path() {
     let Some(rootfs) = rootfs() else { return };
     let (mut spec, _state) = spec(&rootfs, &["true"]);
     // A missing directory is made; a file cannot be one.
-    spec.cwd = "/etc/passwd".into();
+    spec.process.cwd = "/etc/passwd".into();
     let err = spawn(&spec, None, |_| Ok(())).unwrap().wait().unwrap_err();
     let message = err.to_string();
     assert!(

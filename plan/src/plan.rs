@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Capabilities, DEFAULT_PATH, IdMaps, Process, Rlimit, SeccompProfile, User};
+use crate::{IdMaps, Process, SeccompProfile};
 use serde::{Deserialize, Serialize};
 
 /// One launch.
@@ -202,19 +202,7 @@ impl Plan {
                 path: rootfs.into(),
                 readonly: false,
             },
-            process: Process {
-                args,
-                env: vec![format!("PATH={DEFAULT_PATH}")],
-                cwd: PathBuf::from("/"),
-                user: User::default(),
-                capabilities: Capabilities::oci_default(),
-                no_new_privileges: true,
-                rlimits: vec![Rlimit {
-                    kind: "RLIMIT_NOFILE".into(),
-                    soft: 1024,
-                    hard: 1024,
-                }],
-            },
+            process: Process::new(args),
             hostname: None,
             mounts: Vec::new(),
             resources: Resources::default(),

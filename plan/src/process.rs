@@ -39,6 +39,27 @@ pub struct Process {
     pub rlimits: Vec<Rlimit>,
 }
 
+impl Process {
+    /// `args` with `docker run`'s defaults: `PATH` ([`DEFAULT_PATH`]) in the environment,
+    /// `/` as working directory, root, the OCI default capabilities, no_new_privs, and 1024
+    /// open files (docker's `nofile` default).
+    pub fn new(args: Vec<String>) -> Process {
+        Process {
+            args,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: root_dir(),
+            user: User::default(),
+            capabilities: Capabilities::oci_default(),
+            no_new_privileges: true,
+            rlimits: vec![Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 1024,
+            }],
+        }
+    }
+}
+
 fn root_dir() -> PathBuf {
     PathBuf::from("/")
 }

@@ -344,9 +344,8 @@ fn driver_plan(tools: &[&str], capsule_cmdline: Option<&str>) -> serde_json::Val
 /// The guest config capsule writes for `capsule run --isolation microvm --rootfs R --
 /// /bin/true` (the microVM backend's `guest_config` of that Plan).
 fn guest_config() -> GuestConfig {
+    // `new` has the `PATH` `capsule run` gives a guest when no `--env` is set.
     let mut config = GuestConfig::new(vec!["/bin/true".to_owned()]);
-    // What `capsule run` gives the guest when no `--env` is set.
-    config.env.push(format!("PATH={}", ns_core::DEFAULT_PATH));
     config.quiet = true;
     config
 }

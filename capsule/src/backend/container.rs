@@ -208,13 +208,9 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
     let mut spec = ContainerSpec::new(id, &plan.root.path, p.args.clone());
     spec.readonly_rootfs = plan.root.readonly;
     let hostname = process::hostname(plan, id);
-    spec.env = process::environment(plan, &hostname)?;
+    spec.process = plan.process.clone();
+    spec.process.env = process::environment(plan, &hostname)?;
     spec.hostname = Some(hostname);
-    spec.cwd = p.cwd.clone();
-    spec.user = p.user.clone();
-    spec.capabilities = p.capabilities;
-    spec.no_new_privs = p.no_new_privileges;
-    spec.rlimits = process::rlimits(plan)?;
     spec.seccomp = plan.seccomp;
     spec.mounts = plan
         .mounts

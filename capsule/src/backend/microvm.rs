@@ -258,23 +258,16 @@ fn vcpus(plan: &Plan) -> u8 {
 /// process, with the same privileges, limits and seccomp filter it would
 /// have in a container.
 fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error> {
-    let process = &plan.process;
     let hostname = process::hostname(plan, id);
+    let mut process = plan.process.clone();
+    process.env = process::environment(plan, &hostname)?;
     Ok(GuestConfig {
-        args: process.args.clone(),
-        env: process::environment(plan, &hostname)?,
-        cwd: process.cwd.to_string_lossy().into_owned(),
-        uid: process.user.uid,
-        gid: process.user.gid,
-        additional_gids: process.user.additional_gids.clone(),
+        process,
+        seccomp: plan.seccomp,
         hostname: Some(hostname),
         modules: Vec::new(),
         readonly_root: plan.root.readonly,
         quiet: !vm.kernel_log,
-        capabilities: process.capabilities,
-        no_new_privileges: process.no_new_privileges,
-        rlimits: process::rlimits(plan)?,
-        seccomp: plan.seccomp,
     })
 }
 

@@ -6,14 +6,14 @@ use std::ffi::{CStr, CString};
 use guest_init::GuestConfig;
 use nix::errno::Errno;
 use nix::unistd::{chdir, execve};
-use ns_core::{Credentials, User};
+use ns_core::Credentials;
 
 use crate::supervise::{shell_status, supervise};
 use crate::{Failure, SETUP_FAILED};
 
 /// The search path for a command name without a `/` when the command's environment has no
 /// `PATH` (the default of Debian's and Docker's).
-pub use ns_core::DEFAULT_PATH;
+pub use plan::DEFAULT_PATH;
 
 /// Shell convention: the command could not be found.
 const NOT_FOUND: u8 = 127;
@@ -37,36 +37,29 @@ impl Command {
         let c_string = |s: &str| {
             CString::new(s).map_err(|_| Failure::message(format!("{s:?} contains a NUL byte")))
         };
-        let name = config
+        let process = &config.process;
+        let name = process
             .args
             .first()
             .cloned()
             .ok_or_else(|| Failure::message("the config names no command"))?;
+        let cwd = process.cwd.to_str().unwrap_or_default();
         Ok(Self {
-            search_path: search_path(&config.env).to_owned(),
-            argv: config
+            search_path: search_path(&process.env).to_owned(),
+            argv: process
                 .args
                 .iter()
                 .map(|a| c_string(a))
                 .collect::<Result<_, _>>()?,
-            envp: config
+            envp: process
                 .env
                 .iter()
                 .map(|e| c_string(e))
                 .collect::<Result<_, _>>()?,
-            cwd: c_string(&config.cwd)?,
-            credentials: Credentials::new(
-                &User {
-                    uid: config.uid,
-                    gid: config.gid,
-                    additional_gids: config.additional_gids.clone(),
-                },
-                config.capabilities,
-                config.no_new_privileges,
-                &config.rlimits,
-                config.seccomp,
-            )
-            .map_err(|e| Failure::message(format!("preparing the command's credentials: {e}")))?,
+            cwd: c_string(cwd)?,
+            credentials: Credentials::new(process, config.seccomp).map_err(|e| {
+                Failure::message(format!("preparing the command's credentials: {e}"))
+            })?,
             name,
         })
     }
