@@ -39,7 +39,7 @@ pub(crate) fn environment(plan: &Plan, hostname: &str) -> Result<Vec<String>, Er
             Error::invalid(vec![Problem::new(
                 "process.user",
                 format!("process.user {uid}"),
-                e,
+                e.to_string(),
             )])
         })?;
         env.push(format!("HOME={home}"));

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Plan;
+use crate::{Error, Plan};
 
 /// One Plan or a group: a launch as a script describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,29 +72,25 @@ impl Plans {
     /// Reads any of the three shapes. The shape is picked first and the text then parsed as
     /// that shape, so an error names the line and column of the field at fault rather than
     /// saying that no shape matched.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        let json = |what| move |source| Error::PlansJson { what, source };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(json(""))?;
         let plans = match &value {
             serde_json::Value::Array(_) => {
-                Plans::Together(serde_json::from_str(text).map_err(|e| e.to_string())?)
+                Plans::Together(serde_json::from_str(text).map_err(json(""))?)
             }
             serde_json::Value::Object(fields) if fields.contains_key("inOrder") => {
                 let group: InOrderJson<Vec<Plan>> =
-                    serde_json::from_str(text).map_err(|e| format!("in-order group: {e}"))?;
+                    serde_json::from_str(text).map_err(json("in-order group: "))?;
                 Plans::InOrder(group.in_order)
             }
-            serde_json::Value::Object(_) => Plans::One(Box::new(
-                serde_json::from_str(text).map_err(|e| e.to_string())?,
-            )),
-            _ => {
-                return Err(
-                    "expected a Plan (an object), an array of Plans or {\"inOrder\": [Plans]}, as `capsule plan` prints"
-                        .to_owned(),
-                );
+            serde_json::Value::Object(_) => {
+                Plans::One(Box::new(serde_json::from_str(text).map_err(json(""))?))
             }
+            _ => return Err(Error::PlansShape),
         };
         if plans.plans().is_empty() {
-            return Err("the group has no Plan to launch; give at least one".to_owned());
+            return Err(Error::EmptyGroup);
         }
         Ok(plans)
     }
@@ -123,7 +119,7 @@ mod tests {
             Plans::InOrder(vec![plan("a"), plan("b")]),
         ] {
             let json = plans.to_json();
-            assert_eq!(Plans::from_json(&json), Ok(plans), "{json}");
+            assert_eq!(Plans::from_json(&json).unwrap(), plans, "{json}");
         }
     }
 
@@ -151,23 +147,30 @@ mod tests {
     #[test]
     fn bad_files_say_what_is_wrong_and_where() {
         assert_eq!(
-            Plans::from_json("[]").unwrap_err(),
+            Plans::from_json("[]").unwrap_err().to_string(),
             "the group has no Plan to launch; give at least one"
         );
         assert_eq!(
-            Plans::from_json("{\"inOrder\": []}").unwrap_err(),
+            Plans::from_json("{\"inOrder\": []}")
+                .unwrap_err()
+                .to_string(),
             "the group has no Plan to launch; give at least one"
         );
-        let typo = Plans::from_json("{\"inOrder\": [], \"plans\": []}").unwrap_err();
+        let typo = Plans::from_json("{\"inOrder\": [], \"plans\": []}")
+            .unwrap_err()
+            .to_string();
         assert!(
             typo.starts_with("in-order group: unknown field `plans`"),
             "{typo}"
         );
-        let bad_member = Plans::from_json("[\n{\"isolation\": \"vm\"}]").unwrap_err();
+        let bad_member = Plans::from_json("[\n{\"isolation\": \"vm\"}]")
+            .unwrap_err()
+            .to_string();
         assert!(bad_member.contains("line 2"), "{bad_member}");
         assert!(
             Plans::from_json("42")
                 .unwrap_err()
+                .to_string()
                 .starts_with("expected a Plan")
         );
     }

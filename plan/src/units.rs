@@ -1,17 +1,17 @@
 //! Sizes and CPU counts as people write them on a command line.
 
+use crate::Error;
+
 /// Parses `256M`, `1g`, `64MiB`, `1024k` or plain bytes (powers of 1024, as docker does).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, Error> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!(
-            "{text:?} is not a size: expected a number with an optional unit such as 256M or 1G"
-        )
-    })?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| Error::NotASize(text.to_owned()))?;
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -19,30 +19,29 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}: use b, k, m, g or t"
-            ));
+            return Err(Error::SizeUnit {
+                text: text.to_owned(),
+                unit: unit.to_owned(),
+            });
         }
     };
     let bytes = value * multiplier as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{text:?} is out of range"));
+        return Err(Error::SizeOutOfRange(text.to_owned()));
     }
     Ok(bytes as u64)
 }
 
 /// Parses a CPU count such as `1.5`: a positive number.
-pub fn parse_cpus(text: &str) -> Result<f64, String> {
+pub fn parse_cpus(text: &str) -> Result<f64, Error> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!(
-            "{text:?} is not a CPU count: expected a positive number such as 1.5"
-        )),
+        _ => Err(Error::NotACpuCount(text.to_owned())),
     }
 }
 
 /// Seconds from `30`, `30s`, `500ms` or `2m`.
-pub fn parse_duration(s: &str) -> Result<f64, String> {
+pub fn parse_duration(s: &str) -> Result<f64, Error> {
     let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(sec) = s.strip_suffix('s') {
@@ -58,19 +57,16 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
             if fits_duration(seconds) {
                 Ok(seconds)
             } else {
-                Err(format!("{s:?} is too long for a timeout"))
+                Err(Error::DurationTooLong(s.to_owned()))
             }
         }
-        _ => Err(format!(
-            "{s:?}: expected a positive duration such as 30, 30s, 500ms or 2m"
-        )),
+        _ => Err(Error::NotADuration(s.to_owned())),
     }
 }
 
 /// Whether `seconds` is positive and converts to a [`std::time::Duration`]: the microVM's
 /// run loop converts with `Duration::from_secs_f64`, which panics on infinity, NaN and
 /// values past `u64::MAX` seconds (`timeout(1e300)`, or `"1e308m"` once scaled).
-/// Whether `seconds` is a positive number of seconds that fits a `Duration`.
 pub fn fits_duration(seconds: f64) -> bool {
     seconds > 0.0 && std::time::Duration::try_from_secs_f64(seconds).is_ok()
 }
@@ -86,20 +82,19 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(
-            parse_size("12 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert!(matches!(
+            parse_size("12 parsecs"),
+            Err(Error::SizeUnit { unit, .. }) if unit == " parsecs"
+        ));
         assert!(parse_size("M").is_err());
     }
 
     #[test]
     fn durations_take_units() {
-        assert_eq!(parse_duration("30"), Ok(30.0));
-        assert_eq!(parse_duration("1.5s"), Ok(1.5));
-        assert_eq!(parse_duration("500ms"), Ok(0.5));
-        assert_eq!(parse_duration("2m"), Ok(120.0));
+        assert_eq!(parse_duration("30").unwrap(), 30.0);
+        assert_eq!(parse_duration("1.5s").unwrap(), 1.5);
+        assert_eq!(parse_duration("500ms").unwrap(), 0.5);
+        assert_eq!(parse_duration("2m").unwrap(), 120.0);
         // The last two would panic as a Duration: too long, and infinite once scaled.
         for bad in ["", "0", "-1", "x", "1h", "nan", "1e300", "1e308m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

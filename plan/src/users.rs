@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::io::ErrorKind;
 use std::path::Path;
 
-use crate::User;
+use crate::{Error, User};
 
 /// Reads the files of an image by their path inside it.
 pub trait ImageFiles: Debug {
@@ -25,7 +25,7 @@ pub trait ImageFiles: Debug {
 /// (moby/moby#9360): the implicit form (`name`, or a `uid` with an entry) gets the groups
 /// `/etc/group` lists the user in; a form with a group (`user:group`, `uid:gid`) runs with
 /// that group alone.
-pub fn resolve_user(spec: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result<User, String> {
+pub fn resolve_user(spec: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result<User, Error> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -39,18 +39,18 @@ pub fn resolve_user(spec: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result
         let gid = entry.and_then(|f| f.get(3)?.parse().ok());
         (uid, entry.map(|f| f[0].clone()), gid)
     } else {
-        let entry = passwd
-            .iter()
-            .find(|f| f[0] == user_part)
-            .ok_or_else(|| {
-                format!(
-                    "unknown user {user_part:?}: no such entry in {}/etc/passwd; give a numeric uid or a user of the image",
-                    rootfs.display()
-                )
-            })?;
-        let uid = entry.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| {
-            format!("user {user_part:?} has a malformed entry in the image's /etc/passwd")
-        })?;
+        let entry =
+            passwd
+                .iter()
+                .find(|f| f[0] == user_part)
+                .ok_or_else(|| Error::UnknownUser {
+                    name: user_part.to_owned(),
+                    rootfs: rootfs.to_owned(),
+                })?;
+        let uid = entry
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::MalformedUser(user_part.to_owned()))?;
         (
             uid,
             Some(user_part.to_owned()),
@@ -89,7 +89,7 @@ pub fn resolve_user(spec: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result
 
 /// Resolves a group name of the image's `/etc/group`, or a numeric gid (which needs no
 /// entry), as `-u user:GROUP` and `--group-add GROUP` take it.
-pub fn resolve_group(group: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result<u32, String> {
+pub fn resolve_group(group: &str, rootfs: &Path, files: &dyn ImageFiles) -> Result<u32, Error> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
@@ -97,17 +97,15 @@ pub fn resolve_group(group: &str, rootfs: &Path, files: &dyn ImageFiles) -> Resu
         .iter()
         .find(|f| f[0] == group)
         .and_then(|f| f.get(2)?.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "unknown group {group:?}: no such entry in {}/etc/group; give a numeric gid or a group of the image",
-                rootfs.display()
-            )
+        .ok_or_else(|| Error::UnknownGroup {
+            name: group.to_owned(),
+            rootfs: rootfs.to_owned(),
         })
 }
 
 /// The home directory of `uid` in the image's `/etc/passwd`, or `/` when it has no entry (or
 /// an empty one): the `HOME` runc and crun give a process whose environment has none.
-pub fn home_of(uid: u32, rootfs: &Path, files: &dyn ImageFiles) -> Result<String, String> {
+pub fn home_of(uid: u32, rootfs: &Path, files: &dyn ImageFiles) -> Result<String, Error> {
     let passwd = read_db(files, rootfs, "/etc/passwd")?;
     Ok(passwd
         .iter()
@@ -119,16 +117,21 @@ pub fn home_of(uid: u32, rootfs: &Path, files: &dyn ImageFiles) -> Result<String
 
 /// The entries of a colon-separated database of the image, split into fields. A missing file
 /// is an empty database, as for runc; one that cannot be read is an error.
-fn read_db(files: &dyn ImageFiles, rootfs: &Path, file: &str) -> Result<Vec<Vec<String>>, String> {
+fn read_db(
+    files: &dyn ImageFiles,
+    rootfs: &Path,
+    file: &'static str,
+) -> Result<Vec<Vec<String>>, Error> {
     let text = files.read(rootfs, file);
     let text = match text {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(format!(
-                "cannot read the image's {file} in {}: {e}",
-                rootfs.display()
-            ));
+        Err(source) => {
+            return Err(Error::ImageFile {
+                file,
+                rootfs: rootfs.to_owned(),
+                source,
+            });
         }
     };
     Ok(text
@@ -206,14 +209,15 @@ mod tests {
         let user = resolve_user("4242:4343", dir.path(), &Plain).unwrap();
         assert_eq!((user.uid, user.gid), (4242, 4343));
         let err = resolve_user("nobody", dir.path(), &Plain).unwrap_err();
-        assert!(err.contains("unknown user \"nobody\""), "{err}");
+        assert!(err.to_string().contains("unknown user \"nobody\""), "{err}");
         assert!(
             resolve_user("user:staff", dir.path(), &Plain)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown group")
         );
-        assert_eq!(resolve_group("audio", dir.path(), &Plain), Ok(29));
-        assert_eq!(resolve_group("77", dir.path(), &Plain), Ok(77));
+        assert_eq!(resolve_group("audio", dir.path(), &Plain).unwrap(), 29);
+        assert_eq!(resolve_group("77", dir.path(), &Plain).unwrap(), 77);
     }
 
     #[test]

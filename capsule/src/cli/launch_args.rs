@@ -139,7 +139,8 @@ fn parse_swap(s: &str) -> Result<i64, String> {
     if s == "-1" {
         return Ok(-1);
     }
-    i64::try_from(parse_size(s)?).map_err(|_| format!("{s:?} is out of range"))
+    let bytes = parse_size(s).map_err(|e| e.to_string())?;
+    i64::try_from(bytes).map_err(|_| format!("{s:?} is out of range"))
 }
 
 fn parse_seccomp(s: &str) -> Result<SeccompProfile, String> {
@@ -175,7 +176,8 @@ impl LaunchArgs {
             plan.process.cwd = dir.clone();
         }
         if let Some(user) = &self.user {
-            plan.process.user = plan::resolve_user(user, &rootfs, &InRoot)?;
+            plan.process.user =
+                plan::resolve_user(user, &rootfs, &InRoot).map_err(|e| e.to_string())?;
         }
         for group in &self.group_add {
             let gid = plan::resolve_group(group, &rootfs, &InRoot)

@@ -77,9 +77,10 @@ pub mod process {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn user(ctx: NativeCallContext, p: &mut ScriptPlan, spec: &str) -> Result<(), Refusal> {
-        let refused = |e| refuse("process.user", &Dynamic::from(spec.to_owned()), e);
+        let refused = |e: String| refuse("process.user", &Dynamic::from(spec.to_owned()), e);
         let files = image_files(&ctx).ok_or_else(|| refused("no image reader".to_owned()))?;
-        let user = plan::resolve_user(spec, &p.plan.root.path, files.as_ref()).map_err(refused)?;
+        let user = plan::resolve_user(spec, &p.plan.root.path, files.as_ref())
+            .map_err(|e| refused(e.to_string()))?;
         p.plan.process.user = user;
         p.record(&ctx, "process.user", format!("{spec:?}"));
         Ok(())
