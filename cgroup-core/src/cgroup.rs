@@ -15,13 +15,11 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Controller, Layout};
+use crate::controller::Controller;
+use crate::detect::Layout;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::{fs, v1, v2, wait};
-
-/// The directory under each hierarchy's root that holds our cgroups.
-pub const PARENT: &str = "capsule";
+use crate::{PARENT, fs, v1, v2, wait};
 
 /// v1 controllers joined whatever the limits: memory, cpuacct and pids for [`Stats`], freezer
 /// for [`Cgroup::freeze`] and [`Cgroup::kill`], devices for [`Cgroup::allow_only_devices`].

@@ -4,8 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::detect::Controller;
-use crate::limits::LimitError;
+use crate::controller::Controller;
 
 /// Everything that can go wrong in this crate. Each variant carries the path, value or name it is
 /// about, so a log line alone says what failed where.
@@ -125,3 +124,15 @@ fn join(problems: &[LimitError]) -> String {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One problem with one limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}={value}: {problem}")]
+pub struct LimitError {
+    /// The [`Limits`](crate::Limits) field, e.g. `memory`.
+    pub field: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong and what would be accepted.
+    pub problem: String,
+}

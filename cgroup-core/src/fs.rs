@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::detect::Controller;
+use crate::controller::Controller;
 use crate::error::{Error, Result};
 
 /// Reads a whole file.

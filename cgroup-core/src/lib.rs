@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod cgroup;
+mod controller;
 mod detect;
 mod error;
 mod fs;
@@ -57,11 +58,15 @@ mod wait;
 #[cfg(test)]
 mod test_util;
 
-pub use cgroup::{Cgroup, PARENT, Stats};
-pub use detect::{Controller, Layout, MOUNTINFO, V1Mounts, V2Mount, detect};
-pub use error::{Error, Result};
+/// The directory under each hierarchy's root that holds capsule's cgroups.
+pub const PARENT: &str = "capsule";
+
+pub use cgroup::{Cgroup, Stats};
+pub use controller::Controller;
+pub use detect::{Layout, MOUNTINFO, V1Mounts, V2Mount, detect};
+pub use error::{Error, LimitError, Result};
 pub use limits::{
-    CPU_PERIOD_US, CPU_SHARES, CpuQuota, IO_WEIGHT, LimitError, Limits, MIN_CPU_QUOTA_US,
-    MIN_MEMORY, SYS_DEVICES_SYSTEM,
+    CPU_PERIOD_US, CPU_SHARES, CpuQuota, IO_WEIGHT, Limits, MIN_CPU_QUOTA_US, MIN_MEMORY,
+    SYS_DEVICES_SYSTEM,
 };
 pub use v1::devices::OCI_DEFAULT_DEVICES;

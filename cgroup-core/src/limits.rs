@@ -9,7 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Controller, Layout};
+use crate::controller::Controller;
+use crate::detect::Layout;
+use crate::error::LimitError;
 use crate::fs;
 
 /// Resource limits of one launch. `None` leaves the kernel's default (unlimited, or inherited).
@@ -70,18 +72,6 @@ pub struct CpuQuota {
     pub quota_us: u64,
     /// The period, in microseconds.
     pub period_us: u64,
-}
-
-/// One problem with one limit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}={value}: {problem}")]
-pub struct LimitError {
-    /// The [`Limits`] field, e.g. `memory`.
-    pub field: &'static str,
-    /// The value given.
-    pub value: String,
-    /// What is wrong and what would be accepted.
-    pub problem: String,
 }
 
 /// Docker's smallest memory limit (`linuxMinMemory`): below it the workload cannot even start.
@@ -205,7 +195,7 @@ impl HostFacts {
 /// With none to look at, assume yes (swap accounting is on by default since Linux 5.8) and let
 /// creation report it.
 fn v2_swap(root: &Path) -> Result<(), String> {
-    let mut candidates = vec![root.join(crate::cgroup::PARENT)];
+    let mut candidates = vec![root.join(crate::PARENT)];
     candidates.extend(fs::subdirs(root).unwrap_or_default());
     match candidates
         .into_iter()

@@ -7,7 +7,7 @@ use std::fmt;
 
 use rhai::{EvalAltResult, ParseError, Position};
 
-use super::engine::{
+use super::limits::{
     MAX_ARRAY_ITEMS, MAX_CALL_LEVELS, MAX_MAP_ENTRIES, MAX_OPERATIONS, MAX_STRING_BYTES,
 };
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::engine::{
+use super::limits::{
     DEADLINE, MAX_ARRAY_ITEMS, MAX_CALL_LEVELS, MAX_MAP_ENTRIES, MAX_OPERATIONS, MAX_SOURCE_BYTES,
     MAX_STRING_BYTES,
 };

@@ -7,35 +7,22 @@
 //! loop that never ends is stopped within a second however cheap its operations are.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rhai::{Dynamic, Engine};
 
 use super::resolver::FolderResolver;
 use plan::ImageFiles;
 
+use super::limits::{
+    DEADLINE, MAX_ARRAY_ITEMS, MAX_CALL_LEVELS, MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH, MAX_MAP_ENTRIES,
+    MAX_MODULES, MAX_OPERATIONS, MAX_STRING_BYTES,
+};
 use super::script_plan::EngineTag;
 
-/// How long one evaluation may run, imports included.
-pub const DEADLINE: Duration = Duration::from_secs(1);
-/// Operations (roughly, evaluated expressions) one evaluation may run.
-pub const MAX_OPERATIONS: u64 = 2_000_000;
 /// How often, in operations, the deadline is checked: often enough to stop within a few
 /// milliseconds, rarely enough that reading the clock costs nothing measurable.
 const DEADLINE_CHECK_EVERY: u64 = 1024;
-/// How deep functions may call each other.
-pub const MAX_CALL_LEVELS: usize = 32;
-/// How deep expressions may nest, at the top level and inside functions.
-pub const MAX_EXPR_DEPTH: usize = 64;
-pub const MAX_FN_EXPR_DEPTH: usize = 32;
-/// Bytes in one string.
-pub const MAX_STRING_BYTES: usize = 64 << 10;
-/// Items in one array.
-pub const MAX_ARRAY_ITEMS: usize = 4096;
-/// Entries in one map.
-pub const MAX_MAP_ENTRIES: usize = 4096;
-/// Bytes of one script or module file.
-pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 /// What an evaluation stopped by the deadline reports.
 pub(crate) const DEADLINE_MESSAGE: &str =
     "the script ran for more than 1 second and was stopped; look for a loop that never ends";
@@ -55,7 +42,7 @@ pub(crate) fn build(
         .set_max_string_size(MAX_STRING_BYTES)
         .set_max_array_size(MAX_ARRAY_ITEMS)
         .set_max_map_size(MAX_MAP_ENTRIES)
-        .set_max_modules(super::resolver::MAX_MODULES)
+        .set_max_modules(MAX_MODULES)
         // `eval` would compile text the script computed, out of reach of these limits'
         // parse-time checks and of the positions errors point at.
         .disable_symbol("eval")

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use rhai::{Dynamic, Map, Scope};
 
-use super::engine::{self, MAX_SOURCE_BYTES};
+use super::engine;
+use super::limits::MAX_SOURCE_BYTES;
 use super::resolver::{FolderResolver, read_limited};
 use super::script_plan::{Group, ScriptPlan};
 use super::{Diagnostic, Inputs, PolicyError};

@@ -24,16 +24,17 @@ mod engine;
 mod error;
 mod evaluate;
 mod inputs;
+mod limits;
 mod resolver;
 mod script_plan;
 
 pub use diagnostic::Diagnostic;
 pub use docs::reference_markdown;
-pub use engine::{
-    DEADLINE, MAX_ARRAY_ITEMS, MAX_CALL_LEVELS, MAX_EXPR_DEPTH, MAX_MAP_ENTRIES, MAX_OPERATIONS,
-    MAX_SOURCE_BYTES, MAX_STRING_BYTES,
-};
 pub use error::PolicyError;
 pub use evaluate::{Check, Evaluation, check, check_source, evaluate, evaluate_source};
 pub use inputs::{Inputs, Workload};
+pub use limits::{
+    DEADLINE, MAX_ARRAY_ITEMS, MAX_CALL_LEVELS, MAX_EXPR_DEPTH, MAX_MAP_ENTRIES, MAX_OPERATIONS,
+    MAX_SOURCE_BYTES, MAX_STRING_BYTES,
+};
 pub use script_plan::{Origin, ScriptPlan};

@@ -12,13 +12,10 @@ use std::rc::Rc;
 
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
 
-use super::engine::MAX_SOURCE_BYTES;
+use super::limits::{MAX_MODULES, MAX_SOURCE_BYTES};
 
 /// The text of every script and module read in one evaluation, by the name messages use.
 pub(crate) type Sources = Rc<RefCell<BTreeMap<String, String>>>;
-
-/// The most modules one evaluation may import (distinct files; a repeat is cached).
-pub(crate) const MAX_MODULES: usize = 32;
 
 /// Resolves imports against one folder.
 #[derive(Debug)]

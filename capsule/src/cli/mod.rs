@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod gc;
-mod group;
+mod launch;
 mod launch_args;
 mod plan_verb;
 mod policy_args;

@@ -1,11 +1,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use plan::{Host, Outcome, Plan, Plans, Timings};
+use plan::{Host, Plan, Plans};
 
-use super::group::launch_group;
+use super::launch::{failed, launch, launch_group};
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
-use crate::{Launcher, SignalRouter, StopHandle, host};
+use crate::{Launcher, SignalRouter, host};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
@@ -115,29 +115,6 @@ pub(super) fn run_script(
     }
 }
 
-/// Runs one checked Plan with its backend; a failure becomes an Outcome with the error in it.
-pub(super) fn launch(
-    launcher: &Launcher,
-    plan: &Plan,
-    host: &Host,
-    stop: &StopHandle,
-) -> (Outcome, i32) {
-    match launcher.run(plan, host, stop) {
-        Ok(outcome) => {
-            let code = outcome.exit_code;
-            (outcome, code)
-        }
-        Err(e) => failed(plan, e),
-    }
-}
-
-/// A launch that failed with `e`, reported and turned into its Outcome and exit status.
-fn failed(plan: &Plan, e: crate::Error) -> (Outcome, i32) {
-    eprintln!("capsule: {e}");
-    let code = e.exit_code() as i32;
-    (failed_outcome(plan, code, e.to_string()), code)
-}
-
 /// Writes the Outcome(s) where `--outcome` asked, and exits with `code`.
 fn finish(outcome_file: Option<&Path>, outcome: &impl serde::Serialize, code: i32) -> ExitCode {
     if let Some(path) = outcome_file {
@@ -157,18 +134,4 @@ fn read_plans(path: &Path) -> Result<Plans, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
     Plans::from_json(&text).map_err(|e| format!("plan {}: {e}", path.display()))
-}
-
-fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
-    Outcome {
-        id: String::new(),
-        isolation: plan.isolation,
-        exit_code: code,
-        signal: None,
-        oom_killed: false,
-        error: Some(error),
-        timings: Timings::default(),
-        peaks: Default::default(),
-        violations: Vec::new(),
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::detect::Controller;
+use crate::controller::Controller;
 use crate::error::Result;
 use crate::fs;
 use crate::limits::Limits;

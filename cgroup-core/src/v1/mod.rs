@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::Stats;
-use crate::detect::Controller;
+use crate::controller::Controller;
 use crate::error::Result;
 use crate::limits::Limits;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::cgroup::Stats;
-use crate::detect::Controller;
+use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::fs;
 use crate::limits::Limits;

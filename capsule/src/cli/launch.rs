@@ -1,11 +1,11 @@
-//! Launching a group of Plans in this process, each member on a thread of its own with its
-//! own [`StopHandle`](crate::StopHandle): the signals capsule receives reach every member
-//! that is running, as a single launch's reach its workload.
+//! Launching checked Plans: one, or a group in this process, each member on a thread of its
+//! own with its own [`StopHandle`]: the signals capsule receives reach every member that is
+//! running, as a single launch's reach its workload. A failure becomes an Outcome with the
+//! error in it.
 
-use plan::{Host, Outcome, Plan};
+use plan::{Host, Outcome, Plan, Timings};
 
-use super::run::launch;
-use crate::{Launcher, SignalRouter};
+use crate::{Launcher, SignalRouter, StopHandle};
 
 /// Launches `plans`, each already checked, together, or one after another when `sequential`
 /// (stopping at the first that fails). Returns their Outcomes in order and the exit status:
@@ -50,4 +50,41 @@ pub(super) fn launch_group(
         });
     }
     (outcomes, first_failure.unwrap_or(0))
+}
+
+/// Runs one checked Plan with its backend; a failure becomes an Outcome with the error in it.
+pub(super) fn launch(
+    launcher: &Launcher,
+    plan: &Plan,
+    host: &Host,
+    stop: &StopHandle,
+) -> (Outcome, i32) {
+    match launcher.run(plan, host, stop) {
+        Ok(outcome) => {
+            let code = outcome.exit_code;
+            (outcome, code)
+        }
+        Err(e) => failed(plan, e),
+    }
+}
+
+/// A launch that failed with `e`, reported and turned into its Outcome and exit status.
+pub(super) fn failed(plan: &Plan, e: crate::Error) -> (Outcome, i32) {
+    eprintln!("capsule: {e}");
+    let code = e.exit_code() as i32;
+    (failed_outcome(plan, code, e.to_string()), code)
+}
+
+fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
+    Outcome {
+        id: String::new(),
+        isolation: plan.isolation,
+        exit_code: code,
+        signal: None,
+        oom_killed: false,
+        error: Some(error),
+        timings: Timings::default(),
+        peaks: Default::default(),
+        violations: Vec::new(),
+    }
 }
