@@ -8,6 +8,8 @@
 //!
 //! The `capsule` command line ([`cli`]) is a thin shell over these.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cli;
 mod error;

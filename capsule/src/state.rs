@@ -24,9 +24,11 @@ pub fn state_root() -> PathBuf {
 /// What `state.json` records about one launch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
+    /// The launch id.
     pub id: String,
     /// The `capsule` process that owns the launch, and its start time (to survive pid reuse).
     pub owner_pid: i32,
+    /// The owner's start time in clock ticks since boot (`/proc/PID/stat` field 22).
     pub owner_start: u64,
     /// Whether the launch created cgroups named after `id`.
     pub cgroup: bool,
@@ -35,7 +37,9 @@ pub struct State {
 /// One launch's state directory; removed by [`Launch::remove`].
 #[derive(Debug)]
 pub struct Launch {
+    /// The launch id.
     pub id: String,
+    /// `<state root>/<id>`.
     pub dir: PathBuf,
 }
 
@@ -65,6 +69,11 @@ impl Launch {
         Ok(launch)
     }
 
+    /// Removes the directory and everything in it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it exists and cannot be removed.
     pub fn remove(&self) -> Result<(), Error> {
         let mut result = std::fs::remove_dir_all(&self.dir);
         if result
@@ -129,7 +138,9 @@ fn owner_alive(state: &State) -> bool {
 /// What [`gc`] removed.
 #[derive(Debug, Default, Serialize)]
 pub struct Collected {
+    /// Ids of the launches whose state was removed.
     pub launches: Vec<String>,
+    /// The cgroup directories removed.
     pub cgroups: Vec<String>,
 }
 

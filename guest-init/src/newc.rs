@@ -47,7 +47,9 @@ const COPY_BUFFER: usize = 128 * 1024;
 pub struct Meta {
     /// Permission bits, including setuid, setgid and sticky (`0o4755`).
     pub perm: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
     /// Seconds since the epoch; newc has 32 bits for it.
     pub mtime: u32,
@@ -93,6 +95,7 @@ pub struct NewcWriter<W: Write> {
 }
 
 impl<W: Write> NewcWriter<W> {
+    /// A writer of a new archive to `out`.
     pub fn new(out: W) -> Self {
         Self {
             out,
@@ -110,10 +113,20 @@ impl<W: Write> NewcWriter<W> {
         self.written
     }
 
+    /// Adds the directory `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadEntry`] for a name the kernel refuses, [`Error::Write`].
     pub fn directory(&mut self, name: impl AsRef<[u8]>, meta: Meta) -> Result<()> {
         self.header(name.as_ref(), S_IFDIR | meta.perm, &meta, 2, 0, (0, 0))
     }
 
+    /// Adds the regular file `name` holding `data`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FileTooLarge`] past 4 GiB - 1, [`Error::BadEntry`], [`Error::Write`].
     pub fn file(&mut self, name: impl AsRef<[u8]>, meta: Meta, data: &[u8]) -> Result<()> {
         let name = name.as_ref();
         let size = u32::try_from(data.len()).map_err(|_| Error::FileTooLarge {
@@ -140,6 +153,11 @@ impl<W: Write> NewcWriter<W> {
         self.copy_file(name.as_ref(), meta, &mut file, size, path)
     }
 
+    /// Adds the symbolic link `name` to `target`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadEntry`] for a name or target the kernel refuses, [`Error::Write`].
     pub fn symlink(
         &mut self,
         name: impl AsRef<[u8]>,

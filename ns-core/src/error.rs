@@ -14,20 +14,38 @@ pub enum Error {
     NulInPath(String),
     /// A kernel call made while preparing the container in the parent failed.
     #[error("{what}: {source}")]
-    Host { what: String, source: Errno },
+    Host {
+        /// What was being done.
+        what: String,
+        /// The errno.
+        source: Errno,
+    },
     /// A step inside the new container failed before the command started.
     #[error("container set-up failed: {step} {subject}: {source}")]
     Setup {
+        /// The step, as a sentence fragment (`mounting`).
         step: &'static str,
+        /// What it was done to (a path).
         subject: String,
+        /// The errno.
         source: Errno,
     },
     /// No candidate path for the command exists in the container.
     #[error("command {command:?} not found in the container (searched {searched})")]
-    CommandNotFound { command: String, searched: String },
+    CommandNotFound {
+        /// The command as given.
+        command: String,
+        /// The paths tried, comma-separated.
+        searched: String,
+    },
     /// The command exists but the kernel refused to execute it.
     #[error("command {command:?} cannot be executed in the container: {source}")]
-    CommandNotExecutable { command: String, source: Errno },
+    CommandNotExecutable {
+        /// The command as given.
+        command: String,
+        /// execve(2)'s errno.
+        source: Errno,
+    },
     /// The caller's hook (cgroup attach) failed while the child waited; its error.
     #[error("{0}")]
     Attach(#[source] AttachError),
@@ -38,6 +56,7 @@ pub enum Error {
     /// A value of the process the kernel has no name for (an rlimit).
     #[error(transparent)]
     Plan(#[from] plan::Error),
+    /// The seccomp filter cannot be built.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
 }

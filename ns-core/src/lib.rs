@@ -20,6 +20,8 @@
 //! assert_eq!(status.code(), 0);
 //! ```
 
+#![warn(missing_docs)]
+
 mod capabilities;
 mod credentials;
 mod dev;

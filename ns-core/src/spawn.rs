@@ -40,7 +40,9 @@ use crate::sys::{cpath, cstring, errno};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExitStatus {
+    /// exit(2) with this code.
     Exited(i32),
+    /// Killed by this signal.
     Signaled(i32),
 }
 

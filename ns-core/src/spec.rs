@@ -46,22 +46,34 @@ pub struct ContainerSpec {
 /// A mount added to the container, at `destination` inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
+    /// Where, inside the container (absolute).
     pub destination: PathBuf,
+    /// What.
     pub kind: MountKind,
+    /// Read-only (recursively for a bind mount).
     pub readonly: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+/// What a [`Mount`] mounts.
 pub enum MountKind {
     /// A host path bound into the container.
-    Bind { source: PathBuf },
+    Bind {
+        /// The host path.
+        source: PathBuf,
+    },
     /// A fresh tmpfs; `size` in bytes (the kernel's default when absent).
-    Tmpfs { size: Option<u64> },
+    Tmpfs {
+        /// Bytes.
+        size: Option<u64>,
+    },
     /// A kernel file system such as `cgroup2`, mounted nosuid, nodev and noexec, with
     /// `options` as mount(2)'s data.
     Kernel {
+        /// The file system type (`cgroup2`).
         fstype: String,
+        /// mount(2)'s data.
         options: Option<String>,
     },
 }

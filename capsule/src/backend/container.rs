@@ -1,7 +1,7 @@
 //! Runs a Plan as a container: namespaces from `ns-core`, limits from `cgroup-core`.
 //!
 //! Resources are created in a fixed order (state directory, cgroups, container process) and
-//! removed in reverse on every path: a [`Resources`] guard undoes whatever exists when it is
+//! removed in reverse on every path: a `Resources` guard undoes whatever exists when it is
 //! dropped, so an early return cannot leak.
 
 use std::time::Instant;

@@ -10,6 +10,7 @@ use plan::{
 
 use crate::InRoot;
 
+/// The flags that describe one launch, as `docker run` spells them.
 #[derive(Debug, Args)]
 #[group(id = "launch", multiple = true)]
 pub struct LaunchArgs {
