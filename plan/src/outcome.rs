@@ -1,5 +1,7 @@
 //! What a launch reports when it ends.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Isolation;
@@ -48,6 +50,22 @@ pub struct Timings {
     /// microVM: from starting the vCPUs to the guest init's first instruction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ms: Option<f64>,
+}
+
+impl Timings {
+    /// The phases of a launch from the times since its start at which each ended: prepared,
+    /// created, ran (the workload exited) and finished (cleaned up).
+    pub fn of(prepared: Duration, created: Duration, ran: Duration, finished: Duration) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Timings {
+            prepare_ms: ms(prepared),
+            create_ms: ms(created.saturating_sub(prepared)),
+            run_ms: ms(ran.saturating_sub(created)),
+            cleanup_ms: ms(finished.saturating_sub(ran)),
+            total_ms: ms(finished),
+            boot_ms: None,
+        }
+    }
 }
 
 /// Peak use as the cgroup recorded it; absent where the host does not count it.

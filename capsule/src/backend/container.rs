@@ -140,7 +140,6 @@ fn run(
     let finished = start.elapsed();
 
     let oom_killed = stats.as_ref().is_some_and(|s| s.oom_kills > 0);
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     Ok(Outcome {
         id,
         isolation: plan.isolation,
@@ -151,14 +150,7 @@ fn run(
         },
         oom_killed,
         error: None,
-        timings: Timings {
-            prepare_ms: ms(prepared),
-            create_ms: ms(created - prepared),
-            run_ms: ms(ran - created),
-            cleanup_ms: ms(finished - ran),
-            total_ms: ms(finished),
-            boot_ms: None,
-        },
+        timings: Timings::of(prepared, created, ran, finished),
         peaks: Peaks {
             memory_bytes: stats.as_ref().and_then(|s| s.memory_peak_bytes),
             cpu_time_ms: stats

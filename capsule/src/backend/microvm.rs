@@ -223,12 +223,8 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
         oom_killed: false,
         error,
         timings: Timings {
-            prepare_ms: ms(prepared),
-            create_ms: ms(created - prepared),
-            run_ms: ms(ran - created),
-            cleanup_ms: ms(finished - ran),
-            total_ms: ms(finished),
             boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
+            ..Timings::of(prepared, created, ran, finished)
         },
         peaks: Peaks {
             memory_bytes: peak_rss,

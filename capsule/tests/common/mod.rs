@@ -1,5 +1,5 @@
-//! What the launcher's policy tests share: fixed inputs, and a way to see errors as the CLI
-//! prints them.
+//! What the launcher's policy tests share: the policy tests' fixed facts, inputs read with
+//! the launcher's image reader, and the errors of checking a script as `capsule check` does.
 
 #![allow(dead_code)]
 
@@ -8,23 +8,14 @@ use std::rc::Rc;
 
 use capsule::{InRoot, Launcher};
 use plan::{Host, Kvm};
-use policy::{Inputs, PolicyError, Workload};
+use policy::{Inputs, Workload};
 
-/// Facts of a roomy host, the same on every machine.
-pub fn facts(kvm: Kvm) -> Host {
-    Host {
-        kvm,
-        cgroups: "v2".to_owned(),
-        cpus: 8,
-        memory_total: 16 << 30,
-        memory_free: 8 << 30,
-        arch: "x86_64".to_owned(),
-        kernel: "6.1.0".to_owned(),
-        rootless: false,
-        subids: None,
-        nr_open: 1 << 20,
-    }
-}
+// The policy crate's fixed facts and error lines; this file adds the launcher's reader and
+// checks.
+#[path = "../../../policy/tests/common/mod.rs"]
+mod policy_common;
+
+pub use policy_common::{facts, first_lines};
 
 /// `-- sh -c true` in the root filesystem `/`, which exists everywhere.
 pub fn inputs(kvm: Kvm) -> Inputs {
@@ -58,15 +49,5 @@ pub fn errors(script: &str, inputs: &Inputs, host: &Host) -> Vec<String> {
     }) {
         Ok(_) => Vec::new(),
         Err(e) => first_lines(&e),
-    }
-}
-
-pub fn first_lines(e: &PolicyError) -> Vec<String> {
-    match e.diagnostics() {
-        [] => vec![e.to_string()],
-        list => list
-            .iter()
-            .map(|d| d.to_string().lines().next().unwrap_or_default().to_owned())
-            .collect(),
     }
 }
