@@ -3,12 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use capsule::{InRoot, Launcher};
 use plan::{Host, Kvm};
-use policy::{Inputs, Workload};
+use policy::Inputs;
 
 // The policy crate's fixed facts and error lines; this file adds the launcher's reader and
 // checks.
@@ -17,19 +16,9 @@ mod policy_common;
 
 pub use policy_common::{facts, first_lines};
 
-/// `-- sh -c true` in the root filesystem `/`, which exists everywhere.
+/// `-- sh -c true` in the root filesystem `/`, images read by the launcher's reader.
 pub fn inputs(kvm: Kvm) -> Inputs {
-    Inputs {
-        host: facts(kvm),
-        workload: Workload {
-            command: "sh".to_owned(),
-            args: vec!["-c".to_owned(), "true".to_owned()],
-            env: BTreeMap::new(),
-            rootfs: Some("/".into()),
-        },
-        vars: BTreeMap::new(),
-        image_files: Rc::new(InRoot),
-    }
+    policy_common::inputs_reading(kvm, Rc::new(InRoot))
 }
 
 /// A host to validate against; no cgroup hierarchy is consulted when `rootless`.

@@ -38,6 +38,11 @@ impl ImageFiles for PlainFiles {
 
 /// `-- sh -c true` in the root filesystem `/`, which exists everywhere.
 pub fn inputs(kvm: Kvm) -> Inputs {
+    inputs_reading(kvm, Rc::new(PlainFiles))
+}
+
+/// [`inputs`] whose `user()` reads images with `image_files`.
+pub fn inputs_reading(kvm: Kvm, image_files: Rc<dyn ImageFiles>) -> Inputs {
     Inputs {
         host: facts(kvm),
         workload: Workload {
@@ -47,7 +52,7 @@ pub fn inputs(kvm: Kvm) -> Inputs {
             rootfs: Some("/".into()),
         },
         vars: BTreeMap::new(),
-        image_files: Rc::new(PlainFiles),
+        image_files,
     }
 }
 
