@@ -19,7 +19,7 @@ mod process;
 pub mod signals;
 pub mod state;
 
-pub use backend::{Backend, Launcher};
+pub use backend::{Backend, Launcher, Stdin};
 pub use error::{Error, ExitCode};
 pub use image_files::InRoot;
 pub use plan::Problem;

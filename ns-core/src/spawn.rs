@@ -102,6 +102,8 @@ struct Prepared {
     userns: bool,
     /// The child's end of the socket that brings the idmapped root, or -1.
     idmap_socket: RawFd,
+    /// `/dev/null`, opened by the parent, for the command's stdin; -1 to keep the caller's.
+    null_stdin: RawFd,
 }
 
 /// How the child executes the init: its descriptor (or -1 until it arrives on `socket`, the
@@ -132,6 +134,7 @@ enum Stage {
     Cwd,
     Seccomp,
     Init,
+    Stdin,
 }
 
 impl From<CredentialStep> for Stage {
@@ -170,6 +173,7 @@ const STAGES: &[(Stage, &str)] = &[
     (Stage::Cwd, "change to the working directory"),
     (Stage::Seccomp, "install the seccomp filter"),
     (Stage::Init, "execute the init program"),
+    (Stage::Stdin, "put /dev/null on stdin"),
 ];
 
 /// Creates the container and starts its command. With `spec.init`, `init` is the program
@@ -208,6 +212,18 @@ where
     if let Some(init) = &mut prepared.init {
         init.socket = child_end;
     }
+
+    let null_stdin = spec
+        .null_stdin
+        .then(|| std::fs::File::open("/dev/null"))
+        .transpose()
+        .map_err(|e| {
+            Error::host(
+                "cannot open /dev/null for the command's stdin",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+    prepared.null_stdin = null_stdin.as_ref().map_or(-1, |f| f.as_raw_fd());
 
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
@@ -482,6 +498,7 @@ fn prepare(
         init,
         userns,
         idmap_socket: -1,
+        null_stdin: -1,
     };
     Ok((prepared, explain))
 }
@@ -569,6 +586,9 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         // The credential change above cleared any earlier death signal; if capsule dies, the
         // container's PID 1 dies, and with it the whole pid namespace.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if p.null_stdin >= 0 && libc::dup2(p.null_stdin, 0) < 0 {
+            fail(Stage::Stdin, 0, errno());
+        }
         // No descriptor of the caller's but stdio (and the init's report pipe) reaches the
         // container.
         let first_closed = if p.init.is_some() { REPORT_FD + 1 } else { 3 };

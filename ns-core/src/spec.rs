@@ -37,6 +37,9 @@ pub struct ContainerSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// Map ids through a new user namespace; required when the caller is not root.
     pub user_namespace: Option<IdMaps>,
+    /// The command's stdin is `/dev/null` rather than the caller's (as `docker run` without
+    /// `-i`); for launches that run at once, none of which may own a terminal's input.
+    pub null_stdin: bool,
     /// Run an init as PID 1 that reaps zombies and forwards signals, with the command as its
     /// child (as `docker run --init`); the caller passes the program to [`spawn`](crate::spawn)
     /// as an [`Init`](crate::Init). When false the command itself is PID 1.
@@ -120,6 +123,7 @@ impl ContainerSpec {
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             user_namespace: None,
+            null_stdin: false,
             init: false,
         }
     }

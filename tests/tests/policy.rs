@@ -301,3 +301,124 @@ fn kvm_is_hardware() -> bool {
     let module = |name: &str| std::path::Path::new("/sys/module").join(name).exists();
     !module("kvm_pvm") && (module("kvm_intel") || module("kvm_amd"))
 }
+
+/// A saved group of two containers, `first` and `second`, each running `script` with `$NAME`
+/// set to its name; returns the file's directory and path.
+fn saved_group(env: &tests::Env, script: &str) -> (tempfile::TempDir, PathBuf) {
+    let member = |name: &str| {
+        let plan = env
+            .command()
+            .args(["plan", "--rootfs"])
+            .arg(&env.rootfs)
+            .args(["-e", &format!("NAME={name}"), "--", "sh", "-c", script])
+            .output()
+            .expect("capsule runs");
+        assert_eq!(plan.status.code(), Some(0), "{plan:?}");
+        serde_json::from_slice::<serde_json::Value>(&plan.stdout).expect("a Plan")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("group.json");
+    let group = serde_json::Value::Array(vec![member("first"), member("second")]);
+    std::fs::write(&path, group.to_string()).expect("write the group");
+    (dir, path)
+}
+
+/// The members of a group run at once in one capsule process: none reads capsule's stdin
+/// (they would race for it, and one would hang on a terminal), while a single launch does.
+#[test]
+fn a_group_s_members_read_no_stdin_a_single_launch_reads_capsule_s() {
+    let env = env_or_skip!();
+    let run_with_input = |args: &[&OsStr]| {
+        let mut child = env
+            .command()
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("capsule runs");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(b"typed at the terminal\n")
+            .expect("write stdin");
+        let output = child.wait_with_output().expect("capsule ends");
+        assert_nothing_left();
+        output
+    };
+    let (_dir, group) = saved_group(&env, "echo \"$NAME read [$(cat)]\"");
+    let output = run_with_input(&[OsStr::new("--plan"), group.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["first read []", "second read []"]);
+    let rootfs = env.rootfs.as_os_str();
+    let single = run_with_input(&[
+        OsStr::new("--rootfs"),
+        rootfs,
+        OsStr::new("--"),
+        OsStr::new("cat"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&single.stdout),
+        "typed at the terminal\n"
+    );
+}
+
+/// SIGTERM to capsule reaches every member of a group it runs, each through its own
+/// container's init, and each reports its own status.
+#[test]
+fn sigterm_to_capsule_reaches_every_member_of_a_group() {
+    let env = env_or_skip!();
+    let script =
+        "trap 'echo $NAME stopped; exit 7' TERM; echo $NAME ready; while :; do sleep 0.1; done";
+    let (dir, group) = saved_group(&env, script);
+    let outcome = dir.path().join("outcome.json");
+    let mut child = env
+        .command()
+        .arg("run")
+        .arg("--outcome")
+        .arg(&outcome)
+        .arg("--plan")
+        .arg(&group)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("capsule runs");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut ready = Vec::new();
+    while ready.len() < 2 {
+        let mut line = String::new();
+        use std::io::BufRead as _;
+        assert!(
+            stdout.read_line(&mut line).expect("read stdout") > 0,
+            "capsule ended before both members were ready: {ready:?}"
+        );
+        ready.push(line);
+    }
+    // SAFETY: kill(2) on the pid of the child we just spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read stdout");
+    let status = child.wait().expect("capsule ends");
+    assert_eq!(status.code(), Some(7), "{rest}");
+    assert!(
+        rest.contains("first stopped") && rest.contains("second stopped"),
+        "{rest}"
+    );
+    let outcomes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&outcome).expect("outcome written")).unwrap();
+    let codes: Vec<_> = outcomes
+        .as_array()
+        .expect("an Outcome per member")
+        .iter()
+        .map(|o| o["exitCode"].clone())
+        .collect();
+    assert_eq!(codes, [7, 7]);
+    assert_nothing_left();
+}

@@ -12,7 +12,7 @@ use cgroup_core::{Cgroup, CpuQuota, Layout, Limits};
 use ns_core::{ContainerSpec, ExitStatus, IdMaps, MountKind};
 use plan::{Host, MountType, Outcome, Peaks, Plan, Problem, Timings};
 
-use super::Backend;
+use super::{Backend, Stdin};
 use crate::signals::StopHandle;
 use crate::state::{self, Launch};
 use crate::{Error, process};
@@ -70,8 +70,14 @@ impl Backend for Container {
         Ok(problems)
     }
 
-    fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
-        run(plan, host, self.cgroups.as_ref(), stop)
+    fn run(
+        &self,
+        plan: &Plan,
+        host: &Host,
+        stop: &StopHandle,
+        stdin: Stdin,
+    ) -> Result<Outcome, Error> {
+        run(plan, host, self.cgroups.as_ref(), stop, stdin)
     }
 }
 
@@ -81,10 +87,12 @@ fn run(
     host: &Host,
     cgroups: Option<&Layout>,
     stop: &StopHandle,
+    stdin: Stdin,
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
     let id = state::new_id();
     let mut spec = to_spec(plan, &id, host)?;
+    spec.null_stdin = stdin == Stdin::Null;
     let init = if spec.init {
         Some(ns_core::Init::sealed("capsule-init", CAPSULE_INIT)?)
     } else {

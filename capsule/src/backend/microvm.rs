@@ -16,7 +16,7 @@ use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use plan::{Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem, Timings, VmSpec};
 
-use super::Backend;
+use super::{Backend, Stdin};
 use crate::signals::StopHandle;
 use crate::{Error, host, process, state};
 
@@ -105,7 +105,13 @@ impl Backend for Microvm {
         Ok(problems)
     }
 
-    fn run(&self, plan: &Plan, _host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
+    fn run(
+        &self,
+        plan: &Plan,
+        _host: &Host,
+        stop: &StopHandle,
+        _stdin: Stdin,
+    ) -> Result<Outcome, Error> {
         run(plan, stop)
     }
 }

@@ -11,6 +11,15 @@ use crate::signals::StopHandle;
 pub mod container;
 pub mod microvm;
 
+/// Where a launch's workload reads its input from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// capsule's own stdin.
+    Inherit,
+    /// `/dev/null`: the members of a group run at once, and none may own the terminal's input.
+    Null,
+}
+
 /// One way of isolating a Plan's process. `Sync`: the members of a group run on threads of
 /// one process, sharing the [`Launcher`].
 pub trait Backend: Sync {
@@ -24,13 +33,20 @@ pub trait Backend: Sync {
 
     /// Runs a Plan that passed [`Launcher::check`] to completion and reports how it went.
     /// The signals delivered to `stop` while it runs go to the workload (a container's PID 1)
-    /// or end it (a microVM, with 128 + the signal).
+    /// or end it (a microVM, with 128 + the signal). A container's command reads `stdin`; a
+    /// microVM's guest reads none of capsule's.
     ///
     /// # Errors
     ///
     /// What failed before the workload could run or be waited for; everything the launch
     /// created is removed first.
-    fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error>;
+    fn run(
+        &self,
+        plan: &Plan,
+        host: &Host,
+        stop: &StopHandle,
+        stdin: Stdin,
+    ) -> Result<Outcome, Error>;
 }
 
 /// Every backend of this build, set up for this host.
@@ -95,8 +111,14 @@ impl Launcher {
     /// # Errors
     ///
     /// As [`Backend::run`]; [`plan::Error::Unsupported`] for an isolation without a backend.
-    pub fn run(&self, plan: &Plan, host: &Host, stop: &StopHandle) -> Result<Outcome, Error> {
-        self.backend(plan.isolation)?.run(plan, host, stop)
+    pub fn run(
+        &self,
+        plan: &Plan,
+        host: &Host,
+        stop: &StopHandle,
+        stdin: Stdin,
+    ) -> Result<Outcome, Error> {
+        self.backend(plan.isolation)?.run(plan, host, stop, stdin)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use plan::{Host, Outcome, Plan, Timings};
 
-use crate::{Launcher, SignalRouter, StopHandle};
+use crate::{Launcher, SignalRouter, Stdin, StopHandle};
 
 /// Launches `plans`, each already checked, together, or one after another when `sequential`
 /// (stopping at the first that fails). Returns their Outcomes in order and the exit status:
@@ -21,7 +21,7 @@ pub(super) fn launch_group(
     let mut first_failure = None;
     if sequential {
         for plan in plans {
-            let (outcome, code) = launch(launcher, plan, host, &router.launch());
+            let (outcome, code) = launch(launcher, plan, host, &router.launch(), Stdin::Null);
             outcomes.push(outcome);
             if code != 0 {
                 first_failure = Some(code);
@@ -34,7 +34,7 @@ pub(super) fn launch_group(
                 .iter()
                 .map(|plan| {
                     let stop = router.launch();
-                    scope.spawn(move || launch(launcher, plan, host, &stop))
+                    scope.spawn(move || launch(launcher, plan, host, &stop, Stdin::Null))
                 })
                 .collect();
             for member in members {
@@ -58,8 +58,9 @@ pub(super) fn launch(
     plan: &Plan,
     host: &Host,
     stop: &StopHandle,
+    stdin: Stdin,
 ) -> (Outcome, i32) {
-    match launcher.run(plan, host, stop) {
+    match launcher.run(plan, host, stop, stdin) {
         Ok(outcome) => {
             let code = outcome.exit_code;
             (outcome, code)

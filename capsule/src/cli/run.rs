@@ -5,7 +5,7 @@ use plan::{Host, Plan, Plans};
 
 use super::launch::{failed, launch, launch_group};
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
-use crate::{Launcher, SignalRouter, host};
+use crate::{Launcher, SignalRouter, Stdin, host};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
@@ -31,7 +31,7 @@ pub(super) fn run(
             // Signals from here on reach the launch, once it has a workload to signal.
             let stop = router.launch();
             let (outcome, code) = match launcher.check(plan, &host) {
-                Ok(()) => launch(&launcher, plan, &host, &stop),
+                Ok(()) => launch(&launcher, plan, &host, &stop, Stdin::Inherit),
                 Err(e) => failed(plan, e.into()),
             };
             finish(outcome_file, &outcome, code)
@@ -104,7 +104,7 @@ pub(super) fn run_script(
     };
     match evaluation.to_plans() {
         Plans::One(plan) => {
-            let (outcome, code) = launch(&launcher, &plan, &host, &router.launch());
+            let (outcome, code) = launch(&launcher, &plan, &host, &router.launch(), Stdin::Inherit);
             finish(outcome_file, &outcome, code)
         }
         plans => {
