@@ -77,9 +77,6 @@ pub enum Error {
         #[source]
         source: vmm_sys_util::errno::Error,
     },
-    /// Spawning the watchdog thread failed.
-    #[error("spawn vcpu watchdog thread: {0}")]
-    Watchdog(#[source] std::io::Error),
     /// This host's KVM cannot boot a stock guest kernel.
     #[error("{}", .0.stock_kernel_refusal())]
     NoStockKernel(KvmFlavour),
@@ -168,6 +165,17 @@ pub enum Error {
     /// Spawning a vCPU thread failed.
     #[error("spawn a vcpu thread: {0}")]
     VcpuThread(#[source] std::io::Error),
+    /// The vCPU thread of this vCPU panicked (in a device model, say).
+    #[error("the thread of vcpu {0} panicked")]
+    VcpuPanic(u8),
+    /// A machine was asked for what its lifecycle state does not allow.
+    #[error("cannot {action} a machine that is {state}")]
+    MachineState {
+        /// What was asked: "start", "pause", "resume" or "run".
+        action: &'static str,
+        /// The state the machine was in.
+        state: crate::machine::MachineState,
+    },
 }
 
 /// `Result` with kvm-core's [`Error`].

@@ -31,9 +31,9 @@
 //! let vm = Vm::new(64 << 10)?;
 //! // mov al, '!' ; out 0x3f8 via dx ; hlt
 //! vm.write_memory(0x1000, &[0xb0, b'!', 0xba, 0xf8, 0x03, 0xee, 0xf4])?;
-//! let mut vcpu = vm.create_vcpu(0)?;
+//! let vcpu = vm.create_vcpu(0)?;
 //! vcpu.setup_real_mode(0x1000)?;
-//! assert_eq!(run(&mut vcpu, &mut Console, Duration::from_secs(5))?, ExitAction::Halt);
+//! assert_eq!(run(vcpu, Console, Duration::from_secs(5))?, ExitAction::Halt);
 //! # Ok(())
 //! # }
 //! ```
@@ -51,7 +51,6 @@ pub mod memory;
 pub mod vcpu;
 /// The VM: `/dev/kvm`, the VM file descriptor, guest memory and its memslots.
 pub mod vm;
-mod watchdog;
 /// The x86_64 machine: layout, boot-time CPU state, CPUID, ACPI, Linux boot.
 pub mod x86_64;
 
@@ -59,7 +58,7 @@ pub use error::{Error, Result};
 pub use flavour::{KvmFlavour, detect_flavour, require_stock_kernel_support};
 pub use io::{DeviceBuses, IrqFd};
 pub use kvm_ioctls::VcpuExit;
-pub use machine::{Machine, MachineConfig, MachineExit};
+pub use machine::{Machine, MachineConfig, MachineExit, MachineState, Stopper};
 pub use memory::{GuestMemory, RamMapping, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;

@@ -1,12 +1,13 @@
 //! Tier-1 tests: tiny hand-assembled real-mode guests on the host's KVM
 //! (PVM included). Each guest is a few instructions, assembled by hand with
-//! every instruction commented; every run has a watchdog, so a hung guest
+//! every instruction commented; every run has a deadline, so a hung guest
 //! fails in seconds.
 //!
 //! They need `/dev/kvm`: without it they print "skipped: needs /dev/kvm",
 //! except under `CI=true`, where a missing `/dev/kvm` is a failure.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_core::{Error, ExitAction, IoHandler, KvmFlavour, Vm, detect_flavour, run};
@@ -29,7 +30,7 @@ fn kvm_available() -> bool {
 
 /// Records port and MMIO traffic; the exit port returns the byte written.
 #[derive(Debug, Default)]
-struct Recorder {
+struct Log {
     /// (port, bytes) of every `out`.
     pio_writes: Vec<(u16, Vec<u8>)>,
     /// (address, bytes) of every MMIO write.
@@ -38,7 +39,7 @@ struct Recorder {
     mmio_reads: Vec<u64>,
 }
 
-impl Recorder {
+impl Log {
     /// All bytes written to `port`, in order.
     fn written_to(&self, port: u16) -> Vec<u8> {
         self.pio_writes
@@ -49,39 +50,50 @@ impl Recorder {
     }
 }
 
+/// The [`IoHandler`] the vCPU thread gets: a shared [`Log`] the test reads afterwards.
+#[derive(Debug, Default, Clone)]
+struct Recorder(Arc<Mutex<Log>>);
+
+impl Recorder {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.0.lock().expect("not poisoned")
+    }
+}
+
 impl IoHandler for Recorder {
     fn pio_read(&mut self, _port: u16, data: &mut [u8]) {
         data.fill(0xff);
     }
     fn pio_write(&mut self, port: u16, data: &[u8]) -> ExitAction {
-        self.pio_writes.push((port, data.to_vec()));
+        self.log().pio_writes.push((port, data.to_vec()));
         match (port, data.first()) {
             (EXIT_PORT, Some(&status)) => ExitAction::Exit(status),
             _ => ExitAction::Continue,
         }
     }
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
-        self.mmio_reads.push(addr);
+        self.log().mmio_reads.push(addr);
         data.fill(0x55);
     }
     fn mmio_write(&mut self, addr: u64, data: &[u8]) -> ExitAction {
-        self.mmio_writes.push((addr, data.to_vec()));
+        self.log().mmio_writes.push((addr, data.to_vec()));
         ExitAction::Continue
     }
 }
 
 /// Boots `code` at [`ENTRY`] in real mode and runs it with `timeout`.
-fn run_guest(code: &[u8], timeout: Duration) -> (kvm_core::Result<ExitAction>, Recorder, Duration) {
+fn run_guest(code: &[u8], timeout: Duration) -> (kvm_core::Result<ExitAction>, Log, Duration) {
     let vm = Vm::new(RAM_SIZE).expect("create the vm");
     vm.write_memory(ENTRY, code).expect("load the guest code");
-    let mut vcpu = vm.create_vcpu(0).expect("create vcpu 0");
+    let vcpu = vm.create_vcpu(0).expect("create vcpu 0");
     vcpu.setup_real_mode(ENTRY).expect("set up real mode");
-    let mut io = Recorder::default();
+    let io = Recorder::default();
     let start = Instant::now();
-    let result = run(&mut vcpu, &mut io, timeout);
+    let result = run(vcpu, io.clone(), timeout);
     let elapsed = start.elapsed();
     eprintln!("guest ran {elapsed:?}: {result:?}");
-    (result, io, elapsed)
+    let log = std::mem::take(&mut *io.log());
+    (result, log, elapsed)
 }
 
 #[test]
@@ -160,14 +172,14 @@ fn endless_loop_times_out() {
     );
     assert!(
         elapsed < timeout + Duration::from_secs(2),
-        "watchdog late: {elapsed:?}"
+        "deadline missed: {elapsed:?}"
     );
     assert!(io.pio_writes.is_empty());
 }
 
-/// A guest that exits to user space all the time: the watchdog's kick often
-/// lands between two `KVM_RUN`s, where it is lost; the repeated kick and the
-/// check before each `KVM_RUN` must still end the run on time.
+/// A guest that exits to user space all the time: the deadline's kick often
+/// lands between two `KVM_RUN`s, where it would be lost; the kick's
+/// `immediate_exit` must still end the run on time.
 #[test]
 fn busy_io_loop_times_out() {
     if !kvm_available() {
@@ -186,7 +198,7 @@ fn busy_io_loop_times_out() {
     );
     assert!(
         elapsed < timeout + Duration::from_secs(2),
-        "watchdog late: {elapsed:?}"
+        "deadline missed: {elapsed:?}"
     );
     eprintln!("{} port writes before the deadline", io.pio_writes.len());
     assert!(!io.pio_writes.is_empty());
