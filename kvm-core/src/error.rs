@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::flavour::KvmFlavour;
@@ -127,13 +127,13 @@ pub enum Error {
     E820Full(usize),
     /// Writing the zero page failed.
     #[error("write the zero page: {0}")]
-    BootParams(String),
+    BootParams(#[source] linux_loader::configurator::Error),
     /// More memory map entries than the room kept for the PVH memory map.
     #[error("{0} memory map entries do not fit the PVH start info's memory map")]
     PvhMemmapFull(usize),
     /// Writing the PVH start info failed.
     #[error("write the PVH start info: {0}")]
-    StartInfo(String),
+    StartInfo(#[source] linux_loader::configurator::Error),
     /// The initramfs does not fit between the kernel and the end of low RAM.
     #[error(
         "the initramfs ({size} bytes) does not fit in guest memory ({room} bytes free above the kernel): give the VM more memory"
@@ -176,6 +176,18 @@ pub enum Error {
         /// The state the machine was in.
         state: crate::machine::MachineState,
     },
+}
+
+impl Error {
+    /// Makes an [`Error::File`] for the `what` at `path`, for `map_err`.
+    pub(crate) fn file(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::File {
+            what,
+            path: path.clone(),
+            source,
+        }
+    }
 }
 
 /// `Result` with kvm-core's [`Error`].

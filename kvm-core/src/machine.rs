@@ -17,8 +17,8 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use crate::io::{DeviceBuses, IrqFd};
 use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, finish_all, pause_all};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
-use crate::x86_64::boot::{InitrdPart, KernelEntry, load_linux};
 use crate::x86_64::layout::*;
+use crate::x86_64::loader::{InitrdPart, KernelEntry, load_linux};
 use crate::x86_64::{cpuid, regs};
 use crate::{Error, Result, Vm};
 
