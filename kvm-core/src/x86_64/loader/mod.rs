@@ -1,8 +1,10 @@
 //! Loading Linux into guest memory, one file per format: a bzImage through
-//! the Linux boot protocol ([`bzimage`]), an ELF vmlinux through its PVH
-//! entry ([`pvh`]). Both place the same command line ([`cmdline`]),
-//! initramfs ([`initrd`]) and memory map ([`e820`]); [`load_linux`] tells
-//! the formats apart and says how the boot vCPU enters ([`KernelEntry`]).
+//! the Linux boot protocol (`bzimage.rs`), an ELF vmlinux through its PVH
+//! entry (`pvh.rs`). Both place the same command line (`cmdline.rs`),
+//! initramfs (`initrd.rs`) and memory map (`e820.rs`);
+//! [`load_linux`](crate::x86_64::loader::load_linux) tells the formats apart
+//! and says how the boot vCPU enters
+//! ([`KernelEntry`](crate::x86_64::loader::KernelEntry)).
 //!
 //! The dependencies run one way: this file uses the formats, the formats
 //! use the common pieces, and nothing uses this file back.

@@ -6,8 +6,8 @@
 //!
 //! The start info, the memory map and the module list live in the free page
 //! below the zero page; the command line, the initramfs and the memory map
-//! are the ones the bzImage path writes ([`super::cmdline`],
-//! [`super::initrd`], [`super::e820`]).
+//! are the ones the bzImage path writes (`cmdline.rs`, `initrd.rs`,
+//! `e820.rs`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
