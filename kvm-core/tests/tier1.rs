@@ -204,6 +204,66 @@ fn busy_io_loop_times_out() {
     assert!(!io.pio_writes.is_empty());
 }
 
+/// Holds the vCPU thread in user space, handling the guest's first `out`,
+/// for longer than the run's deadline.
+struct SlowFirstWrite {
+    delay: Duration,
+    writes: usize,
+}
+
+impl IoHandler for SlowFirstWrite {
+    fn pio_read(&mut self, _port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&mut self, _port: u16, _data: &[u8]) -> ExitAction {
+        self.writes += 1;
+        if self.writes == 1 {
+            // The deadline's kick lands here, between two KVM_RUNs.
+            std::thread::sleep(self.delay);
+        }
+        ExitAction::Continue
+    }
+    fn mmio_read(&mut self, _addr: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> ExitAction {
+        ExitAction::Continue
+    }
+}
+
+/// The kick that ends a run lands while the vCPU thread handles an exit,
+/// and the guest then spins in `jmp $` without another exit: only the kick
+/// having set `kvm_run.immediate_exit` ends the run, once, not a repeated kick.
+#[test]
+fn a_kick_between_two_kvm_runs_is_not_lost() {
+    if !kvm_available() {
+        return;
+    }
+    let code = [
+        0xe6, 0x80, // out 0x80, al
+        0xeb, 0xfe, // jmp $
+    ];
+    let vm = Vm::new(RAM_SIZE).expect("create the vm");
+    vm.write_memory(ENTRY, &code).expect("load the guest code");
+    let vcpu = vm.create_vcpu(0).expect("create vcpu 0");
+    vcpu.setup_real_mode(ENTRY).expect("set up real mode");
+    let io = SlowFirstWrite {
+        delay: Duration::from_millis(300),
+        writes: 0,
+    };
+    let timeout = Duration::from_millis(50);
+    // If the kick were lost the run would spin forever: wait on another thread.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(run(vcpu, io, timeout)));
+    let result = result
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the run ended: the kick was not lost");
+    assert!(
+        matches!(result, Err(Error::Timeout(t)) if t == timeout),
+        "{result:?}"
+    );
+}
+
 /// A guest that faults with nowhere to go ends the run: on hardware KVM the
 /// #UD finds no IVT entry (limit 0), escalates to a triple fault and gives
 /// `Shutdown`; PVM's emulator reports KVM_EXIT_INTERNAL_ERROR for `ud2` in
