@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::flavour::KvmFlavour;
@@ -77,9 +77,6 @@ pub enum Error {
         #[source]
         source: vmm_sys_util::errno::Error,
     },
-    /// Spawning the watchdog thread failed.
-    #[error("spawn vcpu watchdog thread: {0}")]
-    Watchdog(#[source] std::io::Error),
     /// This host's KVM cannot boot a stock guest kernel.
     #[error("{}", .0.stock_kernel_refusal())]
     NoStockKernel(KvmFlavour),
@@ -130,13 +127,13 @@ pub enum Error {
     E820Full(usize),
     /// Writing the zero page failed.
     #[error("write the zero page: {0}")]
-    BootParams(String),
+    BootParams(#[source] linux_loader::configurator::Error),
     /// More memory map entries than the room kept for the PVH memory map.
     #[error("{0} memory map entries do not fit the PVH start info's memory map")]
     PvhMemmapFull(usize),
     /// Writing the PVH start info failed.
     #[error("write the PVH start info: {0}")]
-    StartInfo(String),
+    StartInfo(#[source] linux_loader::configurator::Error),
     /// The initramfs does not fit between the kernel and the end of low RAM.
     #[error(
         "the initramfs ({size} bytes) does not fit in guest memory ({room} bytes free above the kernel): give the VM more memory"
@@ -168,6 +165,29 @@ pub enum Error {
     /// Spawning a vCPU thread failed.
     #[error("spawn a vcpu thread: {0}")]
     VcpuThread(#[source] std::io::Error),
+    /// The vCPU thread of this vCPU panicked (in a device model, say).
+    #[error("the thread of vcpu {0} panicked")]
+    VcpuPanic(u8),
+    /// A machine was asked for what its lifecycle state does not allow.
+    #[error("cannot {action} a machine that is {state}")]
+    MachineState {
+        /// What was asked: "start", "pause", "resume" or "run".
+        action: &'static str,
+        /// The state the machine was in.
+        state: crate::machine::MachineState,
+    },
+}
+
+impl Error {
+    /// Makes an [`Error::File`] for the `what` at `path`, for `map_err`.
+    pub(crate) fn file(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::File {
+            what,
+            path: path.clone(),
+            source,
+        }
+    }
 }
 
 /// `Result` with kvm-core's [`Error`].

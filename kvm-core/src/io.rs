@@ -1,5 +1,5 @@
 //! The seam between KVM exits and the `devices` crate: a pair of buses as
-//! an [`IoHandler`], and an irqfd as a device [`Interrupt`].
+//! an [`IoHandler`], and an irqfd as a device [`devices::Interrupt`].
 
 use std::sync::Arc;
 

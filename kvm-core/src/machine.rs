@@ -1,25 +1,24 @@
-//! A whole microVM: the builder that assembles it in one function, and the
-//! run loop that drives one thread per vCPU until the guest ends.
+//! A whole microVM: the builder that assembles it in one function, and its
+//! lifecycle: built, then its vCPU threads started paused or running, paused
+//! and resumed, and run until the guest ends, a deadline passes or a
+//! [`Stopper`] says stop.
 
+use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use vmm_sys_util::signal::Killable;
 
 use devices::legacy::{AcpiPm, ExitPort, I8042, Serial};
 use devices::{Bus, BusDevice, DeviceAction};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::io::{DeviceBuses, IrqFd};
-use crate::vcpu::{ExitAction, Vcpu, handle_exit};
-use crate::watchdog::{install_kick_handler, kick_signal};
+use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, finish_all, pause_all};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
-use crate::x86_64::boot::{InitrdPart, KernelEntry, load_linux};
 use crate::x86_64::layout::*;
+use crate::x86_64::loader::{InitrdPart, KernelEntry, load_linux};
 use crate::x86_64::{cpuid, regs};
 use crate::{Error, Result, Vm};
 
@@ -52,7 +51,7 @@ pub enum MachineExit {
     TripleFault,
     /// The deadline passed first.
     Timeout,
-    /// The caller's stop flag was raised (a signal to the VMM, say).
+    /// A [`Stopper`] asked the machine to stop (on a signal to the VMM, say).
     Stopped,
 }
 
@@ -77,7 +76,6 @@ impl BusDevice for UserSpaceMark {
 /// A built microVM, ready to run.
 ///
 /// ```no_run
-/// use std::sync::atomic::AtomicBool;
 /// use std::time::Duration;
 /// use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 ///
@@ -90,14 +88,23 @@ impl BusDevice for UserSpaceMark {
 ///     cmdline: "console=ttyS0 quiet".into(),
 /// };
 /// let mut machine = Machine::build(&config, Box::new(std::io::stdout()))?;
-/// let exit = machine.run(Some(Duration::from_secs(30)), &AtomicBool::new(false))?;
+/// // A signal handler (or any thread) ends the run with `stopper.stop()`.
+/// let stopper = machine.stopper();
+/// let exit = machine.run(Some(Duration::from_secs(30)))?;
 /// assert_eq!(exit, MachineExit::Status(0));
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct Machine {
+    state: MachineState,
+    /// Set up, not started yet ([`MachineState::Built`]).
     vcpus: Vec<Vcpu>,
+    /// One thread per vCPU once started.
+    threads: Vec<VcpuThread>,
+    /// What ends a run: vCPU reports and stoppers send here.
+    wake: Sender<Wake>,
+    woken: Receiver<Wake>,
     buses: DeviceBuses,
     user_space: Arc<OnceLock<Instant>>,
     // Last: vCPUs and irqfds go before the VM that owns them.
@@ -106,7 +113,13 @@ pub struct Machine {
 
 impl Machine {
     /// Assembles the VM: memory, irqchip, devices, ACPI, the kernel and its
-    /// initramfs, and every vCPU's registers. Nothing runs yet.
+    /// initramfs, and every vCPU's registers. Nothing runs yet: the machine
+    /// is [`MachineState::Built`].
+    ///
+    /// Errors: [`Error::VcpuCount`] for 0 or more than 254 vCPUs; the
+    /// kernel's and initramfs's load errors ([`Error::File`],
+    /// [`Error::Kernel`], [`Error::KernelFormat`], [`Error::InitrdTooLarge`],
+    /// ...); failed KVM ioctls ([`Error::Ioctl`]).
     pub fn build(config: &MachineConfig, console: Box<dyn Write + Send>) -> Result<Machine> {
         if config.vcpus == 0 || config.vcpus > 254 {
             return Err(Error::VcpuCount(config.vcpus));
@@ -200,8 +213,13 @@ impl Machine {
             vcpus.push(vcpu);
         }
         tracing::debug!(ms = ms_since(phase), "vCPUs set up");
+        let (wake, woken) = mpsc::channel();
         Ok(Machine {
+            state: MachineState::Built,
             vcpus,
+            threads: Vec::new(),
+            wake,
+            woken,
             buses,
             user_space,
             vm,
@@ -224,50 +242,192 @@ impl Machine {
         &self.vm
     }
 
-    /// Runs every vCPU on its own thread until the guest ends, `timeout`
-    /// passes, or `stop` is raised; then stops all vCPUs and joins them.
-    /// A machine runs once.
-    pub fn run(&mut self, timeout: Option<Duration>, stop: &AtomicBool) -> Result<MachineExit> {
-        install_kick_handler()?;
-        let halt = Arc::new(AtomicBool::new(false));
-        let (report, reports) = mpsc::channel::<Result<ExitAction>>();
-        let mut threads = Vec::with_capacity(self.vcpus.len());
-        for vcpu in self.vcpus.drain(..) {
-            let spawned = spawn_vcpu(vcpu, self.buses.clone(), Arc::clone(&halt), report.clone());
-            match spawned {
-                Ok(thread) => threads.push(thread),
+    /// Where the machine is in its lifecycle.
+    pub fn state(&self) -> MachineState {
+        self.state
+    }
+
+    /// A handle that makes [`Machine::run`] return [`MachineExit::Stopped`],
+    /// from any thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.wake.clone())
+    }
+
+    /// Starts one thread per vCPU, the guest running or (with `paused`)
+    /// not yet: a paused vCPU thread blocks until [`Machine::resume`].
+    /// Only a [`MachineState::Built`] machine starts, else
+    /// [`Error::MachineState`]; [`Error::VcpuThread`] if a thread cannot be
+    /// spawned (those spawned already are ended).
+    pub fn start(&mut self, paused: bool) -> Result<()> {
+        self.require("start", &[MachineState::Built])?;
+        for vcpu in std::mem::take(&mut self.vcpus) {
+            match VcpuThread::spawn(vcpu, self.buses.clone(), paused, self.wake.clone()) {
+                Ok(thread) => self.threads.push(thread),
                 Err(error) => {
-                    stop_vcpus(&halt, threads);
+                    self.finish();
                     return Err(error);
                 }
             }
         }
-        drop(report);
+        self.state = if paused {
+            MachineState::Paused
+        } else {
+            MachineState::Running
+        };
+        Ok(())
+    }
 
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let outcome = loop {
-            if stop.load(Ordering::SeqCst) {
-                break Ok(MachineExit::Stopped);
-            }
-            let tick = Duration::from_millis(50);
-            let wait = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) => left.min(tick),
-                    None => break Ok(MachineExit::Timeout),
-                },
-                None => tick,
-            };
-            match reports.recv_timeout(wait) {
-                Ok(Ok(action)) => break Ok(machine_exit(action)),
-                Ok(Err(error)) => break Err(error),
-                Err(RecvTimeoutError::Timeout) => {}
-                // Every vCPU thread ended without a report: cannot happen
-                // (each reports before it returns), but never spin on it.
-                Err(RecvTimeoutError::Disconnected) => break Ok(MachineExit::Stopped),
+    /// Takes every vCPU out of the guest and returns once all are paused
+    /// (a vCPU whose run ended already counts as paused). Pausing a paused
+    /// machine does nothing; a machine not started or finished is an
+    /// [`Error::MachineState`].
+    pub fn pause(&mut self) -> Result<()> {
+        self.require("pause", &[MachineState::Running, MachineState::Paused])?;
+        pause_all(&self.threads);
+        self.state = MachineState::Paused;
+        Ok(())
+    }
+
+    /// Lets every paused vCPU run the guest again. Resuming a running
+    /// machine does nothing; a machine not started or finished is an
+    /// [`Error::MachineState`].
+    pub fn resume(&mut self) -> Result<()> {
+        self.require("resume", &[MachineState::Running, MachineState::Paused])?;
+        for thread in &self.threads {
+            thread.resume();
+        }
+        self.state = MachineState::Running;
+        Ok(())
+    }
+
+    /// Runs the guest until it ends, `timeout` passes (counted from this
+    /// call, paused time included), or a [`Stopper`] says stop; then ends
+    /// and joins every vCPU thread, on every path, and the machine is
+    /// [`MachineState::Finished`]. A built machine is started, a paused one
+    /// resumed; a stop asked for before the call returns
+    /// [`MachineExit::Stopped`] without running the guest.
+    ///
+    /// Errors: the vCPU's ([`Error::Ioctl`] for `KVM_RUN`,
+    /// [`Error::UnhandledExit`], [`Error::FailEntry`], [`Error::VcpuPanic`]),
+    /// [`Error::VcpuThread`], and [`Error::MachineState`] for a machine that
+    /// has run already.
+    pub fn run(&mut self, timeout: Option<Duration>) -> Result<MachineExit> {
+        self.require(
+            "run",
+            &[
+                MachineState::Built,
+                MachineState::Running,
+                MachineState::Paused,
+            ],
+        )?;
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let exit = self.wait(deadline);
+        self.finish();
+        exit
+    }
+
+    /// Runs the guest, if no stop came first, and waits for what ends the run.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<MachineExit> {
+        let wake = match self.woken.try_recv() {
+            Ok(wake) => Ok(wake),
+            Err(_) => {
+                match self.state {
+                    MachineState::Built => self.start(false)?,
+                    MachineState::Paused => self.resume()?,
+                    MachineState::Running | MachineState::Finished => {}
+                }
+                match deadline {
+                    Some(deadline) => self
+                        .woken
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                    None => self
+                        .woken
+                        .recv()
+                        .map_err(|_| RecvTimeoutError::Disconnected),
+                }
             }
         };
-        stop_vcpus(&halt, threads);
-        outcome
+        match wake {
+            Ok(Wake::Ended { vcpu, result }) => {
+                tracing::debug!(vcpu, ?result, "the guest's run ended");
+                result.map(machine_exit)
+            }
+            Ok(Wake::Stop) => Ok(MachineExit::Stopped),
+            Err(RecvTimeoutError::Timeout) => Ok(MachineExit::Timeout),
+            // The machine holds a sender itself, so this cannot happen.
+            Err(RecvTimeoutError::Disconnected) => Ok(MachineExit::Stopped),
+        }
+    }
+
+    /// Ends and joins every vCPU thread.
+    fn finish(&mut self) {
+        finish_all(std::mem::take(&mut self.threads));
+        self.vcpus.clear();
+        self.state = MachineState::Finished;
+    }
+
+    fn require(&self, action: &'static str, states: &[MachineState]) -> Result<()> {
+        if states.contains(&self.state) {
+            Ok(())
+        } else {
+            Err(Error::MachineState {
+                action,
+                state: self.state,
+            })
+        }
+    }
+}
+
+impl Drop for Machine {
+    /// Ends the vCPU threads of a machine started but never run, before the
+    /// VM and its memory go.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Where a [`Machine`] is in its lifecycle (youki's `ContainerStatus`, for a VM).
+///
+/// ```text
+/// Built --start(false)--> Running <--pause/resume--> Paused
+///   |  \--start(true)---------------------------------^   |
+///   +--run--> Running --guest ends, timeout, stop--> Finished
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineState {
+    /// Built, no vCPU thread yet.
+    Built,
+    /// The vCPU threads run the guest.
+    Running,
+    /// The vCPU threads wait, the guest frozen.
+    Paused,
+    /// The run is over and every vCPU thread joined.
+    Finished,
+}
+
+impl fmt::Display for MachineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MachineState::Built => "built",
+            MachineState::Running => "running",
+            MachineState::Paused => "paused",
+            MachineState::Finished => "finished",
+        })
+    }
+}
+
+/// Makes its [`Machine`]'s [`Machine::run`] return [`MachineExit::Stopped`]
+/// promptly, whether the run is under way or not started yet. Cheap to
+/// clone, callable from any thread any number of times; once the run is
+/// over, or the machine dropped, a stop does nothing.
+#[derive(Debug, Clone)]
+pub struct Stopper(Sender<Wake>);
+
+impl Stopper {
+    /// Asks the machine to stop.
+    pub fn stop(&self) {
+        // The machine may be gone: then there is nothing to stop.
+        let _ = self.0.send(Wake::Stop);
     }
 }
 
@@ -279,62 +439,7 @@ fn machine_exit(action: ExitAction) -> MachineExit {
         // With an in-kernel LAPIC, `hlt` never reaches user space; a
         // halted-for-good vCPU is the shutdown a triple fault is.
         ExitAction::Shutdown | ExitAction::Halt => MachineExit::TripleFault,
-        // The loop never reports Continue.
+        // A vCPU thread never reports Continue.
         ExitAction::Continue => MachineExit::Stopped,
-    }
-}
-
-fn spawn_vcpu(
-    mut vcpu: Vcpu,
-    mut buses: DeviceBuses,
-    halt: Arc<AtomicBool>,
-    report: mpsc::Sender<Result<ExitAction>>,
-) -> Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name(format!("vcpu{}", vcpu.id()))
-        .spawn(move || {
-            let result = loop {
-                if halt.load(Ordering::SeqCst) {
-                    return;
-                }
-                match vcpu.fd_mut().run() {
-                    Ok(exit) => match handle_exit(exit, &mut buses) {
-                        Ok(ExitAction::Continue) => {}
-                        other => break other,
-                    },
-                    // EINTR: a kick from `stop_vcpus` (checked above); EAGAIN: re-enter.
-                    Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                    Err(source) => {
-                        break Err(Error::Ioctl {
-                            ioctl: "KVM_RUN",
-                            source,
-                        });
-                    }
-                }
-            };
-            // The receiver may be gone already if another vCPU ended the VM.
-            let _ = report.send(result);
-        })
-        .map_err(Error::VcpuThread)
-}
-
-/// Raises `halt` and kicks every vCPU thread out of `KVM_RUN` until all
-/// have ended, then joins them. The kick repeats because one that lands
-/// between the thread's check of `halt` and its next `KVM_RUN` is lost.
-fn stop_vcpus(halt: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    halt.store(true, Ordering::SeqCst);
-    let signal = kick_signal();
-    while threads.iter().any(|thread| !thread.is_finished()) {
-        for thread in threads.iter().filter(|thread| !thread.is_finished()) {
-            // Not joined yet, so the handle is valid even if the thread finished
-            // meanwhile; the kick's handler is installed and does nothing. A
-            // failed kick is repeated by the loop.
-            let _ = thread.kill(signal);
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    for thread in threads {
-        // A vCPU thread does not panic; nothing to add if one did.
-        let _ = thread.join();
     }
 }

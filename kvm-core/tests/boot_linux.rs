@@ -5,7 +5,6 @@
 //! runs them, ignored ones included, on the lab's nested hardware KVM.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
@@ -68,9 +67,7 @@ fn boot(name: &str, vcpus: u8, initrd: Vec<u8>, cmdline: &str) -> (MachineExit, 
     let start = Instant::now();
     let mut machine = Machine::build(&config, Box::new(console.clone())).expect("build");
     let built = start.elapsed();
-    let exit = machine
-        .run(Some(Duration::from_secs(90)), &AtomicBool::new(false))
-        .expect("run");
+    let exit = machine.run(Some(Duration::from_secs(90))).expect("run");
     eprintln!(
         "{name}: {vcpus} vcpu(s): {exit:?} after {:?} (build {built:?})",
         start.elapsed()

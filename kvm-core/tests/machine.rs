@@ -9,11 +9,10 @@
 //! that is a failure.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
+use kvm_core::{Error, InitrdPart, Machine, MachineConfig, MachineExit, MachineState, Stopper};
+use vm_memory::{Bytes, GuestAddress};
 
 mod common;
 use common::Console;
@@ -122,14 +121,8 @@ fn image_file(dir: &Path, image: &[u8]) -> PathBuf {
     path
 }
 
-fn run_machine(
-    code: &[u8],
-    vcpus: u8,
-    initrd: Vec<u8>,
-    timeout: Duration,
-    stop: Arc<AtomicBool>,
-) -> Run {
-    run_image(&bzimage(code), vcpus, initrd, timeout, stop)
+fn run_machine(code: &[u8], vcpus: u8, initrd: Vec<u8>, timeout: Duration) -> Run {
+    run_image(&bzimage(code), vcpus, initrd, timeout, None)
 }
 
 fn run_image(
@@ -137,7 +130,7 @@ fn run_image(
     vcpus: u8,
     initrd: Vec<u8>,
     timeout: Duration,
-    stop: Arc<AtomicBool>,
+    stop_after: Option<Duration>,
 ) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = MachineConfig {
@@ -149,9 +142,20 @@ fn run_image(
     };
     let console = Console::default();
     let mut machine = Machine::build(&config, Box::new(console.clone())).expect("build");
+    let stopper = stop_after.map(|after| {
+        let stopper = machine.stopper();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            stopper.stop();
+        })
+    });
     let start = Instant::now();
-    let exit = machine.run(Some(timeout), &stop);
+    let exit = machine.run(Some(timeout));
     let elapsed = start.elapsed();
+    if let Some(stopper) = stopper {
+        stopper.join().expect("stopper thread");
+    }
+    assert_eq!(machine.state(), MachineState::Finished);
     let console = console.text();
     eprintln!("{exit:?} after {elapsed:?}, console {console:?}");
     Run {
@@ -162,13 +166,7 @@ fn run_image(
 }
 
 fn run_code(code: &[u8], vcpus: u8) -> Run {
-    run_machine(
-        code,
-        vcpus,
-        Vec::new(),
-        Duration::from_secs(10),
-        Arc::default(),
-    )
+    run_machine(code, vcpus, Vec::new(), Duration::from_secs(10))
 }
 
 #[test]
@@ -182,7 +180,6 @@ fn the_kernel_entry_gets_the_zero_page_and_reports_through_the_exit_port() {
         1,
         initrd,
         Duration::from_secs(10),
-        Arc::default(),
     );
     assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
     assert_eq!(run.console, "ok");
@@ -199,7 +196,7 @@ fn the_pvh_entry_gets_the_start_info_in_32_bit_protected_mode() {
             vcpus,
             vec![7u8; 5000],
             Duration::from_secs(10),
-            Arc::default(),
+            None,
         );
         assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
         assert_eq!(run.console, "ok");
@@ -246,7 +243,6 @@ fn a_second_vcpu_waiting_for_its_sipi_does_not_keep_the_machine_alive() {
         2,
         Vec::new(),
         Duration::from_secs(10),
-        Arc::default(),
     );
     assert_eq!(run.exit.expect("runs"), MachineExit::Status(42));
     assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
@@ -290,29 +286,175 @@ fn a_spinning_guest_ends_at_the_timeout() {
         2,
         Vec::new(),
         Duration::from_millis(300),
-        Arc::default(),
     );
     assert_eq!(run.exit.expect("runs"), MachineExit::Timeout);
     assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
 
 #[test]
-fn raising_the_stop_flag_stops_every_vcpu() {
+fn a_stopper_stops_every_vcpu() {
     if !kvm_available() {
         return;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let raiser = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
-    let run = run_machine(&[0xeb, 0xfe], 2, Vec::new(), Duration::from_secs(30), stop);
-    raiser.join().expect("raiser");
+    let run = run_image(
+        &bzimage(&[0xeb, 0xfe]), // jmp $
+        2,
+        Vec::new(),
+        Duration::from_secs(30),
+        Some(Duration::from_millis(200)),
+    );
     assert_eq!(run.exit.expect("runs"), MachineExit::Stopped);
     assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+}
+
+/// Where the counting guest keeps its count: 5 MiB, RAM clear of the
+/// kernel at 1 MiB and of the boot structures below it.
+const COUNTER: u64 = 0x50_0000;
+
+/// 64-bit guest code that counts at [`COUNTER`] forever.
+#[rustfmt::skip]
+const COUNTS: [u8; 10] = [
+    0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x50, 0x00, // loop: inc qword [0x500000]
+    0xeb, 0xf6,                                     // jmp loop
+];
+
+fn counting_machine(dir: &Path) -> Machine {
+    let config = MachineConfig {
+        memory: 32 << 20,
+        vcpus: 2,
+        kernel: kernel_file(dir, &COUNTS),
+        initrd: Vec::new(),
+        cmdline: String::new(),
+    };
+    Machine::build(&config, Box::new(std::io::sink())).expect("build")
+}
+
+fn count(machine: &Machine) -> u64 {
+    machine
+        .vm()
+        .memory()
+        .read_obj(GuestAddress(COUNTER))
+        .expect("read the counter")
+}
+
+/// Waits up to 5 s for the count to pass `above`; returns it.
+fn count_passes(machine: &Machine, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let count = count(machine);
+        if count > above || Instant::now() > deadline {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_paused_guest_makes_no_progress_until_resumed() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut machine = counting_machine(dir.path());
+    assert_eq!(machine.state(), MachineState::Built);
+    let err = machine.pause().expect_err("not started");
+    assert!(
+        matches!(
+            err,
+            Error::MachineState {
+                action: "pause",
+                state: MachineState::Built
+            }
+        ),
+        "{err}"
+    );
+
+    machine.start(true).expect("start paused");
+    assert_eq!(machine.state(), MachineState::Paused);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(&machine), 0, "a vcpu started paused ran");
+
+    machine.resume().expect("resume");
+    assert_eq!(machine.state(), MachineState::Running);
+    let running = count_passes(&machine, 0);
+    assert!(running > 0, "the resumed guest did not count");
+
+    machine.pause().expect("pause");
+    let paused = count(&machine);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(&machine), paused, "a paused guest counted");
+
+    machine.resume().expect("resume again");
+    assert!(
+        count_passes(&machine, paused) > paused,
+        "no count after resume"
+    );
+    machine.pause().expect("pause before the run");
+    // The run resumes a paused machine; the stopper ends it.
+    let stopper = machine.stopper();
+    let stop = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        stopper.stop();
+    });
+    let start = Instant::now();
+    assert_eq!(
+        machine.run(Some(Duration::from_secs(30))).expect("runs"),
+        MachineExit::Stopped
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    stop.join().expect("stopper thread");
+    assert_eq!(machine.state(), MachineState::Finished);
+    let err = machine.run(None).expect_err("ran already");
+    assert!(
+        matches!(
+            err,
+            Error::MachineState {
+                action: "run",
+                state: MachineState::Finished
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stop_before_the_run_returns_at_once_without_running_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    fn assert_stopper<T: Clone + Send + Sync + 'static>() {}
+    assert_stopper::<Stopper>();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for paused in [None, Some(true), Some(false)] {
+        let mut machine = counting_machine(dir.path());
+        if let Some(paused) = paused {
+            machine.start(paused).expect("start");
+        }
+        if paused != Some(false) {
+            // Neither started nor running: nothing can have counted.
+            machine.stopper().stop();
+            machine.stopper().stop();
+            let start = Instant::now();
+            assert_eq!(machine.run(None).expect("runs"), MachineExit::Stopped);
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                start.elapsed()
+            );
+            assert_eq!(count(&machine), 0, "{paused:?}: the guest ran");
+        } else {
+            count_passes(&machine, 0);
+            machine.stopper().stop();
+            assert_eq!(machine.run(None).expect("runs"), MachineExit::Stopped);
+        }
+        // Stopping a finished machine does nothing.
+        machine.stopper().stop();
+    }
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Tier-1 tests: tiny hand-assembled real-mode guests on the host's KVM
 //! (PVM included). Each guest is a few instructions, assembled by hand with
-//! every instruction commented; every run has a watchdog, so a hung guest
+//! every instruction commented; every run has a deadline, so a hung guest
 //! fails in seconds.
 //!
 //! They need `/dev/kvm`: without it they print "skipped: needs /dev/kvm",
 //! except under `CI=true`, where a missing `/dev/kvm` is a failure.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_core::{Error, ExitAction, IoHandler, KvmFlavour, Vm, detect_flavour, run};
@@ -29,7 +30,7 @@ fn kvm_available() -> bool {
 
 /// Records port and MMIO traffic; the exit port returns the byte written.
 #[derive(Debug, Default)]
-struct Recorder {
+struct Log {
     /// (port, bytes) of every `out`.
     pio_writes: Vec<(u16, Vec<u8>)>,
     /// (address, bytes) of every MMIO write.
@@ -38,7 +39,7 @@ struct Recorder {
     mmio_reads: Vec<u64>,
 }
 
-impl Recorder {
+impl Log {
     /// All bytes written to `port`, in order.
     fn written_to(&self, port: u16) -> Vec<u8> {
         self.pio_writes
@@ -49,39 +50,50 @@ impl Recorder {
     }
 }
 
+/// The [`IoHandler`] the vCPU thread gets: a shared [`Log`] the test reads afterwards.
+#[derive(Debug, Default, Clone)]
+struct Recorder(Arc<Mutex<Log>>);
+
+impl Recorder {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.0.lock().expect("not poisoned")
+    }
+}
+
 impl IoHandler for Recorder {
     fn pio_read(&mut self, _port: u16, data: &mut [u8]) {
         data.fill(0xff);
     }
     fn pio_write(&mut self, port: u16, data: &[u8]) -> ExitAction {
-        self.pio_writes.push((port, data.to_vec()));
+        self.log().pio_writes.push((port, data.to_vec()));
         match (port, data.first()) {
             (EXIT_PORT, Some(&status)) => ExitAction::Exit(status),
             _ => ExitAction::Continue,
         }
     }
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
-        self.mmio_reads.push(addr);
+        self.log().mmio_reads.push(addr);
         data.fill(0x55);
     }
     fn mmio_write(&mut self, addr: u64, data: &[u8]) -> ExitAction {
-        self.mmio_writes.push((addr, data.to_vec()));
+        self.log().mmio_writes.push((addr, data.to_vec()));
         ExitAction::Continue
     }
 }
 
 /// Boots `code` at [`ENTRY`] in real mode and runs it with `timeout`.
-fn run_guest(code: &[u8], timeout: Duration) -> (kvm_core::Result<ExitAction>, Recorder, Duration) {
+fn run_guest(code: &[u8], timeout: Duration) -> (kvm_core::Result<ExitAction>, Log, Duration) {
     let vm = Vm::new(RAM_SIZE).expect("create the vm");
     vm.write_memory(ENTRY, code).expect("load the guest code");
-    let mut vcpu = vm.create_vcpu(0).expect("create vcpu 0");
+    let vcpu = vm.create_vcpu(0).expect("create vcpu 0");
     vcpu.setup_real_mode(ENTRY).expect("set up real mode");
-    let mut io = Recorder::default();
+    let io = Recorder::default();
     let start = Instant::now();
-    let result = run(&mut vcpu, &mut io, timeout);
+    let result = run(vcpu, io.clone(), timeout);
     let elapsed = start.elapsed();
     eprintln!("guest ran {elapsed:?}: {result:?}");
-    (result, io, elapsed)
+    let log = std::mem::take(&mut *io.log());
+    (result, log, elapsed)
 }
 
 #[test]
@@ -113,9 +125,11 @@ fn exit_port_ends_the_run_with_the_status() {
         0xee, //             out dx, al
         0xf4, //             hlt (not reached)
     ];
-    let (result, io, _) = run_guest(&code, RUN_TIMEOUT);
+    let (result, io, elapsed) = run_guest(&code, RUN_TIMEOUT);
     assert_eq!(result.expect("run"), ExitAction::Exit(7));
     assert_eq!(io.written_to(EXIT_PORT), [7]);
+    // The deadline does not hold up a run that ended before it.
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
 
 #[test]
@@ -160,14 +174,14 @@ fn endless_loop_times_out() {
     );
     assert!(
         elapsed < timeout + Duration::from_secs(2),
-        "watchdog late: {elapsed:?}"
+        "deadline missed: {elapsed:?}"
     );
     assert!(io.pio_writes.is_empty());
 }
 
-/// A guest that exits to user space all the time: the watchdog's kick often
-/// lands between two `KVM_RUN`s, where it is lost; the repeated kick and the
-/// check before each `KVM_RUN` must still end the run on time.
+/// A guest that exits to user space all the time: the deadline's kick often
+/// lands between two `KVM_RUN`s, where it would be lost; the kick's
+/// `immediate_exit` must still end the run on time.
 #[test]
 fn busy_io_loop_times_out() {
     if !kvm_available() {
@@ -186,10 +200,70 @@ fn busy_io_loop_times_out() {
     );
     assert!(
         elapsed < timeout + Duration::from_secs(2),
-        "watchdog late: {elapsed:?}"
+        "deadline missed: {elapsed:?}"
     );
     eprintln!("{} port writes before the deadline", io.pio_writes.len());
     assert!(!io.pio_writes.is_empty());
+}
+
+/// Holds the vCPU thread in user space, handling the guest's first `out`,
+/// for longer than the run's deadline.
+struct SlowFirstWrite {
+    delay: Duration,
+    writes: usize,
+}
+
+impl IoHandler for SlowFirstWrite {
+    fn pio_read(&mut self, _port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&mut self, _port: u16, _data: &[u8]) -> ExitAction {
+        self.writes += 1;
+        if self.writes == 1 {
+            // The deadline's kick lands here, between two KVM_RUNs.
+            std::thread::sleep(self.delay);
+        }
+        ExitAction::Continue
+    }
+    fn mmio_read(&mut self, _addr: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&mut self, _addr: u64, _data: &[u8]) -> ExitAction {
+        ExitAction::Continue
+    }
+}
+
+/// The kick that ends a run lands while the vCPU thread handles an exit,
+/// and the guest then spins in `jmp $` without another exit: only the kick
+/// having set `kvm_run.immediate_exit` ends the run, once, not a repeated kick.
+#[test]
+fn a_kick_between_two_kvm_runs_is_not_lost() {
+    if !kvm_available() {
+        return;
+    }
+    let code = [
+        0xe6, 0x80, // out 0x80, al
+        0xeb, 0xfe, // jmp $
+    ];
+    let vm = Vm::new(RAM_SIZE).expect("create the vm");
+    vm.write_memory(ENTRY, &code).expect("load the guest code");
+    let vcpu = vm.create_vcpu(0).expect("create vcpu 0");
+    vcpu.setup_real_mode(ENTRY).expect("set up real mode");
+    let io = SlowFirstWrite {
+        delay: Duration::from_millis(300),
+        writes: 0,
+    };
+    let timeout = Duration::from_millis(50);
+    // If the kick were lost the run would spin forever: wait on another thread.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(run(vcpu, io, timeout)));
+    let result = result
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the run ended: the kick was not lost");
+    assert!(
+        matches!(result, Err(Error::Timeout(t)) if t == timeout),
+        "{result:?}"
+    );
 }
 
 /// A guest that faults with nowhere to go ends the run: on hardware KVM the

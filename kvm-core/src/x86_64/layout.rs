@@ -9,6 +9,9 @@
 pub const BOOT_GDT_START: u64 = 0x500;
 /// Boot IDT: an empty one, so a fault before Linux installs its own triple-faults cleanly.
 pub const BOOT_IDT_START: u64 = 0x520;
+/// The PVH `hvm_start_info`, followed by its memory map and module list
+/// (the page below the zero page).
+pub const PVH_START_INFO_START: u64 = 0x6000;
 /// The Linux zero page (`struct boot_params`).
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer of the boot vCPU (grows down, below the page tables).
@@ -37,8 +40,6 @@ pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 /// Virtio-mmio devices are allocated from here, [`VIRTIO_MMIO_SIZE`] each.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
-/// The window for virtio-mmio devices ends here.
-pub const VIRTIO_MMIO_END: u64 = 0xe000_0000;
 /// One virtio-mmio device's register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// The IOAPIC KVM emulates.
@@ -61,10 +62,6 @@ pub const SERIAL_PORT_LEN: u16 = 8;
 pub const SERIAL_IRQ: u32 = 4;
 /// The i8042 controller: data port 0x60, command/status 0x64 (0x60..0x65).
 pub const I8042_PORT: u16 = 0x60;
-/// Ports of the i8042 window.
-pub const I8042_PORT_LEN: u16 = 5;
-/// The i8042 keyboard interrupt.
-pub const I8042_IRQ: u32 = 1;
 /// The port the guest writes its exit status to.
 pub const EXIT_PORT: u16 = devices::EXIT_PORT;
 /// ACPI hardware-reduced sleep control register (the FADT's `SLEEP_CONTROL_REG`):

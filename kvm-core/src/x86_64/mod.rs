@@ -3,13 +3,12 @@
 
 /// ACPI tables: RSDP, XSDT, FADT, MADT, DSDT.
 pub mod acpi;
-/// Loading Linux: bzImage, initramfs, command line, zero page and e820 map.
-pub mod boot;
 /// The CPUID each vCPU reports.
 pub mod cpuid;
 /// Where everything lives in guest-physical and port space.
 pub mod layout;
-/// The PVH boot protocol: an ELF vmlinux and its `hvm_start_info`.
-pub mod pvh;
+/// Loading Linux: a bzImage (Linux boot protocol) or an ELF vmlinux (PVH),
+/// with the command line, the initramfs and the e820 map.
+pub mod loader;
 /// Boot-time CPU state: GDT, page tables, long or protected mode, FPU, MSRs, LAPIC.
 pub mod regs;

@@ -6,7 +6,8 @@
 //!
 //! The start info, the memory map and the module list live in the free page
 //! below the zero page; the command line, the initramfs and the memory map
-//! are the ones the bzImage path writes.
+//! are the ones the bzImage path writes (`cmdline.rs`, `initrd.rs`,
+//! `e820.rs`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -23,20 +24,26 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use vm_memory::{ByteValued, GuestAddress};
 
-use super::boot::{InitrdPart, KernelEntry, e820_map, load_initrd, write_cmdline};
-use super::layout::{BOOT_IDT_START, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, ZERO_PAGE_START};
+use super::cmdline::write_cmdline;
+use super::e820::e820_map;
+use super::entry::KernelEntry;
+use super::initrd::{InitrdPart, load_initrd};
 use crate::memory::GuestMemory;
+use crate::x86_64::layout::{
+    BOOT_IDT_START, CMDLINE_START, HIMEM_START, MMIO_HOLE_START, PVH_START_INFO_START,
+    ZERO_PAGE_START,
+};
 use crate::{Error, Result};
 
 /// The `hvm_start_info`.
-pub const START_INFO_START: u64 = 0x6000;
+const START_INFO_START: u64 = PVH_START_INFO_START;
 /// The memory map (`hvm_memmap_table_entry`s), right after the start info.
-pub const MEMMAP_START: u64 = START_INFO_START + 0x40;
+const MEMMAP_START: u64 = START_INFO_START + 0x40;
 /// Room for this many memory map entries: far more than the four the
 /// machine's RAM layout makes.
-pub const MEMMAP_MAX_ENTRIES: usize = 64;
+const MEMMAP_MAX_ENTRIES: usize = 64;
 /// The module list (`hvm_modlist_entry`s): the initramfs is the only module.
-pub const MODLIST_START: u64 = MEMMAP_START + (MEMMAP_MAX_ENTRIES * MEMMAP_ENTRY_SIZE) as u64;
+const MODLIST_START: u64 = MEMMAP_START + (MEMMAP_MAX_ENTRIES * MEMMAP_ENTRY_SIZE) as u64;
 
 const MEMMAP_ENTRY_SIZE: usize = size_of::<hvm_memmap_table_entry>();
 
@@ -46,7 +53,7 @@ const _: () = assert!(START_INFO_START + size_of::<hvm_start_info>() as u64 <= M
 const _: () = assert!(MODLIST_START + size_of::<hvm_modlist_entry>() as u64 <= ZERO_PAGE_START);
 
 /// `hvm_start_info.magic`.
-pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 /// Version 1 of the start info carries `rsdp_paddr`, so the kernel needs no
 /// BIOS scan to find ACPI.
 const START_INFO_VERSION: u32 = 1;
@@ -56,7 +63,7 @@ const COMMAND_LINE_SIZE: u64 = 2048;
 /// Loads the ELF vmlinux `kernel` (open as `image`), the initramfs and the
 /// command line into `memory`, and writes the PVH start info; `rsdp` is the
 /// ACPI root pointer.
-pub(super) fn load_elf(
+pub(super) fn load(
     memory: &GuestMemory,
     kernel: &Path,
     image: &mut File,
@@ -96,24 +103,20 @@ pub(super) fn load_elf(
 /// where they ask to be, and there they would overwrite the ACPI tables
 /// and the boot structures. The loader has validated the header already.
 fn check_segments(kernel: &Path, image: &mut File) -> Result<()> {
-    let read_error = |source| Error::File {
-        what: "kernel",
-        path: kernel.to_path_buf(),
-        source,
-    };
+    let read_error = Error::file("kernel", kernel);
     let mut header = Elf64_Ehdr::default();
-    image.rewind().map_err(read_error)?;
+    image.rewind().map_err(&read_error)?;
     image
         .read_exact(header.as_mut_slice())
-        .map_err(read_error)?;
+        .map_err(&read_error)?;
     image
         .seek(SeekFrom::Start(header.e_phoff))
-        .map_err(read_error)?;
+        .map_err(&read_error)?;
     for _ in 0..header.e_phnum {
         let mut segment = Elf64_Phdr::default();
         image
             .read_exact(segment.as_mut_slice())
-            .map_err(read_error)?;
+            .map_err(&read_error)?;
         if segment.p_type == PT_LOAD && segment.p_filesz != 0 && segment.p_paddr < HIMEM_START {
             return Err(Error::KernelFormat {
                 path: kernel.to_path_buf(),
@@ -169,8 +172,7 @@ fn write_start_info(memory: &GuestMemory, rsdp: u64, initrd: (u64, u64)) -> Resu
     if !modules.is_empty() {
         params.set_modules(&modules, GuestAddress(MODLIST_START));
     }
-    PvhBootConfigurator::write_bootparams::<GuestMemory>(&params, memory)
-        .map_err(|source| Error::StartInfo(source.to_string()))
+    PvhBootConfigurator::write_bootparams::<GuestMemory>(&params, memory).map_err(Error::StartInfo)
 }
 
 #[cfg(test)]

@@ -1,16 +1,9 @@
-//! vCPUs: register setup, exit dispatch and the run loop.
-//!
-//! Exit dispatch is the free function [`handle_exit`], so it is tested with
-//! fabricated exits and no thread; [`run`] is the loop around `KVM_RUN`
-//! with a watchdog.
+//! Exit dispatch: where a `KVM_RUN` exit goes ([`IoHandler`]) and what the
+//! run loop does next ([`ExitAction`]). [`handle_exit`] is a free function,
+//! so it is tested with fabricated exits and no thread.
 
-use std::time::Duration;
+use kvm_ioctls::VcpuExit;
 
-use kvm_bindings::kvm_regs;
-use kvm_ioctls::{VcpuExit, VcpuFd};
-
-use crate::memory::GuestMemory;
-use crate::watchdog::Watchdog;
 use crate::{Error, Result};
 
 /// Where the guest's port I/O and MMIO go: [`crate::DeviceBuses`] in a
@@ -46,70 +39,6 @@ pub enum ExitAction {
     PowerOff,
 }
 
-/// A vCPU of a [`crate::Vm`].
-#[derive(Debug)]
-pub struct Vcpu {
-    fd: VcpuFd,
-    id: u8,
-    /// Keeps the mappings behind the memslots alive while this vCPU can run,
-    /// even if the `Vm` is dropped first.
-    _memory: GuestMemory,
-}
-
-impl Vcpu {
-    pub(crate) fn new(id: u8, fd: VcpuFd, memory: GuestMemory) -> Vcpu {
-        Vcpu {
-            fd,
-            id,
-            _memory: memory,
-        }
-    }
-
-    /// The vCPU's id (its initial APIC id).
-    pub fn id(&self) -> u8 {
-        self.id
-    }
-
-    /// The vCPU file descriptor, for ioctls kvm-core does not wrap yet.
-    pub fn fd(&self) -> &VcpuFd {
-        &self.fd
-    }
-
-    /// The vCPU file descriptor, mutably (`KVM_RUN` needs it).
-    pub fn fd_mut(&mut self) -> &mut VcpuFd {
-        &mut self.fd
-    }
-
-    /// Sets up 16-bit real mode starting at guest-physical `entry` (below 1 MiB).
-    ///
-    /// `cs` gets selector `entry >> 4` and base `selector << 4`, `ip` the low
-    /// 4 bits, `rflags` 0x2 (bit 1 is reserved, always set; interrupts off).
-    /// The other segments keep KVM's reset state (selector 0, base 0, limit
-    /// 0xffff), so `ds:0` is guest-physical 0.
-    pub fn setup_real_mode(&self, entry: u64) -> Result<()> {
-        let selector = u16::try_from(entry >> 4).map_err(|_| Error::RealModeEntry(entry))?;
-        let mut sregs = self.fd.get_sregs().map_err(|source| Error::Ioctl {
-            ioctl: "KVM_GET_SREGS",
-            source,
-        })?;
-        sregs.cs.selector = selector;
-        sregs.cs.base = u64::from(selector) << 4;
-        self.fd.set_sregs(&sregs).map_err(|source| Error::Ioctl {
-            ioctl: "KVM_SET_SREGS",
-            source,
-        })?;
-        let regs = kvm_regs {
-            rip: entry & 0xf,
-            rflags: 0x2,
-            ..Default::default()
-        };
-        self.fd.set_regs(&regs).map_err(|source| Error::Ioctl {
-            ioctl: "KVM_SET_REGS",
-            source,
-        })
-    }
-}
-
 /// Dispatches one vCPU exit to `io` and says what the run loop does next.
 ///
 /// Exits capsule does not expect become [`Error::UnhandledExit`] naming the
@@ -132,34 +61,6 @@ pub fn handle_exit(exit: VcpuExit<'_>, io: &mut dyn IoHandler) -> Result<ExitAct
         VcpuExit::Intr => Ok(ExitAction::Continue),
         VcpuExit::FailEntry(reason, cpu) => Err(Error::FailEntry { reason, cpu }),
         other => Err(Error::UnhandledExit(format!("{other:?}"))),
-    }
-}
-
-/// Runs `vcpu` until an exit that ends the run, or [`Error::Timeout`] once
-/// `timeout` has passed (see the watchdog module for how it interrupts `KVM_RUN`).
-///
-/// Must be called on the thread that owns the vCPU; it blocks that thread.
-pub fn run(vcpu: &mut Vcpu, io: &mut dyn IoHandler, timeout: Duration) -> Result<ExitAction> {
-    let watchdog = Watchdog::arm(timeout)?;
-    loop {
-        if watchdog.fired() {
-            return Err(Error::Timeout(timeout));
-        }
-        match vcpu.fd.run() {
-            Ok(exit) => match handle_exit(exit, io)? {
-                ExitAction::Continue => {}
-                action => return Ok(action),
-            },
-            // EINTR: the watchdog's kick (or another signal); checked above.
-            // EAGAIN: KVM asks to re-enter.
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(source) => {
-                return Err(Error::Ioctl {
-                    ioctl: "KVM_RUN",
-                    source,
-                });
-            }
-        }
     }
 }
 
