@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
@@ -158,12 +158,11 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
     // shell reports a command the signal killed.
     let stopped_by = Arc::new(AtomicI32::new(0));
-    let stop_requested = Arc::new(AtomicBool::new(false));
     let forwarding = stop.forward_to({
-        let (stopped_by, stop_requested) = (stopped_by.clone(), stop_requested.clone());
+        let (stopped_by, stopper) = (stopped_by.clone(), machine.stopper());
         move |signal| {
             stopped_by.store(signal, Ordering::SeqCst);
-            stop_requested.store(true, Ordering::SeqCst);
+            stopper.stop();
         }
     });
     // The per-launch archive (the rootfs, megabytes) is in guest memory now; freed here, it
@@ -171,7 +170,7 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     drop(config);
     let created = start.elapsed();
     let booted = Instant::now();
-    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64), &stop_requested);
+    let exit = machine.run(plan.timeout.map(Duration::from_secs_f64));
     drop(forwarding);
     let ran = start.elapsed();
     let user_space = machine.user_space_reached();
