@@ -103,6 +103,17 @@ fn the_process_gets_its_user_env_cwd_and_hostname() {
     assert_eq!(launch.stdout, "65534 hi /tmp vm1\n");
 }
 
+/// Without `--hostname` a guest is named by its launch id, as a container is (not the
+/// kernel's `(none)`), and gets the same `HOSTNAME` and `HOME` defaults.
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn the_defaults_are_a_container_s() {
+    let launch = microvm(&[], &["sh", "-c", "echo $(hostname) $HOSTNAME $HOME"]);
+    let id = launch.outcome["id"].as_str().expect("an id").to_owned();
+    assert!(!id.is_empty(), "{launch:?}");
+    assert_eq!(launch.stdout, format!("{id} {id} /root\n"));
+}
+
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn a_read_only_root_refuses_writes() {
