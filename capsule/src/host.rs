@@ -6,15 +6,16 @@ use std::path::Path;
 use plan::{Host, Kvm, SUBID_OWNER, SubIdRange, SubIds};
 use policy::PolicyError;
 
-/// The facts of this host. A fact that cannot be read reads as 0 or `""` rather than failing
-/// the launch: a policy that depends on it will refuse on its own terms.
-pub fn probe() -> Host {
+/// The facts of this host, whose cgroup hierarchy is `cgroups` (read once, by the
+/// [`Launcher`](crate::Launcher)). A fact that cannot be read reads as 0 or `""` rather than
+/// failing the launch: a policy that depends on it will refuse on its own terms.
+pub fn probe(cgroups: Option<&cgroup_core::Layout>) -> Host {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     Host {
         kvm: kvm(kvm_core::detect_flavour()),
-        cgroups: cgroup_core::detect()
-            .map(|layout| layout.describe().to_owned())
-            .unwrap_or_else(|_| "none".to_owned()),
+        cgroups: cgroups
+            .map_or("none", |layout| layout.describe())
+            .to_owned(),
         cpus: std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
             .unwrap_or(1),
@@ -51,7 +52,7 @@ pub fn load(path: &Path) -> Result<Host, PolicyError> {
 }
 
 /// The host's KVM as a script compares it.
-pub fn kvm(flavour: kvm_core::KvmFlavour) -> Kvm {
+fn kvm(flavour: kvm_core::KvmFlavour) -> Kvm {
     match flavour {
         kvm_core::KvmFlavour::Hardware => Kvm::Hardware,
         kvm_core::KvmFlavour::Pvm => Kvm::Pvm,
@@ -109,7 +110,7 @@ mod tests {
 
     #[test]
     fn facts_round_trip_through_json_and_refuse_unknown_fields() {
-        let facts = probe();
+        let facts = probe(cgroup_core::detect().ok().as_ref());
         let json = serde_json::to_string(&facts).unwrap();
         assert_eq!(serde_json::from_str::<Host>(&json).unwrap(), facts);
         let bad = json.replacen('{', "{\"gpu\":true,", 1);

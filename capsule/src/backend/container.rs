@@ -34,6 +34,11 @@ impl Container {
     pub fn new(cgroups: Option<Layout>) -> Container {
         Container { cgroups }
     }
+
+    /// The host's cgroup hierarchy, as this backend uses it.
+    pub fn cgroups(&self) -> Option<&Layout> {
+        self.cgroups.as_ref()
+    }
 }
 
 impl Backend for Container {

@@ -70,6 +70,12 @@ impl Launcher {
         }
     }
 
+    /// The facts of this host ([`host::probe`](crate::host::probe)) with the cgroup hierarchy
+    /// these backends use, read once.
+    pub fn probe_host(&self) -> Host {
+        crate::host::probe(self.container.cgroups())
+    }
+
     /// The backend of `isolation`.
     ///
     /// # Errors

@@ -2,6 +2,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
+use crate::Launcher;
 
 pub(super) fn plan(args: &LaunchArgs) -> ExitCode {
     match args.to_plan() {
@@ -19,7 +20,7 @@ pub(super) fn plan(args: &LaunchArgs) -> ExitCode {
 /// `capsule plan SCRIPT.rhai`: the script's Plans as JSON, unvalidated (as with flags), so a
 /// Plan can be made for another host.
 pub(super) fn plan_script(script: &Path, policy: &PolicyArgs, launch: &LaunchArgs) -> ExitCode {
-    match policy.evaluate(script, launch, true) {
+    match policy.evaluate(script, launch, &Launcher::detect(), true) {
         Ok((evaluation, _)) => {
             print!("{}", evaluation.to_json());
             ExitCode::SUCCESS

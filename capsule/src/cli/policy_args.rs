@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use policy::{Evaluation, Inputs, PolicyError};
 
-use crate::{InRoot, host};
+use crate::{InRoot, Launcher, host};
 
 /// The flags of a policy script.
 #[derive(Debug, Args)]
@@ -43,9 +43,15 @@ impl PolicyArgs {
         }
     }
 
-    /// The script's inputs; `may_inject` says whether `--host-facts` is allowed (not for
-    /// `run`, which launches on this host whatever a file claims).
-    pub fn inputs(&self, launch: &LaunchArgs, may_inject: bool) -> Result<Inputs, PolicyError> {
+    /// The script's inputs, this host's facts as `launcher` sees them; `may_inject` says
+    /// whether `--host-facts` is allowed (not for `run`, which launches on this host whatever
+    /// a file claims).
+    pub fn inputs(
+        &self,
+        launch: &LaunchArgs,
+        launcher: &Launcher,
+        may_inject: bool,
+    ) -> Result<Inputs, PolicyError> {
         let host = match &self.host_facts {
             Some(_) if !may_inject => {
                 return Err(PolicyError::Refused(
@@ -53,7 +59,7 @@ impl PolicyArgs {
                 ));
             }
             Some(path) => host::load(path)?,
-            None => host::probe(),
+            None => launcher.probe_host(),
         };
         Ok(Inputs {
             host,
@@ -68,9 +74,10 @@ impl PolicyArgs {
         &self,
         script: &Path,
         launch: &LaunchArgs,
+        launcher: &Launcher,
         may_inject: bool,
     ) -> Result<(Evaluation, Inputs), PolicyError> {
-        let inputs = self.inputs(launch, may_inject)?;
+        let inputs = self.inputs(launch, launcher, may_inject)?;
         Ok((policy::evaluate(script, &inputs)?, inputs))
     }
 }

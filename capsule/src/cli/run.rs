@@ -5,7 +5,7 @@ use plan::{Host, Plan, Plans};
 
 use super::launch::{failed, launch, launch_group};
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
-use crate::{Launcher, SignalRouter, Stdin, host};
+use crate::{Launcher, SignalRouter, Stdin};
 
 pub(super) fn run(
     plan_file: Option<&Path>,
@@ -24,8 +24,8 @@ pub(super) fn run(
         Ok(router) => router,
         Err(code) => return code,
     };
-    let host = host::probe();
     let launcher = Launcher::detect();
+    let host = launcher.probe_host();
     match &plans {
         Plans::One(plan) => {
             // Signals from here on reach the launch, once it has a workload to signal.
@@ -89,12 +89,12 @@ pub(super) fn run_script(
     policy: &PolicyArgs,
     args: &LaunchArgs,
 ) -> ExitCode {
-    let (evaluation, inputs) = match policy.evaluate(script, args, false) {
+    let launcher = Launcher::detect();
+    let (evaluation, inputs) = match policy.evaluate(script, args, &launcher, false) {
         Ok(evaluated) => evaluated,
         Err(e) => return fail_policy(&e),
     };
     let host = inputs.host;
-    let launcher = Launcher::detect();
     if let Err(e) = evaluation.validate(&|plan| launcher.check(plan, &host)) {
         return fail_policy(&e);
     }
