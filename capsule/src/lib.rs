@@ -6,6 +6,10 @@
 //! returns a [`plan::Outcome`]. Launch state that outlives the process lives in a [`state`]
 //! directory per launch, so [`state::gc`] can clean up after a crash.
 //!
+//! Only the binary installs signal handlers: its [`SignalRouter`] passes what capsule
+//! receives to each running launch's [`StopHandle`], so several launches (a group's members)
+//! share one process.
+//!
 //! The `capsule` command line ([`cli`]) is a thin shell over these.
 
 #![warn(missing_docs)]
