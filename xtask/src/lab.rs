@@ -411,11 +411,13 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
 
 /// Whether `line` is the L1 kernel saying one of its CPUs is stuck. When QEMU freezes one
 /// vCPU, the other repeats this every half minute, which is no sign of progress: it must not
-/// keep the silence timeout from firing (one freeze ran into the 30-minute limit so).
+/// keep the silence timeout from firing (one freeze ran into the 30-minute limit so). An RCU
+/// stall report is many lines, every one prefixed `rcu:` (the kthread starved, the timer
+/// that did not fire, the stack dumps); the lab boots `quiet`, so RCU prints nothing else.
 fn reports_a_lockup(line: &str) -> bool {
     [
         "BUG: soft lockup",
-        "rcu: INFO:",
+        "] rcu: ",
         "self-detected stall",
         "blocked for more than",
     ]
@@ -705,6 +707,15 @@ mod tests {
         assert!(reports_a_lockup(
             "[   60.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
         ));
+        // Every line of a stall report, as 2026-11-30's frozen boot repeated them for 30 minutes.
+        for line in [
+            "[  467.377090] rcu: \t0-...!: (114879 ticks this GP) idle=4484/1/0x4000000000000000",
+            "[  467.377090] rcu: rcu_preempt kthread timer wakeup didn't happen for 115528 jiffies!",
+            "[  467.377090] rcu: \tPossible timer handling issue on cpu=1 timer-softirq=118",
+            "[  467.377090] rcu: RCU grace-period kthread stack dump:",
+        ] {
+            assert!(reports_a_lockup(line), "{line}");
+        }
         assert!(!reports_a_lockup(
             "[   49.7] kvm [309]: vcpu0, guest rIP: 0xffffffff81073744 Unhandled WRMSR"
         ));
