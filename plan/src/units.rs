@@ -67,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<f64, Error> {
 /// Whether `seconds` is positive and converts to a [`std::time::Duration`]: the microVM's
 /// run loop converts with `Duration::from_secs_f64`, which panics on infinity, NaN and
 /// values past `u64::MAX` seconds (`timeout(1e300)`, or `"1e308m"` once scaled).
-pub fn fits_duration(seconds: f64) -> bool {
+pub(crate) fn fits_duration(seconds: f64) -> bool {
     seconds > 0.0 && std::time::Duration::try_from_secs_f64(seconds).is_ok()
 }
 
