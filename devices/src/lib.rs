@@ -16,7 +16,10 @@
 //!   the [`ExitPort`](legacy::ExitPort) and a minimal
 //!   [`I8042`](legacy::I8042).
 //!
-//! Not yet here: virtio-mmio and the virtio devices.
+//! - [`virtio`]: the [`VirtioDevice`](virtio::VirtioDevice) seam between the virtio-mmio
+//!   transport and the device models, and what a device gets on DRIVER_OK.
+//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device, and the image
+//!   formats.
 //!
 //! Everything a guest controls (addresses, access sizes, register values) is
 //! untrusted: a misbehaving guest gets an error or a floating bus, never a
@@ -47,8 +50,10 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod disk;
 pub mod interrupt;
 pub mod legacy;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceAction};
 pub use interrupt::{Interrupt, NoInterrupt};

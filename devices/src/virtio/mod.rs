@@ -1,0 +1,183 @@
+//! Virtio devices (VIRTIO 1.2) behind the virtio-mmio transport.
+//!
+//! The seam: a device model implements [`VirtioDevice`]; the transport (virtio-mmio, §4.2)
+//! owns the registers, the device status and feature negotiation, checks the driver's queue
+//! set-up against guest memory, and on DRIVER_OK hands the device an [`Activation`]: the
+//! negotiated features, the queues, guest memory and its interrupt. From then on the device
+//! does its work on the VMM's event-loop thread, when a queue's notification arrives
+//! ([`VirtioDevice::queue_notified`]) or a host file descriptor it asked for is ready
+//! ([`VirtioDevice::host_ready`]); a vCPU thread only ever touches the registers.
+//!
+//! Everything the guest controls (descriptor addresses and lengths, indexes, request
+//! headers) is untrusted: a bad request fails (VIRTIO_BLK_S_IOERR, say), a broken queue puts
+//! the device in DEVICE_NEEDS_RESET ([`VirtioDevice::queue_notified`] returns
+//! [`QueueError`]), and neither panics or hangs the VMM.
+
+use std::fmt::Debug;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+
+use crate::Interrupt;
+
+/// Guest memory as the devices see it (vm-memory's mmap-backed regions; cheap to clone).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// A split virtqueue (virtio 1.2 §2.7), rust-vmm's `virtio-queue`.
+pub use virtio_queue::Queue;
+
+/// A virtio device model, as the transport drives it.
+///
+/// The life of a device (virtio 1.2 §3.1): the transport offers [`device_features`] and
+/// [`queue_max_sizes`], the driver negotiates and sets the queues up, then
+/// [`activate`](VirtioDevice::activate) once on DRIVER_OK; [`reset`](VirtioDevice::reset)
+/// when the driver writes 0 to the status (the device may be activated again after).
+///
+/// [`device_features`]: VirtioDevice::device_features
+/// [`queue_max_sizes`]: VirtioDevice::queue_max_sizes
+pub trait VirtioDevice: Send + Debug {
+    /// The device ID (virtio 1.2 §5: 2 for block, 3 for console, 4 for entropy, ...;
+    /// `virtio_bindings::virtio_ids`).
+    fn device_type(&self) -> u32;
+
+    /// The feature bits the device offers, VIRTIO_F_VERSION_1 (bit 32) included: the
+    /// transport refuses a driver that does not accept it.
+    fn device_features(&self) -> u64;
+
+    /// The largest size of each queue, one entry per queue (a power of 2, at most 32768).
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Reads `data.len()` bytes of the device configuration space at `offset` (virtio 1.2
+    /// §4.2.2: the registers from 0x100). Bytes past the space's end read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// Writes the device configuration space. A write the device does not allow (a read-only
+    /// field, the wrong width, past the end) is ignored, with a debug log line.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = data;
+        tracing::debug!(
+            device = self.device_type(),
+            offset,
+            "config write ignored: read-only"
+        );
+    }
+
+    /// Starts the device on DRIVER_OK with what the driver set up.
+    ///
+    /// Errors: what the device cannot start with (a backing file that went away, say); the
+    /// transport then sets DEVICE_NEEDS_RESET.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+
+    /// Queue `index` has new available buffers (its QueueNotify ioeventfd fired, or the
+    /// transport saw the write). Runs on the event-loop thread.
+    ///
+    /// Errors: the queue itself is broken (its rings outside guest memory, an index past its
+    /// size); the transport then sets DEVICE_NEEDS_RESET. A bad *request* is not an error
+    /// here: it completes with the device's failure status.
+    fn queue_notified(&mut self, index: usize) -> Result<(), QueueError>;
+
+    /// Host file descriptors the device waits on besides its queues (a console's input, the
+    /// "room again" event of its output), each watched for readability by the event loop.
+    fn host_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    /// `fd`, one of [`VirtioDevice::host_fds`], is readable. Runs on the event-loop thread.
+    fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
+        let _ = fd;
+        Ok(())
+    }
+
+    /// The driver reset the device: drop the queues and whatever the activation gave.
+    fn reset(&mut self);
+}
+
+/// What a device gets on DRIVER_OK.
+#[derive(Debug)]
+pub struct Activation {
+    /// Guest memory, where the queues and their buffers are.
+    pub memory: GuestMemory,
+    /// The queues the driver set up, checked valid against `memory`, in index order (one per
+    /// [`VirtioDevice::queue_max_sizes`] entry; a queue the driver left unready is here with
+    /// `ready() == false`).
+    pub queues: Vec<Queue>,
+    /// The device's interrupt, with its InterruptStatus register.
+    pub interrupt: VirtioInterrupt,
+    /// The features both sides accepted.
+    pub acked_features: u64,
+}
+
+/// A device's interrupt line and its InterruptStatus register (virtio 1.2 §4.2.2), shared
+/// between the device (which sets bits and triggers) and the transport (where the driver
+/// reads and acknowledges them).
+#[derive(Clone)]
+pub struct VirtioInterrupt {
+    status: Arc<AtomicU32>,
+    line: Arc<dyn Interrupt>,
+}
+
+impl Debug for VirtioInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioInterrupt")
+            .field("status", &self.status.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtioInterrupt {
+    /// A line with its status register cleared.
+    pub fn new(line: Arc<dyn Interrupt>) -> Self {
+        Self {
+            status: Arc::new(AtomicU32::new(0)),
+            line,
+        }
+    }
+
+    /// "Used Buffer Notification": the device put buffers in a used ring.
+    pub fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.status
+            .fetch_or(VIRTIO_MMIO_INT_VRING, Ordering::SeqCst);
+        self.line.trigger()
+    }
+
+    /// "Configuration Change Notification" (and how DEVICE_NEEDS_RESET is announced).
+    pub fn signal_config_change(&self) -> std::io::Result<()> {
+        self.status
+            .fetch_or(VIRTIO_MMIO_INT_CONFIG, Ordering::SeqCst);
+        self.line.trigger()
+    }
+
+    /// The InterruptStatus register's value.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The driver's write to InterruptACK: clears the bits it names.
+    pub fn acknowledge(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{device}: cannot activate: {reason}")]
+pub struct ActivateError {
+    /// The device, e.g. `virtio-blk vdb`.
+    pub device: String,
+    /// Why, in one phrase.
+    pub reason: String,
+}
+
+/// A queue the device can no longer use; the transport answers with DEVICE_NEEDS_RESET.
+#[derive(Debug, thiserror::Error)]
+#[error("{device}: queue {queue}: {reason}")]
+pub struct QueueError {
+    /// The device, e.g. `virtio-blk vda`.
+    pub device: String,
+    /// The queue's index.
+    pub queue: usize,
+    /// What the guest got wrong, with the value (`avail index 513 past the queue's 256`).
+    pub reason: String,
+}
