@@ -84,6 +84,12 @@ const CASES: &[Case] = &[
         set: &["tenant=initech"],
     },
     Case {
+        name: "disks",
+        script: "disks.rhai",
+        host_facts: HARDWARE,
+        set: &[],
+    },
+    Case {
         name: "tenant.missing",
         script: "tenant.rhai",
         host_facts: HARDWARE,

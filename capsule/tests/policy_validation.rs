@@ -105,6 +105,18 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
             "job.rhai:2:3: process.args = 1: expected strings only",
         ),
         (
+            "p.disk(\"data.raw\");",
+            "job.rhai:2:3: disks[0] = \"data.raw\": expected an absolute path (a relative one would depend on where capsule runs)",
+        ),
+        (
+            "p.disk(\"/d.raw\", #{ read_only: true });",
+            "job.rhai:2:3: disks[0] = #{\"read_only\": true}: unknown option \"read_only\": expected readonly",
+        ),
+        (
+            "p.disk(\"/d.raw\", #{ readonly: \"yes\" });",
+            "job.rhai:2:3: disks[0] = \"yes\": readonly takes true or false",
+        ),
+        (
             "  p.user(\"nosuchuser\");",
             "job.rhai:2:5: process.user = \"nosuchuser\": unknown user \"nosuchuser\": no such entry in //etc/passwd; give a numeric uid or a user of the image",
         ),
@@ -116,7 +128,14 @@ fn setters_refuse_values_they_cannot_take_at_the_call() {
 
 #[test]
 fn container_validation_points_at_the_setter_of_the_field() {
-    let cases: [(&str, bool, &[&str]); 9] = [
+    let cases: [(&str, bool, &[&str]); 10] = [
+        (
+            "p.disk(\"/d.raw\");\np.disk(\"/e.raw\", #{ readonly: true });",
+            true,
+            &[
+                "job.rhai:2:3: disks: disks are a microVM's virtio block devices, and a container has no devices of its own; drop disk() or use isolation(\"microvm\")",
+            ],
+        ),
         (
             "p.timeout(30);",
             true,
@@ -235,7 +254,7 @@ fn microvm_validation_names_what_a_microvm_cannot_honour() {
         ),
         (
             "p.tmpfs(\"/scratch\");",
-            "job.rhai:5:3: mounts[0] = \"/scratch\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")",
+            "job.rhai:5:3: mounts[0] = \"/scratch\": a microVM cannot share host directories yet (that needs virtio-fs); drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
         ),
         (
             "p.init(false);",
@@ -304,7 +323,7 @@ fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
     assert_eq!(
         errors(&script, &inputs(Kvm::Pvm), &host(Kvm::Hardware, true)),
         [
-            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that comes with its virtio devices); drop bind()/tmpfs() or use isolation(\"container\")",
+            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that needs virtio-fs); drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
             "job.rhai:2:3: userNamespace = 0:1879048192:65536: a microVM's guest has its own kernel and ids; drop map_uids()/map_gids()"
         ]
     );

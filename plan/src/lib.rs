@@ -33,8 +33,10 @@ pub use capabilities::{CapMask, Capabilities, parse_capability};
 pub use error::Error;
 pub use host::{Host, Kvm, SUBID_OWNER, SubIds};
 pub use idmap::{IdMap, IdMaps};
-pub use outcome::{Outcome, Peaks, Timings};
-pub use plan::{Isolation, Mount, MountType, Network, Plan, Resources, Root, VmSpec};
+pub use outcome::{AttachedDisk, DiskFormat, Outcome, Peaks, Timings};
+pub use plan::{
+    Disk, Isolation, Mount, MountType, Network, Plan, Resources, Root, VmSpec, disk_device,
+};
 pub use plans::Plans;
 pub use problem::Problem;
 pub use process::{DEFAULT_PATH, Process, Rlimit, User};
@@ -46,4 +48,4 @@ pub use seccomp::SeccompProfile;
 pub use subid::SubIdRange;
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use users::{ImageFiles, home_of, resolve_group, resolve_user};
-pub use validate::{KATA_WHY, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate};
+pub use validate::{KATA_WHY, MICROVM_MAX_DISKS, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate};

@@ -1,5 +1,6 @@
 //! What a launch reports when it ends.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,34 @@ pub struct Outcome {
     pub peaks: Peaks,
     /// Limits the workload ran into (`"memory"` on an OOM kill).
     pub violations: Vec<String>,
+    /// microVM: the disks of [`Plan::disks`](crate::Plan::disks) as the guest saw them, in
+    /// order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<AttachedDisk>,
+}
+
+/// One disk a microVM attached, as the Outcome reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedDisk {
+    /// The guest's device (`/dev/vdb`, [`disk_device`](crate::disk_device)).
+    pub device: String,
+    /// The image file on the host.
+    pub path: PathBuf,
+    /// The image's format, read from its content.
+    pub format: DiskFormat,
+    /// The guest could not write to it.
+    pub read_only: bool,
+}
+
+/// A disk image's format, as read from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The disk's bytes as they are.
+    Raw,
+    /// QEMU's copy-on-write format (version 3).
+    Qcow2,
 }
 
 /// Milliseconds per phase.

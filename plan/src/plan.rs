@@ -25,6 +25,10 @@ pub struct Plan {
     /// Mounts added to the root filesystem, in order.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Block devices a microVM attaches besides its root, in order: `/dev/vdb`, `/dev/vdc`,
+    /// ... ([`disk_device`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
     /// Limits.
     #[serde(default)]
     pub resources: Resources,
@@ -86,9 +90,11 @@ pub enum Isolation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-/// The root filesystem: a directory on the host that becomes `/`.
+/// The root filesystem: a directory on the host that becomes `/`, or (microVM only) a disk
+/// image file holding an ext4 filesystem, raw or qcow2 (told apart by content). Which of the
+/// two it is, the launcher sees on the host: the Plan says only where it is.
 pub struct Root {
-    /// The directory (OCI `root.path`).
+    /// The directory or image file (OCI `root.path`).
     pub path: PathBuf,
     /// Read-only root; otherwise writes go to a throw-away overlay layer.
     #[serde(default)]
@@ -113,6 +119,38 @@ pub struct Mount {
     /// Mounted read-only (recursively, for a bind mount).
     #[serde(default)]
     pub readonly: bool,
+}
+
+/// A disk image a microVM attaches as a virtio-blk device: raw or qcow2, told apart by the
+/// file's content, never its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Disk {
+    /// The image file on the host.
+    pub path: PathBuf,
+    /// The guest may not write: the device refuses writes (VIRTIO_BLK_F_RO) and the image
+    /// file is opened read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The guest's name of the `index`-th disk of [`Plan::disks`] (from 0): `/dev/vdb`,
+/// `/dev/vdc`, ..., `/dev/vdz`, `/dev/vdaa`, as Linux's virtio_blk names its devices in the
+/// order they are probed, `/dev/vda` being the root's.
+pub fn disk_device(index: usize) -> String {
+    // virtio_blk's virtblk_name_format: a bijective base-26 number, most significant first.
+    let mut n = index + 1;
+    let mut letters = Vec::new();
+    loop {
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+        n -= 1;
+    }
+    letters.reverse();
+    format!("/dev/vd{}", String::from_utf8_lossy(&letters))
 }
 
 /// The kind of a [`Mount`].
@@ -205,6 +243,7 @@ impl Plan {
             process: Process::new(args),
             hostname: None,
             mounts: Vec::new(),
+            disks: Vec::new(),
             resources: Resources::default(),
             seccomp: SeccompProfile::Default,
             network: Network::None,
@@ -219,6 +258,54 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disks_are_named_after_the_root_s_vda_as_virtio_blk_names_them() {
+        let names: Vec<String> = [0, 1, 24, 25, 26, 701].map(disk_device).into();
+        assert_eq!(
+            names,
+            [
+                "/dev/vdb",
+                "/dev/vdc",
+                "/dev/vdz",
+                "/dev/vdaa",
+                "/dev/vdab",
+                "/dev/vdaaa"
+            ]
+        );
+    }
+
+    #[test]
+    fn disks_read_and_write_camel_case_and_are_left_out_when_empty() {
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(!json.contains("disks"), "{json}");
+        plan.disks = vec![
+            Disk {
+                path: "/data.qcow2".into(),
+                read_only: true,
+            },
+            Disk {
+                path: "/scratch.raw".into(),
+                read_only: false,
+            },
+        ];
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["disks"],
+            serde_json::json!([
+                {"path": "/data.qcow2", "readOnly": true},
+                {"path": "/scratch.raw", "readOnly": false}
+            ])
+        );
+        assert_eq!(serde_json::from_value::<Plan>(json).unwrap(), plan);
+        let short: Disk = serde_json::from_str(r#"{"path": "/d"}"#).unwrap();
+        assert!(!short.read_only);
+        let err = serde_json::from_str::<Disk>(r#"{"path": "/d", "readonly": true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `readonly`"), "{err}");
+    }
 
     #[test]
     fn memory_alone_allows_as_much_swap_as_memory_as_docker() {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::{
-    Host, Isolation, MountType, Plan, Problem, check_rlimit, parse_rlimit_resource,
+    Disk, Host, Isolation, MountType, Plan, Problem, check_rlimit, parse_rlimit_resource,
     show_rlimit_value,
 };
 
@@ -17,6 +17,11 @@ pub const MICROVM_MIN_MEMORY: u64 = 128 << 20;
 /// The most vCPUs a microVM has (the x86 xAPIC ids below the broadcast id 0xff, less the
 /// I/O APIC's).
 pub const MICROVM_MAX_VCPUS: u8 = 254;
+
+/// The most disks a microVM attaches besides its root: each virtio-mmio device takes one of
+/// the I/O APIC's 19 device IRQs (5 to 23), and the root disk, the console and the entropy
+/// device take three of them.
+pub const MICROVM_MAX_DISKS: usize = 16;
 
 /// Every problem of `plan` that its own data and the `host` facts show, in the Plan's field
 /// order; empty when there is none. Pure: it reads nothing of the machine it runs on, so a
@@ -138,14 +143,15 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             Problem::new(
                 format!("mounts[{i}]"),
                 format!("mounts {}", mount.destination.display()),
-                "a microVM cannot share host directories yet (that comes with its virtio devices)",
+                "a microVM cannot share host directories yet (that needs virtio-fs)",
             )
             .fixes(
-                "drop --volume/--tmpfs or use --isolation container",
-                "drop bind()/tmpfs() or use isolation(\"container\")",
+                "drop --volume/--tmpfs (a disk image can carry data in: --disk) or use --isolation container",
+                "drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
             ),
         );
     }
+    disk_problems(plan, problems);
     if plan.user_namespace.is_some() {
         problems.push(
             Problem::new(
@@ -168,7 +174,80 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     }
 }
 
+/// What the Plan's own data shows wrong with a microVM's disks; the files themselves are the
+/// backend's to check.
+fn disk_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    let disks = &plan.disks;
+    if disks.len() > MICROVM_MAX_DISKS {
+        problems.push(
+            Problem::new(
+                "disks",
+                format!("disks ({} of them)", disks.len()),
+                format!(
+                    "a microVM attaches at most {MICROVM_MAX_DISKS} disks besides its root (one I/O APIC line each)"
+                ),
+            )
+            .fixes(
+                format!("give --disk at most {MICROVM_MAX_DISKS} times"),
+                format!("call disk() at most {MICROVM_MAX_DISKS} times"),
+            ),
+        );
+    }
+    for (i, disk) in disks.iter().enumerate() {
+        let field = format!("disks[{i}]");
+        let subject = format!("{field} {}", disk.path.display());
+        if !disk.path.is_absolute() {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "expected an absolute path (a relative one would depend on where capsule runs)",
+            ));
+        }
+        // Two writers of one image, or a writer beside a reader, see each other's writes
+        // half-done and corrupt a qcow2's metadata; the root image is only ever read.
+        let writable = |d: &Disk| !d.read_only;
+        let earlier = disks[..i]
+            .iter()
+            .position(|d| d.path == disk.path && (writable(d) || writable(disk)));
+        if let Some(first) = earlier {
+            problems.push(
+                Problem::new(
+                    &field,
+                    &subject,
+                    format!("disks[{first}] is the same file, and one of them is writable"),
+                )
+                .fix("attach a file once, or every time read-only"),
+            );
+        } else if writable(disk) && disk.path == plan.root.path {
+            problems.push(
+                Problem::new(
+                    &field,
+                    &subject,
+                    "the root image is attached read-only, so it cannot also be a writable disk",
+                )
+                .fixes(
+                    "add :ro to the --disk",
+                    "give disk(path, #{ readonly: true })",
+                ),
+            );
+        }
+    }
+}
+
 fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
+    if !plan.disks.is_empty() {
+        problems.push(
+            Problem::new(
+                "disks",
+                "disks",
+                "disks are a microVM's virtio block devices, and a container has no devices of its own",
+            )
+            .fixes(
+                "drop --disk or use --isolation microvm",
+                "drop disk() or use isolation(\"microvm\")",
+            ),
+        );
+    }
     if plan.vm.is_some() {
         problems.push(
             Problem::new("vm", "vm", "the guest kernel, initrd, command line and kernel log are for isolation \"microvm\"")
@@ -339,5 +418,116 @@ fn common_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
                 "expected 1 to 64 letters, digits, '-' or '.'",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kvm;
+
+    fn host() -> Host {
+        Host {
+            kvm: Kvm::Hardware,
+            cgroups: "v2".into(),
+            cpus: 2,
+            memory_total: 4 << 30,
+            memory_free: 2 << 30,
+            arch: "x86_64".into(),
+            kernel: "6.1.0".into(),
+            rootless: true,
+            subids: None,
+            nr_open: 1 << 20,
+        }
+    }
+
+    fn microvm_with(disks: &[(&str, bool)]) -> Plan {
+        let mut plan = Plan::container("/srv/root", vec!["true".into()]);
+        plan.isolation = Isolation::Microvm;
+        plan.disks = disks
+            .iter()
+            .map(|(path, read_only)| Disk {
+                path: path.into(),
+                read_only: *read_only,
+            })
+            .collect();
+        plan
+    }
+
+    fn lines(plan: &Plan) -> Vec<String> {
+        validate(plan, &host())
+            .iter()
+            .map(|p| format!("{}: {p}", p.field))
+            .collect()
+    }
+
+    #[test]
+    fn a_microvm_takes_disks_read_only_and_writable() {
+        let plan = microvm_with(&[("/a.raw", false), ("/b.qcow2", true), ("/b.qcow2", true)]);
+        assert_eq!(lines(&plan), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_container_with_disks_is_refused_with_the_reason_and_the_fix() {
+        let mut plan = microvm_with(&[("/a.raw", false)]);
+        plan.isolation = Isolation::Container;
+        assert_eq!(
+            lines(&plan),
+            [
+                "disks: disks: disks are a microVM's virtio block devices, and a container has no devices of its own; drop --disk or use --isolation microvm"
+            ]
+        );
+        let script = &validate(&plan, &host())[0];
+        assert_eq!(
+            script.script_fix.as_deref(),
+            Some("drop disk() or use isolation(\"microvm\")")
+        );
+    }
+
+    #[test]
+    fn more_disks_than_the_microvm_has_lines_for_are_refused() {
+        let paths: Vec<String> = (0..=MICROVM_MAX_DISKS).map(|i| format!("/d{i}")).collect();
+        let disks: Vec<(&str, bool)> = paths.iter().map(|p| (p.as_str(), true)).collect();
+        assert_eq!(
+            lines(&microvm_with(&disks)),
+            [
+                "disks: disks (17 of them): a microVM attaches at most 16 disks besides its root (one I/O APIC line each); give --disk at most 16 times"
+            ]
+        );
+        assert_eq!(lines(&microvm_with(&disks[..MICROVM_MAX_DISKS])).len(), 0);
+    }
+
+    #[test]
+    fn a_relative_disk_path_is_refused() {
+        assert_eq!(
+            lines(&microvm_with(&[("data.raw", true)])),
+            [
+                "disks[0]: disks[0] data.raw: expected an absolute path (a relative one would depend on where capsule runs)"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_file_attached_twice_with_a_writer_is_refused() {
+        assert_eq!(
+            lines(&microvm_with(&[
+                ("/a.raw", true),
+                ("/b.raw", false),
+                ("/a.raw", false)
+            ])),
+            [
+                "disks[2]: disks[2] /a.raw: disks[0] is the same file, and one of them is writable; attach a file once, or every time read-only"
+            ]
+        );
+        let mut plan = microvm_with(&[("/root.img", false)]);
+        plan.root.path = "/root.img".into();
+        assert_eq!(
+            lines(&plan),
+            [
+                "disks[0]: disks[0] /root.img: the root image is attached read-only, so it cannot also be a writable disk; add :ro to the --disk"
+            ]
+        );
+        plan.disks[0].read_only = true;
+        assert_eq!(lines(&plan).len(), 0);
     }
 }

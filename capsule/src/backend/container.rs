@@ -178,6 +178,7 @@ fn run(
         } else {
             Vec::new()
         },
+        disks: Vec::new(),
     })
 }
 

@@ -237,6 +237,7 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             ..Default::default()
         },
         violations: Vec::new(),
+        disks: Vec::new(),
     })
 }
 

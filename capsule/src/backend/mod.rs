@@ -1,8 +1,6 @@
 //! The backends that carry out a Plan, one per isolation, behind one trait, and the
 //! [`Launcher`] that picks the backend of a Plan, checks the Plan and runs it.
 
-use std::path::Path;
-
 use plan::{Host, Isolation, KATA_WHY, Outcome, Plan, Problem};
 
 use crate::Error;
@@ -100,7 +98,7 @@ impl Launcher {
     /// Plan's isolation cannot run here at all.
     pub fn check(&self, plan: &Plan, host: &Host) -> Result<(), plan::Error> {
         let backend_problems = self.backend(plan.isolation)?.problems(plan, host)?;
-        let mut problems = root_problems(&plan.root.path);
+        let mut problems = root_problems(plan);
         problems.extend(plan::validate(plan, host));
         problems.extend(backend_problems);
         if problems.is_empty() {
@@ -128,13 +126,27 @@ impl Launcher {
     }
 }
 
-/// The root filesystem every isolation needs: an existing directory.
-fn root_problems(root: &Path) -> Vec<Problem> {
+/// The root filesystem every isolation needs: an existing directory, or for a microVM a disk
+/// image file too (whose content its backend checks).
+fn root_problems(plan: &Plan) -> Vec<Problem> {
+    let root = &plan.root.path;
     let subject = format!("root.path {}", root.display());
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => Vec::new(),
+        Ok(m) if m.is_file() && plan.isolation != Isolation::Container => Vec::new(),
+        Ok(m) if m.is_file() => vec![
+            Problem::new(
+                "root.path",
+                &subject,
+                "a disk image is a microVM's root (its virtio block device); a container's root is a directory",
+            )
+            .fixes(
+                "use --isolation microvm, or give the directory that becomes /",
+                "use isolation(\"microvm\"), or give the directory that becomes /",
+            ),
+        ],
         Ok(_) => vec![
-            Problem::new("root.path", &subject, "not a directory")
+            Problem::new("root.path", &subject, "not a directory or a disk image file")
                 .fix("give the directory that becomes /"),
         ],
         Err(e) => vec![

@@ -87,5 +87,6 @@ fn failed_outcome(plan: &Plan, code: i32, error: String) -> Outcome {
         timings: Timings::default(),
         peaks: Default::default(),
         violations: Vec::new(),
+        disks: Vec::new(),
     }
 }

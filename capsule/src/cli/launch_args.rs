@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use plan::{
-    CapMask, Capabilities, IdMap, IdMaps, Isolation, Mount, MountType, Plan, Rlimit,
+    CapMask, Capabilities, Disk, IdMap, IdMaps, Isolation, Mount, MountType, Plan, Rlimit,
     SeccompProfile, VmSpec, parse_capability, parse_cpus, parse_duration, parse_size,
 };
 
@@ -17,8 +17,9 @@ pub struct LaunchArgs {
     /// container, microvm or kata.
     #[arg(long, default_value = "container", value_parser = parse_isolation)]
     isolation: Isolation,
-    /// The directory that becomes the root filesystem.
-    #[arg(long, value_name = "DIR")]
+    /// The directory that becomes the root filesystem; under --isolation microvm also a disk
+    /// image (raw or qcow2) holding an ext4 root.
+    #[arg(long, value_name = "DIR|IMAGE")]
     rootfs: Option<PathBuf>,
     /// Memory limit, e.g. 256M.
     #[arg(long, short = 'm', value_parser = parse_size)]
@@ -101,6 +102,11 @@ pub struct LaunchArgs {
     /// microVM: parameters appended to capsule's guest kernel command line (QEMU's -append).
     #[arg(long, value_name = "PARAMS")]
     kernel_cmdline: Option<String>,
+    /// microVM: attach a disk image (raw or qcow2) as /dev/vdb, /dev/vdc, ... in the order
+    /// given; `:ro` makes it read-only. A path that itself ends in `:ro` or `:rw` is written
+    /// with its mode after it: `--disk 'backup:ro:rw'`.
+    #[arg(long, value_name = "PATH[:ro]", value_parser = parse_disk)]
+    disk: Vec<Disk>,
     /// Stop the workload after this long, e.g. 30, 30s, 500ms or 2m (exit status 124).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     timeout: Option<f64>,
@@ -134,6 +140,25 @@ fn parse_idmap(s: &str) -> Result<IdMap, String> {
             "{s:?}: expected CONTAINER:HOST:SIZE, e.g. 0:100000:65536"
         )),
     }
+}
+
+/// `PATH[:ro]`, `PATH:rw`: only a final `:ro` or `:rw` is the mode, so every other `:` is
+/// part of the path.
+fn parse_disk(spec: &str) -> Result<Disk, String> {
+    let (path, read_only) = match spec.rsplit_once(':') {
+        Some((path, "ro")) => (path, true),
+        Some((path, "rw")) => (path, false),
+        _ => (spec, false),
+    };
+    if path.is_empty() {
+        return Err(format!(
+            "{spec:?}: expected PATH[:ro], the disk image's path with :ro for a read-only disk"
+        ));
+    }
+    Ok(Disk {
+        path: absolute(PathBuf::from(path)),
+        read_only,
+    })
 }
 
 fn parse_swap(s: &str) -> Result<i64, String> {
@@ -219,6 +244,7 @@ impl LaunchArgs {
                 gids: self.gidmap.clone(),
             });
         }
+        plan.disks = self.disk.clone();
         plan.timeout = self.timeout;
         if self.kernel.is_some()
             || self.initrd.is_some()
@@ -307,6 +333,7 @@ impl LaunchArgs {
             ("--initrd", self.initrd.is_some()),
             ("--kernel-log", self.kernel_log),
             ("--kernel-cmdline", self.kernel_cmdline.is_some()),
+            ("--disk", !self.disk.is_empty()),
             ("--timeout", self.timeout.is_some()),
         ];
         let refused: Vec<&str> = given
@@ -436,6 +463,67 @@ mod tests {
         assert_eq!(
             plan.vm.and_then(|vm| vm.cmdline).as_deref(),
             Some("cryptomgr.notests tsc=reliable")
+        );
+    }
+
+    #[test]
+    fn disks_keep_their_order_and_only_a_final_ro_or_rw_is_the_mode() {
+        use clap::Parser;
+        let flags = Flags::try_parse_from([
+            "capsule",
+            "--isolation",
+            "microvm",
+            "--rootfs",
+            "/",
+            "--disk",
+            "/images/data.qcow2",
+            "--disk",
+            "/images/base.raw:ro",
+            "--disk",
+            "/a:b/c.raw",
+            "--disk",
+            "/backup:ro:rw",
+            "--disk",
+            "/x.img:rw",
+            "--disk",
+            "relative.raw:ro",
+            "--",
+            "true",
+        ])
+        .expect("flags parse");
+        let plan = flags.launch.to_plan().expect("a plan");
+        let disks: Vec<(String, bool)> = plan
+            .disks
+            .iter()
+            .map(|d| (d.path.display().to_string(), d.read_only))
+            .collect();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            disks,
+            [
+                ("/images/data.qcow2".to_owned(), false),
+                ("/images/base.raw".to_owned(), true),
+                ("/a:b/c.raw".to_owned(), false),
+                ("/backup:ro".to_owned(), false),
+                ("/x.img".to_owned(), false),
+                (cwd.join("relative.raw").display().to_string(), true),
+            ]
+        );
+        for bad in [":ro", "", ":rw"] {
+            let err = parse_disk(bad).unwrap_err();
+            assert!(err.contains("expected PATH[:ro]"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_script_sets_the_disks_itself() {
+        use clap::Parser;
+        let flags =
+            Flags::try_parse_from(["capsule", "--disk", "/d.raw", "--", "true"]).expect("parse");
+        let err = flags.launch.workload().unwrap_err();
+        assert!(
+            err.starts_with("--disk cannot be used with a policy script"),
+            "{err}"
         );
     }
 
