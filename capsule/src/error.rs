@@ -35,6 +35,9 @@ pub enum Error {
         /// Why.
         source: guest_init::Error,
     },
+    /// The root filesystem's disk image could not be built.
+    #[error(transparent)]
+    RootImage(#[from] crate::root_image::Error),
     /// A file of the launch's state could not be written or removed.
     #[error("{what} {}: {source}", .path.display())]
     Io {

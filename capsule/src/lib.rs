@@ -20,6 +20,7 @@ mod error;
 pub mod host;
 mod image_files;
 mod process;
+pub mod root_image;
 pub mod signals;
 pub mod state;
 

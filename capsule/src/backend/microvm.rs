@@ -18,7 +18,7 @@ use plan::{Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem, Timings, VmSp
 
 use super::{Backend, Stdin};
 use crate::signals::StopHandle;
-use crate::{Error, host, process, state};
+use crate::{Error, host, process, root_image, state};
 
 /// Guest RAM when the Plan sets no memory.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
@@ -66,6 +66,60 @@ fn guest_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".cache/capsule/guest")
+}
+
+/// Guest RAM left to the kernel and the command when the root travels in the initramfs: the
+/// Debian cloud kernel's image, page structs and slabs at boot take about 40 MiB of a
+/// 256 MiB guest, and capsule-init and the command need some too.
+pub const INITRAMFS_KERNEL_ROOM: u64 = 64 << 20;
+
+/// Whether a root directory that travels in the initramfs fits the guest's RAM, or the
+/// Problem that says it does not: the kernel unpacks the initrd (the base archive and the
+/// per-launch one, which holds the tree) into its rootfs, a tmpfs that may fill half of RAM,
+/// and the packed copy stays in RAM until it is unpacked. So twice the tree's size in pages
+/// (a small file takes a page) and the base initrd, plus [`INITRAMFS_KERNEL_ROOM`], must fit
+/// in the guest's RAM; otherwise the kernel's unpacker drops what does not fit, printing only
+/// "write error", and the command would run in a partial root. `base_initrd` is the base
+/// archive's size in bytes.
+///
+/// # Errors
+///
+/// [`root_image::Error`] when the tree cannot be walked.
+pub fn initramfs_root_problem(
+    plan: &Plan,
+    base_initrd: u64,
+) -> Result<Option<Problem>, root_image::Error> {
+    let tree = root_image::scan(&plan.root.path)?;
+    let memory = plan.resources.memory.unwrap_or(DEFAULT_MEMORY);
+    Ok(initramfs_fit(tree.page_bytes, base_initrd, memory))
+}
+
+fn initramfs_fit(tree: u64, base_initrd: u64, memory: u64) -> Option<Problem> {
+    let needed = tree
+        .saturating_add(base_initrd)
+        .saturating_mul(2)
+        .saturating_add(INITRAMFS_KERNEL_ROOM);
+    if needed <= memory {
+        return None;
+    }
+    let mib = |bytes: u64| bytes.div_ceil(1 << 20);
+    Some(
+        Problem::new(
+            "root.path",
+            "root.path",
+            format!(
+                "the root filesystem ({} MiB) travels in the initramfs, which needs {} MiB of guest RAM (twice the tree and the base initrd, and {} MiB for the kernel), and the guest has {} MiB",
+                mib(tree),
+                mib(needed),
+                mib(INITRAMFS_KERNEL_ROOM),
+                mib(memory),
+            ),
+        )
+        .fixes(
+            format!("give --memory {}M or more", mib(needed)),
+            format!("give memory(\"{}M\") or more", mib(needed)),
+        ),
+    )
 }
 
 /// The microVM backend: the Plan's process runs under capsule-init in a stock Linux kernel
@@ -268,7 +322,11 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
         seccomp: plan.seccomp,
         hostname: Some(hostname),
         modules: Vec::new(),
+        // The lead's wiring of the root disk and the virtio console sets these
+        // (root_image::for_plan, guest_init::DISK_ROOT_MODULES).
+        root: guest_init::GuestRoot::Initramfs,
         readonly_root: plan.root.readonly,
+        console: guest_init::GuestConsole::Serial,
         quiet: !vm.kernel_log,
     })
 }
@@ -285,6 +343,33 @@ mod tests {
         assert_eq!(vcpus(&plan), 2);
         plan.resources.cpus = Some(0.1);
         assert_eq!(vcpus(&plan), 1);
+    }
+
+    #[test]
+    fn a_root_too_big_for_the_initramfs_is_refused_before_boot() {
+        // The case: a 160 MiB file in a 256 MiB guest, which the kernel's unpacker
+        // cut short.
+        let problem = initramfs_fit(160 << 20, 5 << 20, 256 << 20).expect("refused");
+        assert_eq!(
+            problem.to_string(),
+            "root.path: the root filesystem (160 MiB) travels in the initramfs, which needs 394 MiB of guest RAM (twice the tree and the base initrd, and 64 MiB for the kernel), and the guest has 256 MiB; give --memory 394M or more"
+        );
+        assert_eq!(initramfs_fit(90 << 20, 5 << 20, 256 << 20), None);
+        assert!(initramfs_fit(u64::MAX, 1, 256 << 20).is_some());
+    }
+
+    #[test]
+    fn a_tree_is_measured_in_pages() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..64 {
+            std::fs::write(tmp.path().join(i.to_string()), b"x").unwrap();
+        }
+        let mut plan = Plan::container(tmp.path(), vec!["true".into()]);
+        plan.resources.memory = Some(64 << 20);
+        // 64 one-byte files take 256 KiB of pages.
+        assert!(initramfs_root_problem(&plan, 0).unwrap().is_some());
+        plan.resources.memory = Some(65 << 20);
+        assert_eq!(initramfs_root_problem(&plan, 0).unwrap(), None);
     }
 
     #[test]
