@@ -31,12 +31,45 @@ pub struct GuestConfig {
     /// this order before anything else; one that is already loaded is fine.
     #[serde(default)]
     pub modules: Vec<String>,
-    /// Mount the root filesystem read-only.
+    /// Where the root filesystem is.
+    #[serde(default)]
+    pub root: GuestRoot,
+    /// Mount the root filesystem read-only: a disk root without the overlay.
     #[serde(default)]
     pub readonly_root: bool,
+    /// Where the command's stdin, stdout and stderr are.
+    #[serde(default)]
+    pub console: GuestConsole,
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
+}
+
+/// Where the guest's root filesystem is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum GuestRoot {
+    /// In the initramfs: the tree the per-launch archive carries at
+    /// [`ROOTFS_DIR`](crate::ROOTFS_DIR), or the initramfs itself when it carries none.
+    #[default]
+    Initramfs,
+    /// An ext4 file system on this block device ([`ROOT_DEVICE`](crate::ROOT_DEVICE)),
+    /// mounted read-only: the lower layer of an overlay whose upper layer is a tmpfs in guest
+    /// RAM, so the command can write and the image never changes; alone with
+    /// [`GuestConfig::readonly_root`]. JSON: `{"disk": "/dev/vda"}`.
+    Disk(String),
+}
+
+/// Where the command's stdin, stdout and stderr are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestConsole {
+    /// The kernel's console (`/dev/console`, the serial port).
+    #[default]
+    Serial,
+    /// The virtio console's first port ([`VIRTIO_CONSOLE`](crate::VIRTIO_CONSOLE)); the serial
+    /// port keeps the kernel's log.
+    Virtio,
 }
 
 impl GuestConfig {
@@ -48,7 +81,9 @@ impl GuestConfig {
             seccomp: SeccompProfile::Default,
             hostname: None,
             modules: Vec::new(),
+            root: GuestRoot::Initramfs,
             readonly_root: false,
+            console: GuestConsole::Serial,
             quiet: false,
         }
     }
@@ -109,6 +144,16 @@ impl GuestConfig {
                 ));
             }
         }
+        if let GuestRoot::Disk(device) = &self.root {
+            no_nul(device, || "root.disk".to_owned())?;
+            let name = device.strip_prefix("/dev/").unwrap_or_default();
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(invalid(
+                    "root.disk",
+                    "must be a device under /dev, e.g. /dev/vda",
+                ));
+            }
+        }
         for (i, module) in self.modules.iter().enumerate() {
             no_nul(module, || format!("modules[{i}]"))?;
             if module.is_empty() || module == "." || module == ".." || module.contains('/') {
@@ -164,7 +209,9 @@ mod tests {
             seccomp: SeccompProfile::Default,
             hostname: Some("guest".into()),
             modules: vec!["virtio.ko".into()],
+            root: GuestRoot::Disk("/dev/vda".into()),
             readonly_root: true,
+            console: GuestConsole::Virtio,
             quiet: true,
         }
     }
@@ -177,6 +224,8 @@ mod tests {
         assert!(text.contains("\"additional_gids\":[10,20]"), "{text}");
         assert!(text.contains("\"type\":\"RLIMIT_NOFILE\""), "{text}");
         assert!(text.contains("\"readonlyRoot\":true"), "{text}");
+        assert!(text.contains("\"root\":{\"disk\":\"/dev/vda\"}"), "{text}");
+        assert!(text.contains("\"console\":\"virtio\""), "{text}");
         assert_eq!(GuestConfig::from_json(&json).unwrap(), config);
     }
 
@@ -190,6 +239,21 @@ mod tests {
         expected.process.env.clear();
         expected.process.rlimits.clear();
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn the_root_defaults_to_the_initramfs_and_the_console_to_the_serial_port() {
+        let config = GuestConfig::from_json(br#"{"process":{"args":["true"]}}"#).unwrap();
+        assert_eq!(
+            (config.root, config.console),
+            (GuestRoot::Initramfs, GuestConsole::Serial)
+        );
+        let config = GuestConfig::from_json(
+            br#"{"process":{"args":["true"]},"root":"initramfs","console":"serial"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.root, GuestRoot::Initramfs);
+        assert!(GuestConfig::from_json(br#"{"process":{"args":["true"]},"root":"disk"}"#).is_err());
     }
 
     #[test]
@@ -230,6 +294,16 @@ mod tests {
             (|c| c.hostname = Some("h".repeat(65)), "hostname:"),
             (|c| c.modules.push("../x.ko".into()), "modules[1]:"),
             (|c| c.modules.push("..".into()), "modules[1]:"),
+            (|c| c.root = GuestRoot::Disk("vda".into()), "root.disk:"),
+            (|c| c.root = GuestRoot::Disk("/dev/".into()), "root.disk:"),
+            (
+                |c| c.root = GuestRoot::Disk("/dev/../vda".into()),
+                "root.disk:",
+            ),
+            (
+                |c| c.root = GuestRoot::Disk("/dev/vda\0".into()),
+                "root.disk:",
+            ),
         ];
         for (change, expected) in cases {
             let mut config = full();

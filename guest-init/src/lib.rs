@@ -32,7 +32,7 @@ mod error;
 pub mod newc;
 
 pub use archive::write_launch_archive;
-pub use config::GuestConfig;
+pub use config::{GuestConfig, GuestConsole, GuestRoot};
 pub use error::Error;
 
 /// Where the per-launch archive puts the [`GuestConfig`] (JSON).
@@ -40,6 +40,13 @@ pub const CONFIG_PATH: &str = "/capsule/config.json";
 
 /// Where the per-launch archive puts the root filesystem, if the launch brings one.
 pub const ROOTFS_DIR: &str = "/capsule/rootfs";
+
+/// The block device of a root on a disk ([`GuestRoot::Disk`]): the first virtio-blk device
+/// the guest finds, as the VMM attaches the root's before any other.
+pub const ROOT_DEVICE: &str = "/dev/vda";
+
+/// The virtio console's first port, the command's stdio with [`GuestConsole::Virtio`].
+pub const VIRTIO_CONSOLE: &str = "/dev/hvc0";
 
 /// Where the base archive keeps the kernel modules (`.ko` files, flat) that
 /// [`GuestConfig::modules`] names.
@@ -60,6 +67,21 @@ pub const BASE_MODULES: &[&str] = &[
     "virtio_net.ko",
     "virtio_console.ko",
     "virtio_rng.ko",
+    // The overlay over a disk root; Debian builds ext4 in, overlayfs as a module.
+    "overlay.ko",
+];
+
+/// The modules a microVM with its root on a disk, a virtio console and an entropy device
+/// loads ([`GuestConfig::modules`]), in [`BASE_MODULES`]' order. One the kernel builds in has
+/// no file in the base archive and is skipped.
+pub const DISK_ROOT_MODULES: &[&str] = &[
+    "virtio_ring.ko",
+    "virtio.ko",
+    "virtio_mmio.ko",
+    "virtio_blk.ko",
+    "virtio_console.ko",
+    "virtio_rng.ko",
+    "overlay.ko",
 ];
 
 /// The I/O port the init writes the command's exit status to (one byte); the VMM stops the VM

@@ -3,14 +3,17 @@
 //! 1. Tells the VMM that user space started (a byte to `STARTED_PORT`, if it may).
 //! 2. Mounts devtmpfs on /dev, proc and sysfs in the initramfs; puts the console on stdin,
 //!    stdout and stderr where the kernel could not, and stops it turning `\n` into `\r\n`.
-//! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH` and loads its kernel modules.
-//! 4. If the launch brought a root filesystem at `ROOTFS_DIR`, makes it the root (read-only if
-//!    asked) with its own /dev, /proc and /sys.
+//! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH` and loads its kernel modules; with a
+//!    virtio console, moves its own stdio (which the command inherits) to `/dev/hvc0`.
+//! 4. Enters the root filesystem, with its own /dev, /proc and /sys: on a disk
+//!    (`disk_root.rs`: the ext4 file system on `/dev/vda`, read-only, under an overlay in RAM
+//!    unless the root is read-only), or the tree the launch brought at `ROOTFS_DIR` (read-only
+//!    if asked).
 //! 5. Sets the hostname, then forks the command, which becomes the configured user, changes
 //!    directory and executes. Meanwhile PID 1 reaps every process that exits and forwards
 //!    every signal it receives to the command (`supervise.rs`, shared with `--container`).
-//! 6. Writes the command's status to `EXIT_PORT` (the VMM stops the VM there), else powers
-//!    off.
+//! 6. Flushes what the command wrote to its disks, writes the command's status to `EXIT_PORT`
+//!    (the VMM stops the VM there), else powers off.
 //!
 //! The status is a shell's: the command's exit code, 128 + the signal that killed it, 127 if
 //! it does not exist, 126 if it cannot be executed, and 125 if the init's own setup failed,
@@ -23,6 +26,7 @@
 //! that ns-core has set up (see `container.rs`).
 
 mod container;
+mod disk_root;
 mod port;
 mod run;
 mod setup;
@@ -31,7 +35,7 @@ mod supervise;
 use std::fmt::Display;
 use std::path::Path;
 
-use guest_init::{CONFIG_PATH, GuestConfig, ROOTFS_DIR};
+use guest_init::{CONFIG_PATH, GuestConfig, GuestConsole, GuestRoot, ROOTFS_DIR};
 use nix::errno::Errno;
 use nix::sys::reboot::{RebootMode, reboot};
 
@@ -68,8 +72,17 @@ fn init() -> Result<u8, Failure> {
         let _ = std::fs::write("/proc/sys/kernel/printk", "1");
     }
     setup::load_modules(&config)?;
-    if Path::new(ROOTFS_DIR).is_dir() {
-        setup::enter_rootfs(&config)?;
+    if config.console == GuestConsole::Virtio {
+        setup::attach_virtio_console()?;
+    }
+    match &config.root {
+        GuestRoot::Disk(device) => disk_root::run(&disk_root::steps(
+            disk_root::LAYERS,
+            device,
+            config.readonly_root,
+        ))?,
+        GuestRoot::Initramfs if Path::new(ROOTFS_DIR).is_dir() => setup::enter_rootfs(&config)?,
+        GuestRoot::Initramfs => {}
     }
     if let Some(hostname) = &config.hostname {
         nix::unistd::sethostname(hostname)
@@ -87,9 +100,11 @@ fn read_config() -> Result<GuestConfig, Failure> {
 
 /// Reports `status` and stops the VM.
 fn finish(status: u8) -> ! {
+    // What the command wrote to a disk and did not sync is in the guest's page cache, which
+    // the VMM's stop drops: write it out first (nothing to do for a root in RAM).
+    nix::unistd::sync();
     // The VMM stops the VM on this write; returning from it means no VMM listens there.
     port::report(status);
-    // Nothing to sync: the root is in RAM.
     let Err(e) = reboot(RebootMode::RB_POWER_OFF);
     eprintln!("capsule-init: powering off: {e}");
     // The kernel panics when PID 1 exits, and its message carries the status: better than

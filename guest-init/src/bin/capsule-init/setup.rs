@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use guest_init::{GuestConfig, MODULES_DIR, ROOTFS_DIR};
+use guest_init::{GuestConfig, MODULES_DIR, ROOTFS_DIR, VIRTIO_CONSOLE};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::kmod::{ModuleInitFlags, finit_module};
@@ -129,16 +129,21 @@ fn is_useful(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Loads `config.modules` from [`MODULES_DIR`] in order.
+/// Loads `config.modules` from [`MODULES_DIR`] in order. A module without a file is built
+/// into the kernel: `cargo xtask guest` puts in the base archive the modules the kernel
+/// package has as files, and no others.
 pub fn load_modules(config: &GuestConfig) -> Result<(), Failure> {
     for module in &config.modules {
         let path = format!("{MODULES_DIR}/{module}");
-        let file = open(
+        let file = match open(
             path.as_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| Failure::new("opening module", &path, e))?;
+        ) {
+            Ok(file) => file,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(Failure::new("opening module", &path, e)),
+        };
         match finit_module(&file, c"", ModuleInitFlags::empty()) {
             // Built in, or loaded as another module's dependency.
             Ok(()) | Err(Errno::EEXIST) => {}
@@ -148,19 +153,33 @@ pub fn load_modules(config: &GuestConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Makes [`ROOTFS_DIR`] the root, the way switch_root does it from an initramfs (which cannot
-/// be pivot_root'ed): mount it over `/` and chroot into it. Then mounts /dev, /proc and /sys
-/// inside it.
+/// Puts the virtio console's first port on the init's stdin, stdout and stderr, which the
+/// command inherits; the kernel's log stays on the serial console. Waits for the port as for
+/// the root device: virtio_console creates it as it loads.
+pub fn attach_virtio_console() -> Result<(), Failure> {
+    crate::disk_root::run(&[crate::disk_root::Step::WaitFor(VIRTIO_CONSOLE.to_owned())])?;
+    let console = open(
+        VIRTIO_CONSOLE,
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Failure::new("opening", VIRTIO_CONSOLE, e))?;
+    nix::unistd::dup2_stdin(&console)
+        .map_err(|e| Failure::new("reading from", VIRTIO_CONSOLE, e))?;
+    nix::unistd::dup2_stdout(&console)
+        .map_err(|e| Failure::new("writing to", VIRTIO_CONSOLE, e))?;
+    nix::unistd::dup2_stderr(&console)
+        .map_err(|e| Failure::new("writing to", VIRTIO_CONSOLE, e))?;
+    console_output_verbatim();
+    Ok(())
+}
+
+/// Makes [`ROOTFS_DIR`] the root: a bind mount of itself (read-only if asked), then
+/// [`switch_root`].
 pub fn enter_rootfs(config: &GuestConfig) -> Result<(), Failure> {
     // The mount points are made while the tree is still writable, so that a read-only root
     // gets them too; the tree is this boot's copy in RAM, never the host's.
-    for m in API_MOUNTS {
-        let dir = format!("{ROOTFS_DIR}{}", m.dir);
-        match mkdir(dir.as_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(Failure::new("creating mount point", &dir, e)),
-        }
-    }
+    make_mount_points(ROOTFS_DIR)?;
     // A bind mount makes the directory a mount of its own, which MS_MOVE needs.
     mount(
         Some(ROOTFS_DIR),
@@ -180,10 +199,31 @@ pub fn enter_rootfs(config: &GuestConfig) -> Result<(), Failure> {
         )
         .map_err(|e| Failure::new("remounting read-only", ROOTFS_DIR, e))?;
     }
-    chdir(ROOTFS_DIR).map_err(|e| Failure::new("entering", ROOTFS_DIR, e))?;
+    switch_root(ROOTFS_DIR)
+}
+
+/// The directories /dev, /proc and /sys are mounted on, in `root`; existing ones are fine
+/// (on a read-only root too: mkdir(2) says EEXIST before EROFS).
+fn make_mount_points(root: &str) -> Result<(), Failure> {
+    for m in API_MOUNTS {
+        let dir = format!("{root}{}", m.dir);
+        match mkdir(dir.as_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Failure::new("creating mount point", &dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the mount at `dir` the root the way switch_root does it from an initramfs (which
+/// cannot be pivot_root'ed): moves it over `/` and chroots into it. Then mounts /dev, /proc
+/// and /sys inside it.
+pub fn switch_root(dir: &str) -> Result<(), Failure> {
+    make_mount_points(dir)?;
+    chdir(dir).map_err(|e| Failure::new("entering", dir, e))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| Failure::new("moving the root filesystem onto", "/", e))?;
-    chroot(".").map_err(|e| Failure::new("chroot into", ROOTFS_DIR, e))?;
+    chroot(".").map_err(|e| Failure::new("chroot into", dir, e))?;
     chdir("/").map_err(|e| Failure::new("entering the new root", "/", e))?;
     mount_api_filesystems(false)
 }
