@@ -24,7 +24,8 @@ use devices::virtio::rng::Rng;
 use devices::{BusDevice, NoInterrupt};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use devices::virtio::GuestMemory;
+use vm_memory::{Bytes, GuestAddress};
 
 /// Guest RAM: small, so random addresses land inside and outside it alike.
 const MEMORY_SIZE: usize = 64 << 10;
@@ -58,7 +59,7 @@ fn read32(transport: &Mutex<MmioTransport>, offset: u64) -> u32 {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
+    let memory = GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
         .expect("guest memory");
     let transport = MmioTransport::new(Box::new(Rng::new()), memory.clone(), Arc::new(NoInterrupt))
         .expect("transport");

@@ -18,6 +18,8 @@
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
 
+#[cfg(feature = "std")]
+mod memory;
 pub mod mmio;
 #[cfg(feature = "std")]
 pub mod rng;
@@ -37,11 +39,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
 #[cfg(feature = "std")]
+pub use memory::RegionOwner;
+
+#[cfg(feature = "std")]
 use crate::Interrupt;
 
 #[cfg(feature = "std")]
-/// Guest memory as the devices see it (vm-memory's mmap-backed regions; cheap to clone).
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+/// Guest memory as the devices and the VMM see it (vm-memory's mmap-backed regions, each
+/// keeping the VMM's mapping alive: [`RegionOwner`]; cheap to clone).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<RegionOwner>;
 
 #[cfg(feature = "std")]
 /// A split virtqueue (virtio 1.2 §2.7), rust-vmm's `virtio-queue`.
