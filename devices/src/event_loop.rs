@@ -368,3 +368,122 @@ impl MutEventSubscriber for VirtioSubscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::virtio::mmio::tests::Driver;
+    use crate::virtio::test_device::Behaviour;
+
+    /// Starts a loop serving `driver`'s device; the receiver hears when the loop ends.
+    fn serve(driver: &Driver) -> (RunningEventLoop, mpsc::Receiver<()>) {
+        let mut event_loop = EventLoop::new().expect("event loop");
+        event_loop.add_virtio(&driver.transport).expect("add");
+        let (ended, ended_rx) = mpsc::channel();
+        let running = event_loop
+            .start(move || {
+                let _ = ended.send(());
+            })
+            .expect("start");
+        (running, ended_rx)
+    }
+
+    fn signal(driver: &Driver, queue: usize) {
+        let transport = driver.transport.lock().expect("transport");
+        transport.queue_events()[queue].write(1).expect("signal");
+    }
+
+    /// Waits until `done` holds, for at most 5 s.
+    fn wait_for(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("timed out");
+    }
+
+    #[test]
+    fn a_queue_notification_runs_the_device_on_the_loop_thread() {
+        let driver = Driver::new(Behaviour::default());
+        driver.bring_up();
+        let (running, ended) = serve(&driver);
+        signal(&driver, 1);
+        wait_for(|| !driver.log.lock().expect("log").notified.is_empty());
+        let (queue, thread) = driver.log.lock().expect("log").notified[0];
+        assert_eq!(queue, 1);
+        assert_ne!(thread, std::thread::current().id());
+        running.stop().expect("stops cleanly");
+        assert!(ended.try_recv().is_ok(), "the exit hook ran");
+    }
+
+    #[test]
+    fn notifications_before_driver_ok_never_reach_the_device() {
+        let driver = Driver::new(Behaviour::default());
+        driver.negotiate();
+        let (running, _ended) = serve(&driver);
+        signal(&driver, 0);
+        std::thread::sleep(Duration::from_millis(100));
+        // Live now: only what is signalled from here on reaches the device.
+        driver.bring_up_from_features_ok();
+        signal(&driver, 1);
+        wait_for(|| !driver.log.lock().expect("log").notified.is_empty());
+        running.stop().expect("stops");
+        let log = driver.log.lock().expect("log");
+        let queues: Vec<usize> = log.notified.iter().map(|(queue, _)| *queue).collect();
+        assert_eq!(
+            queues,
+            [1],
+            "queue 0's early notification was drained and dropped"
+        );
+    }
+
+    #[test]
+    fn a_device_panic_ends_the_loop_calls_the_hook_and_is_reported() {
+        let driver = Driver::new(Behaviour {
+            panic_on_queue: true,
+            ..Behaviour::default()
+        });
+        driver.bring_up();
+        let (running, ended) = serve(&driver);
+        signal(&driver, 0);
+        ended
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the hook runs when the loop dies");
+        let error = running.stop().expect_err("the panic is reported");
+        assert!(
+            matches!(error, EventLoopError::Panicked(ref message) if message == "test device asked to panic"),
+            "{error}"
+        );
+        // The vCPU side still answers.
+        assert_eq!(driver.read(0), crate::virtio::mmio::state::MAGIC_VALUE);
+    }
+
+    #[test]
+    fn dropping_the_running_loop_stops_and_joins_it() {
+        let driver = Driver::new(Behaviour::default());
+        let (running, ended) = serve(&driver);
+        drop(running);
+        assert!(
+            ended.try_recv().is_ok(),
+            "joined: the hook ran before drop returned"
+        );
+    }
+
+    #[test]
+    fn subscribers_can_be_added_while_the_loop_runs() {
+        let first = Driver::new(Behaviour::default());
+        let (running, _ended) = serve(&first);
+        let second = Driver::new(Behaviour::default());
+        second.bring_up();
+        let subscriber = VirtioSubscriber::new(&second.transport).expect("subscriber");
+        running.add_subscriber(Box::new(subscriber)).expect("added");
+        signal(&second, 0);
+        wait_for(|| !second.log.lock().expect("log").notified.is_empty());
+        running.stop().expect("stops");
+    }
+}

@@ -166,3 +166,124 @@ fn fill(memory: &GuestMemory, chain: DescriptorChain<&GuestMemory>) -> u32 {
     // At most MAX_BYTES_PER_BUFFER.
     written as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+    use crate::virtio::test_device::CountingLine;
+
+    const WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
+    const MEMORY_SIZE: usize = 1 << 20;
+    const BUFFER: u64 = 0x1_0000;
+
+    fn memory() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).expect("memory")
+    }
+
+    /// An activated device whose queue is `mock`, and its interrupt line.
+    fn activated(
+        memory: &GuestMemory,
+        mock: &MockSplitQueue<GuestMemory>,
+    ) -> (Rng, Arc<CountingLine>) {
+        let line = Arc::new(CountingLine::default());
+        let mut rng = Rng::new();
+        rng.activate(Activation {
+            memory: memory.clone(),
+            queues: vec![mock.create_queue().expect("queue")],
+            interrupt: VirtioInterrupt::new(line.clone()),
+            acked_features: VIRTIO_F_VERSION_1,
+        })
+        .expect("activates");
+        (rng, line)
+    }
+
+    fn descriptor(addr: u64, len: u32, flags: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    /// Offers one chain of `descriptors` and has the device serve it; returns the used length.
+    fn serve(descriptors: &[RawDescriptor]) -> (u32, GuestMemory, Arc<CountingLine>) {
+        let memory = memory();
+        let mock = MockSplitQueue::new(&memory, 16);
+        mock.build_desc_chain(descriptors).expect("chain");
+        let (mut rng, line) = activated(&memory, &mock);
+        rng.queue_notified(0).expect("the queue is fine");
+        assert_eq!(mock.used().idx().load(), 1, "one chain used");
+        let used = mock.used().ring().ref_at(0).expect("entry").load();
+        (used.len(), memory, line)
+    }
+
+    fn bytes(memory: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
+        let mut data = vec![0; len];
+        memory
+            .read_slice(&mut data, GuestAddress(addr))
+            .expect("read");
+        data
+    }
+
+    #[test]
+    fn writable_buffers_are_filled_with_random_bytes() {
+        let (used, memory, line) = serve(&[
+            descriptor(BUFFER, 64, WRITE),
+            descriptor(BUFFER + 0x1000, 32, WRITE),
+        ]);
+        assert_eq!(used, 96);
+        assert_ne!(bytes(&memory, BUFFER, 64), [0; 64]);
+        assert_ne!(bytes(&memory, BUFFER + 0x1000, 32), [0; 32]);
+        assert_eq!(line.count(), 1, "the driver hears of it");
+    }
+
+    #[test]
+    fn a_chain_with_a_readable_buffer_is_refused_whole() {
+        let (used, memory, _) = serve(&[
+            descriptor(BUFFER, 64, WRITE),
+            descriptor(BUFFER + 0x1000, 32, 0),
+        ]);
+        assert_eq!(used, 0);
+        assert_eq!(bytes(&memory, BUFFER, 64), [0; 64], "nothing written");
+    }
+
+    #[test]
+    fn a_buffer_beyond_guest_memory_is_refused() {
+        let (used, memory, _) = serve(&[
+            descriptor(BUFFER, 64, WRITE),
+            descriptor(MEMORY_SIZE as u64 - 16, 32, WRITE),
+        ]);
+        assert_eq!(used, 0);
+        assert_eq!(bytes(&memory, BUFFER, 64), [0; 64]);
+    }
+
+    #[test]
+    fn a_huge_buffer_gets_at_most_the_cap() {
+        let (used, _, _) = serve(&[descriptor(BUFFER, 512 << 10, WRITE)]);
+        assert_eq!(used as usize, MAX_BYTES_PER_BUFFER);
+    }
+
+    #[test]
+    fn an_avail_index_past_the_queue_is_a_queue_error() {
+        let memory = memory();
+        let mock = MockSplitQueue::new(&memory, 16);
+        let (mut rng, _) = activated(&memory, &mock);
+        mock.avail().idx().store(17);
+        let error = rng.queue_notified(0).expect_err("broken queue");
+        assert_eq!(error.queue, 0);
+    }
+
+    #[test]
+    fn a_reset_device_ignores_notifications() {
+        let memory = memory();
+        let mock = MockSplitQueue::new(&memory, 16);
+        mock.build_desc_chain(&[descriptor(BUFFER, 64, WRITE)])
+            .expect("chain");
+        let (mut rng, _) = activated(&memory, &mock);
+        rng.reset();
+        rng.queue_notified(0).expect("nothing to do");
+        assert_eq!(mock.used().idx().load(), 0);
+    }
+}
