@@ -110,7 +110,12 @@ pub trait VirtioDevice: Send + Debug {
         Vec::new()
     }
 
-    /// `fd`, one of [`VirtioDevice::host_fds`], is readable. Runs on the event-loop thread.
+    /// `fd`, one of [`VirtioDevice::host_fds`], is readable (or hung up). Runs on the
+    /// event-loop thread, whether the device is live or not (before DRIVER_OK, after a
+    /// reset): the device must consume the readiness (read the fd, drop what it cannot use
+    /// yet), else the level-triggered loop reports the fd again at once. An fd that hung up
+    /// with nothing left to read is no longer watched after this call. An error puts a live
+    /// device in DEVICE_NEEDS_RESET.
     fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
         let _ = fd;
         Ok(())
