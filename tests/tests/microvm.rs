@@ -206,7 +206,10 @@ fn a_kernel_that_is_a_directory_or_truncated_is_named_before_boot() {
     std::fs::write(&truncated_path, &truncated).expect("write");
     for (kernel, expected) in [
         (dir.path(), "it is a directory, not a kernel image"),
-        (truncated_path.as_path(), "it is truncated: its header says 3136 bytes"),
+        (
+            truncated_path.as_path(),
+            "it is truncated: its header says 3136 bytes",
+        ),
     ] {
         let kernel = kernel.to_str().expect("utf-8");
         let launch = env.run(&["--isolation", "microvm", "--kernel", kernel], &["true"]);
