@@ -54,7 +54,7 @@ const DRIVER_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Where things are inside the lab.
 const LAB_CAPSULE: &str = "/bin/capsule";
-const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
+pub(crate) const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
 const LAB_DRIVER: &str = "bench/bench_driver";
 const LAB_PLAN: &str = "bench/plan.json";
 const LAB_INITRD: &str = "bench/qemu-initrd.cpio";
@@ -405,7 +405,7 @@ fn build_driver() -> Result<PathBuf> {
 
 /// QEMU's binary, every library `ldd` names (at the same paths) with the dynamic loader, and
 /// its firmware, as `(path in the lab, regular file on this host)`.
-fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
     let real = |path: &Path| {
         fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
     };
