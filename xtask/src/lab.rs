@@ -52,7 +52,14 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "--test",
         "machine",
     ],
-    &["-p", "tests", "--test", "microvm"],
+    &[
+        "-p",
+        "tests",
+        "--test",
+        "microvm",
+        "--test",
+        "microvm_disks",
+    ],
 ];
 
 const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
