@@ -1,0 +1,151 @@
+//! A qcow2 image and its backing chain, opened for I/O through `imago`.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use imago::file::File;
+use imago::qcow2::Qcow2;
+use imago::raw::Raw;
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Storage, StorageOpenOptions};
+
+use crate::disk::open::Layer;
+use crate::disk::{DiskError, DiskImage, ImageFormat};
+
+type Access = FormatAccess<File>;
+
+/// A qcow2 image over its (already inspected) backing chain.
+pub(in crate::disk) struct Qcow2Image {
+    access: Access,
+    path: PathBuf,
+    capacity: u64,
+    read_only: bool,
+}
+
+impl fmt::Debug for Qcow2Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Qcow2Image")
+            .field("path", &self.path)
+            .field("capacity", &self.capacity)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Qcow2Image {
+    /// Opens `chain[0]` (a qcow2 image) over the images below it, those read-only. Implicit
+    /// opens are denied: imago opens exactly the files `chain` names.
+    pub(in crate::disk) fn open(chain: &[Layer], read_only: bool) -> Result<Qcow2Image, DiskError> {
+        let mut backing = None;
+        for layer in chain[1..].iter().rev() {
+            backing = Some(open_layer(layer, backing, false)?);
+        }
+        let top = &chain[0];
+        let access = open_layer(top, backing, !read_only)?;
+        Ok(Qcow2Image {
+            access,
+            path: top.path.clone(),
+            capacity: top.info.virtual_size,
+            read_only,
+        })
+    }
+
+    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), DiskError> {
+        if write && self.read_only {
+            return Err(DiskError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.capacity => Ok(()),
+            _ => Err(DiskError::OutOfRange {
+                offset,
+                len,
+                capacity: self.capacity,
+            }),
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> DiskError {
+        DiskError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+fn open_layer(layer: &Layer, backing: Option<Access>, write: bool) -> Result<Access, DiskError> {
+    let path = &layer.path;
+    let error = |source: io::Error| match source.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::Unsupported => DiskError::Format {
+            path: path.to_owned(),
+            reason: source.to_string(),
+        },
+        _ => DiskError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let file = File::open(StorageOpenOptions::new().filename(path).write(write)).map_err(error)?;
+    let gate = DenyImplicitOpenGate::default();
+    Ok(match layer.info.format {
+        ImageFormat::Raw => {
+            FormatAccess::new(Raw::builder(file).write(write).open(gate).map_err(error)?)
+        }
+        ImageFormat::Qcow2 => FormatAccess::new(
+            Qcow2::<File>::builder(file)
+                .backing(backing)
+                .write(write)
+                .open(gate)
+                .map_err(error)?,
+        ),
+    })
+}
+
+impl DiskImage for Qcow2Image {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        self.check(offset, buf.len() as u64, false)?;
+        self.access.read(buf, offset).map_err(|e| self.io_error(e))
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
+        self.check(offset, buf.len() as u64, true)?;
+        self.access.write(buf, offset).map_err(|e| self.io_error(e))
+    }
+
+    /// Writes the cached L2 tables and refcount blocks back, then `fdatasync`s the file.
+    fn flush(&mut self) -> Result<(), DiskError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.access.flush().map_err(|e| self.io_error(e))?;
+        self.access.sync().map_err(|e| self.io_error(e))
+    }
+
+    fn supports_discard(&self) -> bool {
+        !self.read_only
+    }
+
+    /// Sets the zero flag on (or frees) whole clusters and writes zeros around them, so the
+    /// range reads as zeros, not as the backing file.
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
+        self.check(offset, len, true)?;
+        self.access
+            .discard_to_zero(offset, len)
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), DiskError> {
+        if unmap {
+            return self.discard(offset, len);
+        }
+        self.check(offset, len, true)?;
+        self.access
+            .write_zeroes(offset, len)
+            .map_err(|e| self.io_error(e))
+    }
+}
