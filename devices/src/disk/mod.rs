@@ -19,6 +19,9 @@ mod raw;
 #[cfg(feature = "std")]
 pub use open::{ImageInfo, MAX_CHAIN_LEN, inspect, open};
 
+#[cfg(all(test, feature = "std"))]
+mod tests;
+
 #[cfg(feature = "std")]
 use std::{fmt::Debug, io, path::PathBuf};
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::qcow2::Qcow2Image;
-use super::qcow2::header::{CLUSTER_BITS, Header, V3_HEADER_LEN};
+use super::qcow2::header::{CLUSTER_BITS, Header};
 use super::raw::RawImage;
 use super::{DiskError, DiskImage, ImageFormat};
 
@@ -34,6 +34,8 @@ pub struct ImageInfo {
 pub(super) struct Layer {
     pub(super) path: PathBuf,
     pub(super) info: ImageInfo,
+    /// The parsed header, for qcow2.
+    pub(super) qcow2: Option<Header>,
     /// The backing file's format, as the header declares it (`None`: detect it).
     backing_format: Option<ImageFormat>,
 }
@@ -130,16 +132,18 @@ fn layer(path: &Path, format: Option<ImageFormat>) -> Result<Layer, DiskError> {
     } else {
         meta.len()
     };
+    // The smallest cluster: it holds any header (`header_length` <= cluster size).
     let mut first = Vec::new();
-    read_prefix(&mut file, V3_HEADER_LEN as u64, &mut first).map_err(|e| io_error(path, e))?;
+    read_prefix(&mut file, 1 << CLUSTER_BITS.start(), &mut first).map_err(|e| io_error(path, e))?;
     let format = format.unwrap_or_else(|| ImageFormat::detect(&first));
-    let (info, backing_format) = match format {
-        ImageFormat::Raw => (raw_info(path, len)?, None),
+    let (info, qcow2, backing_format) = match format {
+        ImageFormat::Raw => (raw_info(path, len)?, None, None),
         ImageFormat::Qcow2 => qcow2_info(path, &mut file, first)?,
     };
     Ok(Layer {
         path: path.to_owned(),
         info,
+        qcow2,
         backing_format,
     })
 }
@@ -176,7 +180,7 @@ fn qcow2_info(
     path: &Path,
     file: &mut File,
     mut first: Vec<u8>,
-) -> Result<(ImageInfo, Option<ImageFormat>), DiskError> {
+) -> Result<(ImageInfo, Option<Header>, Option<ImageFormat>), DiskError> {
     let header = Header::parse(&first).map_err(|e| format_error(path, e.to_string()))?;
     header
         .check_supported()
@@ -217,7 +221,7 @@ fn qcow2_info(
         virtual_size: header.size,
         backing_file,
     };
-    Ok((info, backing_format))
+    Ok((info, Some(header), backing_format))
 }
 
 /// Resolves a backing file name as QEMU does (`bdrv_get_full_backing_filename`): relative to

@@ -20,6 +20,8 @@ pub(in crate::disk) struct Qcow2Image {
     path: PathBuf,
     capacity: u64,
     read_only: bool,
+    /// Version 3: discard can set the zero flag (version 2 has none, so nothing is offered).
+    zero_flag: bool,
 }
 
 impl fmt::Debug for Qcow2Image {
@@ -28,6 +30,7 @@ impl fmt::Debug for Qcow2Image {
             .field("path", &self.path)
             .field("capacity", &self.capacity)
             .field("read_only", &self.read_only)
+            .field("zero_flag", &self.zero_flag)
             .finish_non_exhaustive()
     }
 }
@@ -47,6 +50,7 @@ impl Qcow2Image {
             path: top.path.clone(),
             capacity: top.info.virtual_size,
             read_only,
+            zero_flag: top.qcow2.is_some_and(|h| h.version >= 3),
         })
     }
 
@@ -127,23 +131,29 @@ impl DiskImage for Qcow2Image {
     }
 
     fn supports_discard(&self) -> bool {
-        !self.read_only
+        !self.read_only && self.zero_flag
     }
 
     /// Sets the zero flag on (or frees) whole clusters and writes zeros around them, so the
     /// range reads as zeros, not as the backing file.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.check(offset, len, true)?;
+        if !self.zero_flag {
+            return Err(DiskError::Unsupported("discard on a qcow2 version 2 image"));
+        }
         self.access
             .discard_to_zero(offset, len)
             .map_err(|e| self.io_error(e))
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), DiskError> {
+        self.check(offset, len, true)?;
+        if !self.zero_flag {
+            return crate::disk::write_zeroes_by_writing(self, offset, len);
+        }
         if unmap {
             return self.discard(offset, len);
         }
-        self.check(offset, len, true)?;
         self.access
             .write_zeroes(offset, len)
             .map_err(|e| self.io_error(e))
