@@ -66,6 +66,42 @@ pub trait DiskImage: Send + Debug {
     }
 }
 
+/// What every image checks an access against: its path (for errors), size and mode.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+struct Extent {
+    path: PathBuf,
+    capacity: u64,
+    read_only: bool,
+}
+
+#[cfg(feature = "std")]
+impl Extent {
+    /// Refuses a write to a read-only image and an access past the disk's end.
+    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), DiskError> {
+        if write && self.read_only {
+            return Err(DiskError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.capacity => Ok(()),
+            _ => Err(DiskError::OutOfRange {
+                offset,
+                len,
+                capacity: self.capacity,
+            }),
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> DiskError {
+        DiskError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
 /// [`DiskImage::write_zeroes`] done with [`DiskImage::write_at`], 1 MiB at a time.
 #[cfg(feature = "std")]
 fn write_zeroes_by_writing<D: DiskImage + ?Sized>(

@@ -606,7 +606,11 @@ fn refuses_qcow2_features_capsule_does_not_support() {
         ),
         (made("l2.qcow2", "extended_l2=on"), "extended L2 entries"),
         (
-            made("data.qcow2", "data_file=data.raw"),
+            // qemu-img takes a relative data file name against its working directory.
+            made(
+                "data.qcow2",
+                &format!("data_file={}", s(&dir.path().join("data.raw"))),
+            ),
             "external data file",
         ),
         (
@@ -753,4 +757,72 @@ fn raw_discard_punches_holes_and_write_zeroes_zeroes() {
     assert!(data[..4096].iter().all(|&b| b == 0x99));
     assert!(data[12288..65536].iter().all(|&b| b == 0x99));
     assert!(data[3 << 20..].iter().all(|&b| b == 0x99));
+}
+
+/// Corrupted metadata (the refcount table and block, the L1 and L2 tables of an image QEMU
+/// wrote: every value in them comes from the file) ends in an error or in data, never a
+/// panic: open, read the whole disk, write and flush each corrupted image.
+#[test]
+fn qcow2_corrupt_metadata_never_panics() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = TempDir::new().expect("tempdir");
+    let made = dir.path().join("made.qcow2");
+    // 4 KiB clusters: refcount table 0x1000, refcount block 0x2000, L1 0x3000, L2 0x4000.
+    create(&made, "cluster_size=4k", "1M", &[]);
+    qemu_io(
+        &made,
+        &[
+            "write -P 1 0 64k",
+            "write -P 2 512k 8k",
+            "write -c -P 3 768k 4k",
+        ],
+    );
+    let pristine = fs::read(&made).expect("read");
+    let path = dir.path().join("corrupt.qcow2");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut opened, mut failed, mut refused_io) = (0, 0, 0);
+    for _ in 0..300 {
+        let mut bytes = pristine.clone();
+        for _ in 0..1 + next() % 3 {
+            // Whole 64-bit entries, so offsets and flags change together.
+            let at = (0x1000 + next() % 0x4000) as usize & !7;
+            let value = match next() % 4 {
+                0 => next(),
+                1 => next() & 0x00ff_ffff_ffff_fe00 | 1 << 63,
+                2 => (next() % 64) << 12 | 1 << 63,
+                _ => u64::MAX,
+            };
+            bytes[at..at + 8].copy_from_slice(&value.to_be_bytes());
+        }
+        fs::write(&path, &bytes).expect("write corrupt image");
+        let Ok(mut disk) = open(&path, false) else {
+            failed += 1;
+            continue;
+        };
+        opened += 1;
+        let mut buf = vec![0; 1 << 20];
+        let results = [
+            disk.read_at(0, &mut buf),
+            disk.write_at(4096 * (next() % 256), &[9; 4096]),
+            disk.write_at(500 << 10, &[8; 16384]),
+            disk.flush(),
+        ];
+        if results.iter().any(Result::is_err) {
+            refused_io += 1;
+        }
+    }
+    eprintln!("{failed} refused at open, {refused_io} of {opened} opened refused an access");
+    // Corruption is caught both when the tables are loaded and when an entry is used.
+    assert!(
+        failed > 0 && refused_io > 0,
+        "{failed} {refused_io} {opened}"
+    );
 }

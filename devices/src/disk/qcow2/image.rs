@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
 
 use imago::file::File;
 use imago::qcow2::Qcow2;
@@ -10,16 +9,14 @@ use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Storage, StorageOpenOptions};
 
 use crate::disk::open::Layer;
-use crate::disk::{DiskError, DiskImage, ImageFormat};
+use crate::disk::{DiskError, DiskImage, Extent, ImageFormat};
 
 type Access = FormatAccess<File>;
 
 /// A qcow2 image over its (already inspected) backing chain.
 pub(in crate::disk) struct Qcow2Image {
     access: Access,
-    path: PathBuf,
-    capacity: u64,
-    read_only: bool,
+    extent: Extent,
     /// Version 3: discard can set the zero flag (version 2 has none, so nothing is offered).
     zero_flag: bool,
 }
@@ -27,9 +24,7 @@ pub(in crate::disk) struct Qcow2Image {
 impl fmt::Debug for Qcow2Image {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Qcow2Image")
-            .field("path", &self.path)
-            .field("capacity", &self.capacity)
-            .field("read_only", &self.read_only)
+            .field("extent", &self.extent)
             .field("zero_flag", &self.zero_flag)
             .finish_non_exhaustive()
     }
@@ -47,34 +42,13 @@ impl Qcow2Image {
         let access = open_layer(top, backing, !read_only)?;
         Ok(Qcow2Image {
             access,
-            path: top.path.clone(),
-            capacity: top.info.virtual_size,
-            read_only,
+            extent: Extent {
+                path: top.path.clone(),
+                capacity: top.info.virtual_size,
+                read_only,
+            },
             zero_flag: top.qcow2.is_some_and(|h| h.version >= 3),
         })
-    }
-
-    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), DiskError> {
-        if write && self.read_only {
-            return Err(DiskError::ReadOnly {
-                path: self.path.clone(),
-            });
-        }
-        match offset.checked_add(len) {
-            Some(end) if end <= self.capacity => Ok(()),
-            _ => Err(DiskError::OutOfRange {
-                offset,
-                len,
-                capacity: self.capacity,
-            }),
-        }
-    }
-
-    fn io_error(&self, source: io::Error) -> DiskError {
-        DiskError::Io {
-            path: self.path.clone(),
-            source,
-        }
     }
 }
 
@@ -108,46 +82,50 @@ fn open_layer(layer: &Layer, backing: Option<Access>, write: bool) -> Result<Acc
 
 impl DiskImage for Qcow2Image {
     fn capacity(&self) -> u64 {
-        self.capacity
+        self.extent.capacity
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        self.check(offset, buf.len() as u64, false)?;
-        self.access.read(buf, offset).map_err(|e| self.io_error(e))
+        self.extent.check(offset, buf.len() as u64, false)?;
+        self.access
+            .read(buf, offset)
+            .map_err(|e| self.extent.io_error(e))
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
-        self.check(offset, buf.len() as u64, true)?;
-        self.access.write(buf, offset).map_err(|e| self.io_error(e))
+        self.extent.check(offset, buf.len() as u64, true)?;
+        self.access
+            .write(buf, offset)
+            .map_err(|e| self.extent.io_error(e))
     }
 
     /// Writes the cached L2 tables and refcount blocks back, then `fdatasync`s the file.
     fn flush(&mut self) -> Result<(), DiskError> {
-        if self.read_only {
+        if self.extent.read_only {
             return Ok(());
         }
-        self.access.flush().map_err(|e| self.io_error(e))?;
-        self.access.sync().map_err(|e| self.io_error(e))
+        self.access.flush().map_err(|e| self.extent.io_error(e))?;
+        self.access.sync().map_err(|e| self.extent.io_error(e))
     }
 
     fn supports_discard(&self) -> bool {
-        !self.read_only && self.zero_flag
+        !self.extent.read_only && self.zero_flag
     }
 
     /// Sets the zero flag on (or frees) whole clusters and writes zeros around them, so the
     /// range reads as zeros, not as the backing file.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
-        self.check(offset, len, true)?;
+        self.extent.check(offset, len, true)?;
         if !self.zero_flag {
             return Err(DiskError::Unsupported("discard on a qcow2 version 2 image"));
         }
         self.access
             .discard_to_zero(offset, len)
-            .map_err(|e| self.io_error(e))
+            .map_err(|e| self.extent.io_error(e))
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), DiskError> {
-        self.check(offset, len, true)?;
+        self.extent.check(offset, len, true)?;
         if !self.zero_flag {
             return crate::disk::write_zeroes_by_writing(self, offset, len);
         }
@@ -156,6 +134,6 @@ impl DiskImage for Qcow2Image {
         }
         self.access
             .write_zeroes(offset, len)
-            .map_err(|e| self.io_error(e))
+            .map_err(|e| self.extent.io_error(e))
     }
 }
