@@ -74,7 +74,7 @@ pub fn open(path: &Path, read_only: bool) -> Result<Box<dyn DiskImage>, DiskErro
 }
 
 /// `path` and every image below it, top first.
-pub(super) fn chain(path: &Path) -> Result<Vec<Layer>, DiskError> {
+fn chain(path: &Path) -> Result<Vec<Layer>, DiskError> {
     let mut chain = vec![layer(path, None)?];
     let mut seen = vec![canonical(path)?];
     loop {
@@ -84,14 +84,11 @@ pub(super) fn chain(path: &Path) -> Result<Vec<Layer>, DiskError> {
         };
         let image = &top.path;
         let format = top.backing_format;
-        match fs::metadata(&backing) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(format_error(
-                    image,
-                    format!("its backing file {} does not exist", backing.display()),
-                ));
-            }
-            _ => {}
+        if fs::metadata(&backing).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            return Err(format_error(
+                image,
+                format!("its backing file {} does not exist", backing.display()),
+            ));
         }
         let real = canonical(&backing)?;
         if seen.contains(&real) {
