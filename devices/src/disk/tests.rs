@@ -826,3 +826,48 @@ fn qcow2_corrupt_metadata_never_panics() {
         "{failed} {refused_io} {opened}"
     );
 }
+
+/// A loop device over a file, detached on drop.
+struct Loop(PathBuf);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn raw_block_device_takes_its_size_from_its_end() {
+    let dir = TempDir::new().expect("tempdir");
+    let backing = dir.path().join("loop.img");
+    fs::write(&backing, vec![0x61; 3 << 20]).expect("write");
+    let attached = Command::new("losetup")
+        .args(["-f", "--show", s(&backing)])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if !::tests::require(attached.is_some(), "root and a free loop device (losetup)") {
+        return;
+    }
+    let stdout = attached.expect("checked").stdout;
+    let device = Loop(PathBuf::from(String::from_utf8_lossy(&stdout).trim()));
+    assert_eq!(
+        inspect(&device.0).expect("inspect"),
+        ImageInfo {
+            format: ImageFormat::Raw,
+            virtual_size: 3 << 20,
+            backing_file: None
+        }
+    );
+    {
+        let mut disk = open(&device.0, false).expect("open");
+        assert_eq!(disk.capacity(), 3 << 20);
+        assert!(!disk.supports_discard(), "block devices offer no discard");
+        disk.write_at(1 << 20, &[0x62; 4096]).expect("write");
+        disk.flush().expect("flush");
+    }
+    drop(device);
+    let data = fs::read(&backing).expect("read");
+    assert!(data[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0x62));
+    assert!(data[..1 << 20].iter().all(|&b| b == 0x61));
+}
