@@ -871,3 +871,35 @@ fn raw_block_device_takes_its_size_from_its_end() {
     assert!(data[1 << 20..(1 << 20) + 4096].iter().all(|&b| b == 0x62));
     assert!(data[..1 << 20].iter().all(|&b| b == 0x61));
 }
+
+#[test]
+fn refuses_a_backing_chain_longer_than_the_limit() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = TempDir::new().expect("tempdir");
+    let image = |i: usize| dir.path().join(format!("{i}.qcow2"));
+    create(&image(0), "cluster_size=64k", "1M", &[]);
+    for i in 1..=MAX_CHAIN_LEN {
+        create(
+            &image(i),
+            "cluster_size=64k",
+            "1M",
+            &["-b", s(&image(i - 1)), "-F", "qcow2"],
+        );
+    }
+    let longest = image(MAX_CHAIN_LEN - 1);
+    assert_eq!(
+        inspect(&longest).expect("16 images").backing_file,
+        Some(image(MAX_CHAIN_LEN - 2))
+    );
+    open(&longest, false).expect("open 16 images");
+    let too_long = image(MAX_CHAIN_LEN);
+    assert_eq!(
+        refusal(&too_long),
+        format!(
+            "{}: its backing chain is longer than 16 images",
+            too_long.display()
+        )
+    );
+}
