@@ -18,8 +18,9 @@
 //!
 //! - [`virtio`]: the [`VirtioDevice`](virtio::VirtioDevice) seam between the virtio-mmio
 //!   transport and the device models, and what a device gets on DRIVER_OK.
-//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device, and the image
-//!   formats.
+//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device;
+//!   [`disk::inspect`] and [`disk::open`] for raw and qcow2 images, told apart by content;
+//!   the qcow2 header parser ([`disk::qcow2::header`], `core` only).
 //!
 //! Everything a guest controls (addresses, access sizes, register values) is
 //! untrusted: a misbehaving guest gets an error or a floating bus, never a
