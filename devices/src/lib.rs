@@ -20,8 +20,9 @@
 //!   transport and the device models, what a device gets on DRIVER_OK, the transport
 //!   ([`virtio::mmio`]) and the devices (virtio-rng: [`virtio::rng`]).
 //! - [`event_loop`]: the one thread that does all virtio device work.
-//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device, and the image
-//!   formats.
+//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device;
+//!   [`disk::inspect`] and [`disk::open`] for raw and qcow2 images, told apart by content;
+//!   the qcow2 header parser ([`disk::qcow2::header`], `core` only).
 //!
 //! # no_std
 //!
@@ -29,7 +30,7 @@
 //! (`cargo build -p devices --no-default-features --target x86_64-unknown-none`, a step of
 //! `cargo xtask ci`): what is left are the parts a firmware or another VMM can reuse, the
 //! register state machines and wire formats, each in a file of its own
-//! (`virtio/mmio/state.rs`: the pattern is a `state.rs` or `wire.rs` next to the std glue,
+//! (`virtio/mmio/state.rs`, `disk/qcow2/header.rs`: the pattern is a `state.rs` or `wire.rs` next to the std glue,
 //! declared without a `cfg`, while every module that does I/O, locks or touches guest memory
 //! is behind `#[cfg(feature = "std")]`). Constants those files need are written out from the
 //! spec, because `virtio-bindings` links `std`; a std test checks them against it.
@@ -67,7 +68,6 @@ extern crate alloc;
 
 #[cfg(feature = "std")]
 pub mod bus;
-#[cfg(feature = "std")]
 pub mod disk;
 #[cfg(feature = "std")]
 pub mod event_loop;

@@ -94,4 +94,4 @@ pub use machine::{Machine, MachineConfig, MachineExit, MachineState, Stopper};
 pub use memory::{GuestMemory, RamMapping, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;
-pub use x86_64::loader::InitrdPart;
+pub use x86_64::loader::{InitrdPart, KernelFormat, check_kernel};

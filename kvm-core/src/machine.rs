@@ -17,7 +17,7 @@ use devices::{Bus, BusDevice, DeviceAction};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::io::{DeviceBuses, IrqFd};
-use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, finish_all, pause_all};
+use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, all_stopped, finish_all, pause_all};
 use crate::virtio::{DeviceAllocator, attach_virtio_devices};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
 use crate::x86_64::layout::*;
@@ -52,11 +52,20 @@ pub enum MachineExit {
     Reset,
     /// A vCPU triple-faulted.
     TripleFault,
+    /// Every vCPU is stopped (halted with interrupts off, as `halt -f` leaves
+    /// them, or waiting for a SIPI): nothing can wake the guest again.
+    Halted,
     /// The deadline passed first.
     Timeout,
     /// A [`Stopper`] asked the machine to stop (on a signal to the VMM, say).
     Stopped,
 }
+
+/// How often a running machine checks whether its guest halted for good. A
+/// check takes every vCPU out of `KVM_RUN` once (microseconds each), so a
+/// halted guest ends within this without costing a running one anything
+/// measurable.
+const HALT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
@@ -394,14 +403,22 @@ impl Machine {
                     MachineState::Paused => self.resume()?,
                     MachineState::Running | MachineState::Finished => {}
                 }
-                match deadline {
-                    Some(deadline) => self
+                loop {
+                    let probe_at = Instant::now() + HALT_PROBE_INTERVAL;
+                    let until = deadline.map_or(probe_at, |deadline| deadline.min(probe_at));
+                    match self
                         .woken
-                        .recv_timeout(deadline.saturating_duration_since(Instant::now())),
-                    None => self
-                        .woken
-                        .recv()
-                        .map_err(|_| RecvTimeoutError::Disconnected),
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
+                        Err(RecvTimeoutError::Timeout)
+                            if deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+                        {
+                            if all_stopped(&self.threads, HALT_PROBE_INTERVAL) {
+                                return Ok(MachineExit::Halted);
+                            }
+                        }
+                        wake => break wake,
+                    }
                 }
             }
         };

@@ -277,6 +277,32 @@ fn a_triple_fault_ends_the_machine() {
 }
 
 #[test]
+fn a_guest_halted_with_interrupts_off_ends_at_once() {
+    if !kvm_available() {
+        return;
+    }
+    // cli; hlt: what `halt -f` leaves every CPU doing. The second vCPU of the
+    // two-vCPU run never gets its SIPI, so it cannot run either.
+    for vcpus in [1, 2] {
+        let run = run_machine(&[0xfa, 0xf4], vcpus, Vec::new(), Duration::from_secs(20));
+        assert_eq!(
+            run.exit.expect("runs"),
+            MachineExit::Halted,
+            "{vcpus} vCPUs"
+        );
+        assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    }
+    // An idle guest (sti; hlt; jmp back) is not halted for good: it runs to the timeout.
+    let run = run_machine(
+        &[0xfb, 0xf4, 0xeb, 0xfc],
+        1,
+        Vec::new(),
+        Duration::from_millis(800),
+    );
+    assert_eq!(run.exit.expect("runs"), MachineExit::Timeout);
+}
+
+#[test]
 fn a_spinning_guest_ends_at_the_timeout() {
     if !kvm_available() {
         return;

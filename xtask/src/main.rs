@@ -3,6 +3,7 @@
 
 mod apt;
 mod bench;
+mod bench_disk;
 mod bench_microvm;
 mod ci;
 mod demo;
@@ -91,6 +92,10 @@ enum BenchKind {
     /// Boot-to-exit of /bin/true in a capsule microVM against QEMU's microvm machine, both
     /// inside one nested lab boot (no root needed).
     Microvm(bench_microvm::Options),
+    /// Disk I/O (fio: sequential 1 MiB, random 4 KiB at queue depth 1 and 32) in a capsule
+    /// microVM against QEMU's microvm with virtio-blk-device, and L1's own reads as the
+    /// ceiling, in one nested lab boot.
+    Disk(bench_disk::Options),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +111,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             kind: BenchKind::Microvm(options),
         } => bench_microvm::microvm(&options),
+        Cmd::Bench {
+            kind: BenchKind::Disk(options),
+        } => bench_disk::disk(&options),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))

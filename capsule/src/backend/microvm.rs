@@ -91,7 +91,24 @@ impl Backend for Microvm {
             ("vm.kernel", &artifacts.kernel, "kernel"),
             ("vm.initrd", &artifacts.initrd, "initrd"),
         ] {
-            if !path.is_file() {
+            if path.exists() {
+                let what = format!("{field} {}", path.display());
+                if flag == "kernel" {
+                    if let Err(error) = kvm_core::check_kernel(path) {
+                        let reason = match error {
+                            kvm_core::Error::KernelFormat { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        problems.push(Problem::new(field, what, reason));
+                    }
+                } else if path.is_dir() {
+                    problems.push(Problem::new(
+                        field,
+                        what,
+                        "it is a directory, not an initramfs archive",
+                    ));
+                }
+            } else {
                 let guest = "run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs)";
                 problems.push(
                     Problem::new(field, format!("{field} {}", path.display()), "no such file")
@@ -202,6 +219,11 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             125,
             None,
             Some("the guest powered off without reporting an exit status".into()),
+        ),
+        MachineExit::Halted => (
+            125,
+            None,
+            Some("the guest halted (every vCPU stopped with interrupts off, as `halt -f` leaves them) without reporting an exit status".into()),
         ),
         MachineExit::Reset | MachineExit::TripleFault => (
             125,
