@@ -22,6 +22,11 @@ use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING
 
 use crate::Interrupt;
 
+pub mod block;
+mod chain;
+#[cfg(test)]
+mod test_utils;
+
 /// Guest memory as the devices see it (vm-memory's mmap-backed regions; cheap to clone).
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 
