@@ -20,6 +20,8 @@
 //!   transport and the device models, and what a device gets on DRIVER_OK.
 //! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device, and the image
 //!   formats.
+//! - [`output`]: [`OutputSink`](output::OutputSink), bounded output to a host file that never
+//!   blocks a device (backpressure for the virtio console, a lossy writer for the serial).
 //!
 //! Everything a guest controls (addresses, access sizes, register values) is
 //! untrusted: a misbehaving guest gets an error or a floating bus, never a
@@ -53,6 +55,7 @@ pub mod bus;
 pub mod disk;
 pub mod interrupt;
 pub mod legacy;
+pub mod output;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceAction};
