@@ -294,4 +294,4 @@ impl Drop for LossyWriter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

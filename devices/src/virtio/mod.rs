@@ -24,6 +24,7 @@ use crate::Interrupt;
 
 pub mod block;
 mod chain;
+pub mod console;
 #[cfg(test)]
 mod test_utils;
 
