@@ -125,15 +125,29 @@ struct Rig<'m> {
 impl<'m> Rig<'m> {
     fn new(memory: &'m GuestMemory, read_only: bool, discard: bool) -> Self {
         let (disk, seen) = MemDisk::new(DISK_LEN, discard);
-        let mut device = Block::new(disk, read_only, "disk0");
-        let queue = MockSplitQueue::new(memory, QUEUE_SIZE);
+        Self {
+            seen,
+            ..Self::over(memory, disk, read_only, "disk0", QUEUE_SIZE)
+        }
+    }
+
+    /// A device over any image, with a queue of `size`.
+    fn over(
+        memory: &'m GuestMemory,
+        disk: Box<dyn DiskImage>,
+        read_only: bool,
+        id: &str,
+        size: u16,
+    ) -> Self {
+        let mut device = Block::new(disk, read_only, id);
+        let queue = MockSplitQueue::new(memory, size);
         let (act, interrupts) = activation(memory, &[&queue], device.device_features());
         device.activate(act).unwrap();
         Self {
             memory,
             queue,
             device,
-            seen,
+            seen: Arc::default(),
             interrupts,
             next: 0,
         }
@@ -210,10 +224,9 @@ fn read_fills_every_data_descriptor_from_the_sector() {
 fn read_longer_than_the_bounce_buffer_arrives_whole() {
     let memory = crate::virtio::test_utils::memory();
     let (disk, seen) = MemDisk::new(4 << 20, false);
-    let mut device = Block::new(disk, false, "big");
-    let queue = MockSplitQueue::new(&memory, QUEUE_SIZE);
-    let (act, _) = activation(&memory, &[&queue], device.device_features());
-    device.activate(act).unwrap();
+    let Rig {
+        queue, mut device, ..
+    } = Rig::over(&memory, disk, false, "big", QUEUE_SIZE);
     // 600 KiB in three 200 KiB buffers, so pieces straddle descriptors.
     let piece = 200 << 10;
     write(
@@ -289,11 +302,11 @@ fn get_id_answers_the_nul_padded_id() {
 #[test]
 fn get_id_of_20_bytes_or_more_has_no_nul() {
     let memory = crate::virtio::test_utils::memory();
-    let (disk, _) = MemDisk::new(DISK_LEN, false);
-    let mut device = Block::new(disk, false, "0123456789abcdefghijKLMN");
-    let queue = MockSplitQueue::new(&memory, QUEUE_SIZE);
-    let (act, _) = activation(&memory, &[&queue], device.device_features());
-    device.activate(act).unwrap();
+    let disk = MemDisk::new(DISK_LEN, false).0;
+    let id = "0123456789abcdefghijKLMN";
+    let Rig {
+        queue, mut device, ..
+    } = Rig::over(&memory, disk, false, id, QUEUE_SIZE);
     write(
         &memory,
         HEADER,
@@ -575,11 +588,10 @@ fn a_looping_chain_is_returned_unanswered_and_the_queue_goes_on() {
 #[test]
 fn a_chain_longer_than_the_queue_is_returned_unanswered() {
     let memory = crate::virtio::test_utils::memory();
-    let (disk, _) = MemDisk::new(DISK_LEN, false);
-    let mut device = Block::new(disk, false, "d");
-    let queue = MockSplitQueue::new(&memory, 8);
-    let (act, _) = activation(&memory, &[&queue], device.device_features());
-    device.activate(act).unwrap();
+    let disk = MemDisk::new(DISK_LEN, false).0;
+    let Rig {
+        queue, mut device, ..
+    } = Rig::over(&memory, disk, false, "d", 8);
     // An indirect table may hold more descriptors than the queue (virtio-queue follows it
     // for its own length): header, 10 data, status, 12 in all.
     write(
@@ -730,10 +742,10 @@ impl DiskImage for FailingDisk {
 fn an_image_error_is_ioerr() {
     let memory = crate::virtio::test_utils::memory();
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut device = Block::new(Box::new(FailingDisk(calls.clone())), false, "d");
-    let queue = MockSplitQueue::new(&memory, QUEUE_SIZE);
-    let (act, _) = activation(&memory, &[&queue], device.device_features());
-    device.activate(act).unwrap();
+    let disk = Box::new(FailingDisk(calls.clone()));
+    let Rig {
+        queue, mut device, ..
+    } = Rig::over(&memory, disk, false, "d", QUEUE_SIZE);
     write(
         &memory,
         HEADER,
