@@ -18,11 +18,14 @@
 //!
 //! - [`virtio`]: the [`VirtioDevice`](virtio::VirtioDevice) seam between the virtio-mmio
 //!   transport and the device models, what a device gets on DRIVER_OK, the transport
-//!   ([`virtio::mmio`]) and the devices (virtio-rng: [`virtio::rng`]).
+//!   ([`virtio::mmio`]) and the devices (virtio-blk: [`virtio::block`], virtio-console:
+//!   [`virtio::console`], virtio-rng: [`virtio::rng`]).
 //! - [`event_loop`]: the one thread that does all virtio device work.
 //! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device;
 //!   [`disk::inspect`] and [`disk::open`] for raw and qcow2 images, told apart by content;
 //!   the qcow2 header parser ([`disk::qcow2::header`], `core` only).
+//! - [`output`]: [`OutputSink`](output::OutputSink), bounded output to a host file that never
+//!   blocks a device (backpressure for the virtio console, a lossy writer for the serial).
 //!
 //! # no_std
 //!
@@ -75,6 +78,8 @@ pub mod event_loop;
 pub mod interrupt;
 #[cfg(feature = "std")]
 pub mod legacy;
+#[cfg(feature = "std")]
+pub mod output;
 pub mod virtio;
 
 #[cfg(feature = "std")]

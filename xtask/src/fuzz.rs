@@ -60,6 +60,13 @@ const TARGETS: &[Target] = &[
         what: "the virtio-mmio transport's registers",
         regression: "devices/src/virtio/mmio/tests.rs",
     },
+    Target {
+        name: "blk_request",
+        dir: "devices/fuzz",
+        seeds: None,
+        what: "virtio-blk's requests from random queue contents",
+        regression: "devices/src/virtio/block/tests.rs",
+    },
 ];
 
 /// The names of the fuzz targets, for `--target`'s help and errors.

@@ -14,10 +14,17 @@
 //! [`QueueError`]), and neither panics or hangs the VMM.
 //!
 //! - [`mmio`]: the virtio-mmio transport (its register state machine builds without std);
+//! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
+//! - [`console`]: virtio-console, the guest's `hvc0`;
 //! - [`rng`]: virtio-rng, the entropy device.
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
 
+pub mod block;
+#[cfg(feature = "std")]
+mod chain;
+#[cfg(feature = "std")]
+pub mod console;
 #[cfg(feature = "std")]
 mod memory;
 pub mod mmio;
@@ -25,6 +32,8 @@ pub mod mmio;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_device;
+#[cfg(test)]
+mod test_utils;
 
 #[cfg(feature = "std")]
 use std::fmt::Debug;
