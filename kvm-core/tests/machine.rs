@@ -521,3 +521,52 @@ fn a_missing_or_bogus_kernel_is_a_clear_error() {
     let err = Machine::build(&config, Box::new(std::io::sink())).expect_err("no vcpus");
     assert!(err.to_string().contains("0 vcpus"), "{err}");
 }
+
+#[test]
+fn a_reader_that_stops_reading_does_not_stop_the_vmm() {
+    if !kvm_available() {
+        return;
+    }
+    // The guest floods COM1 (out dx, al in a loop) into a pipe nobody reads: the pipe fills in
+    // a blink, and a VMM writing it directly would block its vCPU thread for good (Firecracker
+    // PRs #2381, #2461). Through the bounded output's lossy writer the run still ends at its
+    // timeout, and a stopper still stops it.
+    let flood = [0x66, 0xba, 0xf8, 0x03, 0xb0, b'x', 0xee, 0xeb, 0xfd];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = MachineConfig {
+        memory: 32 << 20,
+        vcpus: 1,
+        kernel: image_file(dir.path(), &bzimage(&flood)),
+        initrd: Vec::new(),
+        cmdline: "console=ttyS0".into(),
+    };
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let output = devices::output::OutputSink::new(writer, devices::output::DEFAULT_CAPACITY)
+        .expect("output");
+    for stop_after in [None, Some(Duration::from_millis(500))] {
+        let mut machine = Machine::build(&config, Box::new(output.lossy_writer())).expect("build");
+        if let Some(after) = stop_after {
+            let stopper = machine.stopper();
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                stopper.stop();
+            });
+        }
+        let start = Instant::now();
+        let exit = machine.run(Some(Duration::from_secs(1))).expect("runs");
+        let expected = if stop_after.is_some() {
+            MachineExit::Stopped
+        } else {
+            MachineExit::Timeout
+        };
+        assert_eq!(exit, expected);
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    // The flood filled the buffer, and with the reader stuck it never drains.
+    assert!(!output.flush_for(Instant::now() + Duration::from_millis(100)));
+    drop(reader);
+}
