@@ -27,6 +27,14 @@ pub enum Error {
     /// Building or running the microVM failed.
     #[error(transparent)]
     Vm(#[from] kvm_core::Error),
+    /// A device of the microVM (a disk, the console) could not be set up.
+    #[error("the microVM's {what}: {source}")]
+    Device {
+        /// The device, e.g. `disk /dev/vdb (/srv/data.qcow2)`.
+        what: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The guest's launch archive could not be written.
     #[error("cannot pack {} for the guest: {source}", .rootfs.display())]
     GuestArchive {

@@ -17,9 +17,26 @@
 //!   [`I8042`](legacy::I8042).
 //!
 //! - [`virtio`]: the [`VirtioDevice`](virtio::VirtioDevice) seam between the virtio-mmio
-//!   transport and the device models, and what a device gets on DRIVER_OK.
-//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device, and the image
-//!   formats.
+//!   transport and the device models, what a device gets on DRIVER_OK, the transport
+//!   ([`virtio::mmio`]) and the devices (virtio-blk: [`virtio::block`], virtio-console:
+//!   [`virtio::console`], virtio-rng: [`virtio::rng`]).
+//! - [`event_loop`]: the one thread that does all virtio device work.
+//! - [`disk`]: [`DiskImage`](disk::DiskImage), the bytes behind a block device;
+//!   [`disk::inspect`] and [`disk::open`] for raw and qcow2 images, told apart by content;
+//!   the qcow2 header parser ([`disk::qcow2::header`], `core` only).
+//! - [`output`]: [`OutputSink`](output::OutputSink), bounded output to a host file that never
+//!   blocks a device (backpressure for the virtio console, a lossy writer for the serial).
+//!
+//! # no_std
+//!
+//! With the default `std` feature off the crate builds on `core` + `alloc`
+//! (`cargo build -p devices --no-default-features --target x86_64-unknown-none`, a step of
+//! `cargo xtask ci`): what is left are the parts a firmware or another VMM can reuse, the
+//! register state machines and wire formats, each in a file of its own
+//! (`virtio/mmio/state.rs`, `disk/qcow2/header.rs`: the pattern is a `state.rs` or `wire.rs` next to the std glue,
+//! declared without a `cfg`, while every module that does I/O, locks or touches guest memory
+//! is behind `#[cfg(feature = "std")]`). Constants those files need are written out from the
+//! spec, because `virtio-bindings` links `std`; a std test checks them against it.
 //!
 //! Everything a guest controls (addresses, access sizes, register values) is
 //! untrusted: a misbehaving guest gets an error or a floating bus, never a
@@ -46,16 +63,28 @@
 //! # Ok::<(), devices::Error>(())
 //! ```
 
+#![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+#[cfg(feature = "std")]
 pub mod bus;
 pub mod disk;
+#[cfg(feature = "std")]
+pub mod event_loop;
+#[cfg(feature = "std")]
 pub mod interrupt;
+#[cfg(feature = "std")]
 pub mod legacy;
+#[cfg(feature = "std")]
+pub mod output;
 pub mod virtio;
 
+#[cfg(feature = "std")]
 pub use bus::{Bus, BusDevice, BusError, BusRange, DeviceAction};
+#[cfg(feature = "std")]
 pub use interrupt::{Interrupt, NoInterrupt};
 
 /// A suggested port for [`legacy::ExitPort`]: the guest writes its exit
@@ -69,6 +98,7 @@ pub const EXIT_PORT: u16 = 0x501;
 pub const STARTED_PORT: u16 = EXIT_PORT + 1;
 
 /// Everything that can go wrong in this crate.
+#[cfg(feature = "std")]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A bus refused a range or an access.

@@ -159,6 +159,30 @@ pub enum Error {
     /// A device could not be placed on its bus (a capsule layout bug).
     #[error("device layout: {0}")]
     Device(#[from] devices::BusError),
+    /// No virtio-mmio window is left for a device.
+    #[error("{device}: no virtio-mmio window left ({source})")]
+    VirtioWindow {
+        /// The device, e.g. `virtio-blk #2`.
+        device: String,
+        /// The allocator's reason.
+        #[source]
+        source: vm_allocator::Error,
+    },
+    /// No interrupt line is left for a device.
+    #[error("{device}: no interrupt line left ({source})")]
+    VirtioIrq {
+        /// The device, e.g. `virtio-blk #19`.
+        device: String,
+        /// The allocator's reason.
+        #[source]
+        source: vm_allocator::Error,
+    },
+    /// A device allocator was given an empty or overflowing range.
+    #[error("device allocator range: {0}")]
+    DeviceRange(#[source] vm_allocator::Error),
+    /// The device event loop could not start, failed, or a device panicked on it.
+    #[error(transparent)]
+    EventLoop(#[from] devices::event_loop::EventLoopError),
     /// Creating an eventfd failed.
     #[error("create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),

@@ -16,9 +16,13 @@
 //! real-mode and 32-bit guest code runs (see `DESIGN.md`, "Hosts without
 //! hardware virtualization"); [`detect_flavour`] says which KVM a host has.
 //!
+//! Virtio devices (the `devices` crate's models behind its virtio-mmio
+//! transport) are attached by [`Machine::build_with_devices`]: each gets a
+//! window, an interrupt line, ioeventfds and a DSDT entry ([`virtio`]), and
+//! does its work on one event-loop thread that runs with the vCPUs.
+//!
 //! What it is not: a launcher. It knows no Plans, policies or signals; the
-//! caller owns those and stops a run with a [`Stopper`]. Virtio devices and
-//! the event loop that serves them come in later issues.
+//! caller owns those and stops a run with a [`Stopper`].
 //!
 //! The modules, bottom up:
 //! - [`memory`]: guest RAM (vm-memory), the one place that names its types;
@@ -27,6 +31,8 @@
 //!   [`IoHandler`]) and the vCPU thread's run loop;
 //! - [`io`]: the seam to the `devices` crate (buses as an [`IoHandler`],
 //!   irqfds as interrupts);
+//! - [`virtio`]: attaching virtio devices (windows and IRQs from
+//!   `vm-allocator`, ioeventfds, irqfds, the event loop);
 //! - [`x86_64`]: the address layout, boot-time CPU state, CPUID, ACPI and
 //!   the kernel loader;
 //! - [`machine`]: the builder and the lifecycle of a whole microVM;
@@ -73,6 +79,8 @@ pub mod machine;
 pub mod memory;
 /// vCPUs: register setup, exit dispatch ([`handle_exit`]) and the vCPU thread's run loop ([`run`]).
 pub mod vcpu;
+/// Attaching virtio devices: windows, IRQs, ioeventfds, irqfds, the event loop.
+pub mod virtio;
 /// The VM: `/dev/kvm`, the VM file descriptor, guest memory and its memslots.
 pub mod vm;
 /// The x86_64 machine: layout, boot-time CPU state, CPUID, ACPI, the Linux loader.
@@ -86,4 +94,4 @@ pub use machine::{Machine, MachineConfig, MachineExit, MachineState, Stopper};
 pub use memory::{GuestMemory, RamMapping, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;
-pub use x86_64::loader::InitrdPart;
+pub use x86_64::loader::{InitrdPart, KernelFormat, check_kernel};

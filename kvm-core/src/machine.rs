@@ -1,7 +1,7 @@
 //! A whole microVM: the builder that assembles it in one function, and its
-//! lifecycle: built, then its vCPU threads started paused or running, paused
-//! and resumed, and run until the guest ends, a deadline passes or a
-//! [`Stopper`] says stop.
+//! lifecycle: built, then its vCPU threads (and the device event loop's
+//! thread) started paused or running, paused and resumed, and run until the
+//! guest ends, a deadline passes or a [`Stopper`] says stop.
 
 use std::fmt;
 use std::io::Write;
@@ -10,12 +10,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use devices::event_loop::{EventLoop, RunningEventLoop};
 use devices::legacy::{AcpiPm, ExitPort, I8042, Serial};
+use devices::virtio::VirtioDevice;
 use devices::{Bus, BusDevice, DeviceAction};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::io::{DeviceBuses, IrqFd};
-use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, finish_all, pause_all};
+use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, all_stopped, finish_all, pause_all};
+use crate::virtio::{DeviceAllocator, attach_virtio_devices};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
 use crate::x86_64::layout::*;
 use crate::x86_64::loader::{InitrdPart, KernelEntry, load_linux};
@@ -49,11 +52,20 @@ pub enum MachineExit {
     Reset,
     /// A vCPU triple-faulted.
     TripleFault,
+    /// Every vCPU is stopped (halted with interrupts off, as `halt -f` leaves
+    /// them, or waiting for a SIPI): nothing can wake the guest again.
+    Halted,
     /// The deadline passed first.
     Timeout,
     /// A [`Stopper`] asked the machine to stop (on a signal to the VMM, say).
     Stopped,
 }
+
+/// How often a running machine checks whether its guest halted for good. A
+/// check takes every vCPU out of `KVM_RUN` once (microseconds each), so a
+/// halted guest ends within this without costing a running one anything
+/// measurable.
+const HALT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
@@ -107,6 +119,10 @@ pub struct Machine {
     woken: Receiver<Wake>,
     buses: DeviceBuses,
     user_space: Arc<OnceLock<Instant>>,
+    /// The virtio devices' event loop until it starts with the vCPUs.
+    event_loop: Option<EventLoop>,
+    /// Its thread, from start to finish.
+    running_loop: Option<RunningEventLoop>,
     // Last: vCPUs and irqfds go before the VM that owns them.
     vm: Vm,
 }
@@ -121,6 +137,35 @@ impl Machine {
     /// [`Error::Kernel`], [`Error::KernelFormat`], [`Error::InitrdTooLarge`],
     /// ...); failed KVM ioctls ([`Error::Ioctl`]).
     pub fn build(config: &MachineConfig, console: Box<dyn Write + Send>) -> Result<Machine> {
+        Machine::build_with_devices(config, console, Vec::new())
+    }
+
+    /// [`Machine::build`] with virtio devices: each gets a virtio-mmio window and an
+    /// interrupt line, in the order given (which is the order the guest finds them in: Linux
+    /// names virtio-blk disks vda, vdb, ... by it), and does its work on the machine's
+    /// event-loop thread, which starts with the vCPUs and ends with them.
+    ///
+    /// ```no_run
+    /// use devices::virtio::rng::Rng;
+    /// # fn main() -> kvm_core::Result<()> {
+    /// # let config: kvm_core::MachineConfig = todo!();
+    /// let machine = kvm_core::Machine::build_with_devices(
+    ///     &config,
+    ///     Box::new(std::io::stdout()),
+    ///     vec![Box::new(Rng::new())],
+    /// )?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Errors: those of [`Machine::build`], and [`Error::VirtioWindow`] or
+    /// [`Error::VirtioIrq`] when the devices do not fit (19 interrupt lines), naming the first
+    /// device that did not.
+    pub fn build_with_devices(
+        config: &MachineConfig,
+        console: Box<dyn Write + Send>,
+        virtio_devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<Machine> {
         if config.vcpus == 0 || config.vcpus > 254 {
             return Err(Error::VcpuCount(config.vcpus));
         }
@@ -160,16 +205,25 @@ impl Machine {
             ACPI_SLEEP_CONTROL_PORT,
             AcpiPm::PORT_LEN,
         )?;
+        let mut mmio = Bus::new();
+        let mut event_loop = EventLoop::new()?;
+        let virtio_devices = attach_virtio_devices(
+            &vm,
+            &mut DeviceAllocator::new(),
+            &mut mmio,
+            &mut event_loop,
+            virtio_devices,
+        )?;
         let buses = DeviceBuses {
             pio: Arc::new(pio),
-            mmio: Arc::new(Bus::new()),
+            mmio: Arc::new(mmio),
         };
 
         let rsdp = create_acpi_tables(
             vm.memory(),
             &AcpiConfig {
                 vcpus: config.vcpus,
-                virtio_devices: Vec::new(),
+                virtio_devices,
             },
         )?;
         let phase = Instant::now();
@@ -222,6 +276,8 @@ impl Machine {
             woken,
             buses,
             user_space,
+            event_loop: Some(event_loop),
+            running_loop: None,
             vm,
         })
     }
@@ -253,18 +309,26 @@ impl Machine {
         Stopper(self.wake.clone())
     }
 
-    /// Starts one thread per vCPU, the guest running or (with `paused`)
-    /// not yet: a paused vCPU thread blocks until [`Machine::resume`].
-    /// Only a [`MachineState::Built`] machine starts, else
-    /// [`Error::MachineState`]; [`Error::VcpuThread`] if a thread cannot be
-    /// spawned (those spawned already are ended).
+    /// Starts the device event loop's thread and one thread per vCPU, the
+    /// guest running or (with `paused`) not yet: a paused vCPU thread blocks
+    /// until [`Machine::resume`]. Only a [`MachineState::Built`] machine
+    /// starts, else [`Error::MachineState`]; [`Error::VcpuThread`] or
+    /// [`Error::EventLoop`] if a thread cannot be spawned (those spawned
+    /// already are ended).
     pub fn start(&mut self, paused: bool) -> Result<()> {
         self.require("start", &[MachineState::Built])?;
+        if let Some(event_loop) = self.event_loop.take() {
+            // However the loop ends (a device's panic included), the run ends
+            // with it rather than wait on a device that no longer answers;
+            // `finish` then reports why.
+            let stopper = self.stopper();
+            self.running_loop = Some(event_loop.start(move || stopper.stop())?);
+        }
         for vcpu in std::mem::take(&mut self.vcpus) {
             match VcpuThread::spawn(vcpu, self.buses.clone(), paused, self.wake.clone()) {
                 Ok(thread) => self.threads.push(thread),
                 Err(error) => {
-                    self.finish();
+                    let _ = self.finish();
                     return Err(error);
                 }
             }
@@ -309,8 +373,9 @@ impl Machine {
     ///
     /// Errors: the vCPU's ([`Error::Ioctl`] for `KVM_RUN`,
     /// [`Error::UnhandledExit`], [`Error::FailEntry`], [`Error::VcpuPanic`]),
-    /// [`Error::VcpuThread`], and [`Error::MachineState`] for a machine that
-    /// has run already.
+    /// [`Error::VcpuThread`], the device event loop's ([`Error::EventLoop`]:
+    /// a device panicked, say), and [`Error::MachineState`] for a machine
+    /// that has run already.
     pub fn run(&mut self, timeout: Option<Duration>) -> Result<MachineExit> {
         self.require(
             "run",
@@ -322,8 +387,10 @@ impl Machine {
         )?;
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         let exit = self.wait(deadline);
-        self.finish();
-        exit
+        let devices = self.finish();
+        let exit = exit?;
+        devices?;
+        Ok(exit)
     }
 
     /// Runs the guest, if no stop came first, and waits for what ends the run.
@@ -336,14 +403,22 @@ impl Machine {
                     MachineState::Paused => self.resume()?,
                     MachineState::Running | MachineState::Finished => {}
                 }
-                match deadline {
-                    Some(deadline) => self
+                loop {
+                    let probe_at = Instant::now() + HALT_PROBE_INTERVAL;
+                    let until = deadline.map_or(probe_at, |deadline| deadline.min(probe_at));
+                    match self
                         .woken
-                        .recv_timeout(deadline.saturating_duration_since(Instant::now())),
-                    None => self
-                        .woken
-                        .recv()
-                        .map_err(|_| RecvTimeoutError::Disconnected),
+                        .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    {
+                        Err(RecvTimeoutError::Timeout)
+                            if deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+                        {
+                            if all_stopped(&self.threads, HALT_PROBE_INTERVAL) {
+                                return Ok(MachineExit::Halted);
+                            }
+                        }
+                        wake => break wake,
+                    }
                 }
             }
         };
@@ -359,11 +434,17 @@ impl Machine {
         }
     }
 
-    /// Ends and joins every vCPU thread.
-    fn finish(&mut self) {
+    /// Ends and joins every vCPU thread, then the event loop's; its error
+    /// (a device panicked) is the result.
+    fn finish(&mut self) -> Result<()> {
         finish_all(std::mem::take(&mut self.threads));
         self.vcpus.clear();
+        self.event_loop = None;
         self.state = MachineState::Finished;
+        match self.running_loop.take() {
+            Some(running) => Ok(running.stop()?),
+            None => Ok(()),
+        }
     }
 
     fn require(&self, action: &'static str, states: &[MachineState]) -> Result<()> {
@@ -382,7 +463,9 @@ impl Drop for Machine {
     /// Ends the vCPU threads of a machine started but never run, before the
     /// VM and its memory go.
     fn drop(&mut self) {
-        self.finish();
+        if let Err(error) = self.finish() {
+            tracing::debug!(%error, "the machine's devices failed");
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 //! (virtio-mmio devices, IOAPIC, LAPIC); what does not fit below the hole
 //! continues at 4 GiB.
 
+use devices::virtio::RegionOwner;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::bitmap::{Bitmap, WithBitmapSlice};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
@@ -14,8 +14,9 @@ use crate::x86_64::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::{Error, Result};
 
 /// The guest's physical memory: vm-memory's mmap backend over RAM that kvm-core maps itself
-/// ([`RamMapping`]).
-pub type GuestMemory = vm_memory::GuestMemoryMmap<RamMapping>;
+/// ([`RamMapping`], owned by each region's [`RegionOwner`]); the type the virtio devices
+/// get, so it is the `devices` crate's.
+pub type GuestMemory = devices::virtio::GuestMemory;
 
 /// KVM memslot sizes and guest addresses are in units of this (x86_64 page).
 pub const PAGE_SIZE: usize = 4096;
@@ -42,7 +43,7 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
         // SAFETY: `addr` is the start of a live, page-aligned mapping of `len` bytes that the
         // region itself owns (as its bitmap), so it outlives every access through the region.
         let region = unsafe {
-            MmapRegionBuilder::new_with_bitmap(len, mapping)
+            MmapRegionBuilder::new_with_bitmap(len, RegionOwner::new(mapping))
                 .with_mmap_prot(prot)
                 .with_mmap_flags(RamMapping::FLAGS)
                 .with_raw_mmap_pointer(addr)
@@ -73,9 +74,8 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
 /// fault; nested in the lab, a boot of the Debian kernel to its init took 1.8 s instead of
 /// 2.5 s once RAM was aligned (QEMU aligns its RAM the same way).
 ///
-/// vm-memory's regions over a raw pointer never unmap it; the one value that lives exactly as
-/// long as a region and all its clones is the region's dirty bitmap, so the owner sits there,
-/// tracking no dirty pages.
+/// vm-memory's regions over a raw pointer never unmap it: each region keeps its mapping in
+/// its [`RegionOwner`], and the mapping is unmapped when the last clone of the memory goes.
 #[derive(Debug)]
 pub struct RamMapping {
     addr: usize,
@@ -130,20 +130,6 @@ impl Drop for RamMapping {
         // no guest memory access can reach it anymore.
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
     }
-}
-
-impl WithBitmapSlice<'_> for RamMapping {
-    type S = ();
-}
-
-impl Bitmap for RamMapping {
-    fn mark_dirty(&self, _offset: usize, _len: usize) {}
-
-    fn dirty_at(&self, _offset: usize) -> bool {
-        false
-    }
-
-    fn slice_at(&self, _offset: usize) {}
 }
 
 /// Where `size` bytes of RAM go: below the MMIO hole, then above 4 GiB.

@@ -141,6 +141,26 @@ fn a_guest_that_never_exits_ends_at_the_timeout() {
 
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_halted_guest_ends_at_once() {
+    // Firecracker #1601: `halt -f` stops every CPU with interrupts off, which never exits to
+    // the VMM; without a check the launch ran until --timeout.
+    let started = std::time::Instant::now();
+    let launch = microvm(&["--cap-add", "ALL", "--timeout", "120s"], &["halt", "-f"]);
+    assert_eq!(launch.code, 125, "{launch:?}");
+    assert!(
+        launch.stderr.contains("the guest halted"),
+        "{}",
+        launch.stderr
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn a_guest_kernel_panic_is_reported() {
     let launch = microvm(&[], &["sh", "-c", "echo c > /proc/sysrq-trigger"]);
     assert_eq!(launch.code, 125);
@@ -167,6 +187,33 @@ fn a_missing_kernel_and_initrd_are_both_named() {
         "vm.initrd /no/such/initrd: no such file",
         "cargo xtask guest",
     ] {
+        assert!(launch.stderr.contains(expected), "{}", launch.stderr);
+    }
+}
+
+#[test]
+fn a_kernel_that_is_a_directory_or_truncated_is_named_before_boot() {
+    let env = env_or_skip!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A bzImage header saying 3 sectors of setup and 100 paragraphs of kernel, cut short.
+    let mut truncated = vec![0u8; 3 * 512 + 1000];
+    truncated[0x1f1] = 2;
+    truncated[0x1f4..0x1f8].copy_from_slice(&100u32.to_le_bytes());
+    truncated[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    truncated[0x202..0x206].copy_from_slice(b"HdrS");
+    truncated[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    let truncated_path = dir.path().join("bzImage");
+    std::fs::write(&truncated_path, &truncated).expect("write");
+    for (kernel, expected) in [
+        (dir.path(), "it is a directory, not a kernel image"),
+        (
+            truncated_path.as_path(),
+            "it is truncated: its header says 3136 bytes",
+        ),
+    ] {
+        let kernel = kernel.to_str().expect("utf-8");
+        let launch = env.run(&["--isolation", "microvm", "--kernel", kernel], &["true"]);
+        assert_eq!(launch.code, 125, "{launch:?}");
         assert!(launch.stderr.contains(expected), "{}", launch.stderr);
     }
 }

@@ -54,7 +54,7 @@ const DRIVER_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Where things are inside the lab.
 const LAB_CAPSULE: &str = "/bin/capsule";
-const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
+pub(crate) const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
 const LAB_DRIVER: &str = "bench/bench_driver";
 const LAB_PLAN: &str = "bench/plan.json";
 const LAB_INITRD: &str = "bench/qemu-initrd.cpio";
@@ -405,19 +405,11 @@ fn build_driver() -> Result<PathBuf> {
 
 /// QEMU's binary, every library `ldd` names (at the same paths) with the dynamic loader, and
 /// its firmware, as `(path in the lab, regular file on this host)`.
-fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
     let real = |path: &Path| {
         fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
     };
-    let mut files = vec![(LAB_QEMU.to_owned(), real(qemu)?)];
-    let ldd = util::output(
-        Command::new("ldd").arg(qemu),
-        "ldd (libc-bin) lists the libraries QEMU needs in the lab",
-    )?;
-    for library in ldd_paths(&ldd)? {
-        let lab_path = library.trim_start_matches('/').to_owned();
-        files.push((lab_path, real(Path::new(&library))?));
-    }
+    let mut files = lab::program_files(qemu, LAB_QEMU)?;
     // QEMU looks for firmware next to its binary (`../share/qemu`), then in its build's data
     // directory; the lab has both at /usr/share/qemu.
     let beside = real(qemu)?
@@ -436,31 +428,6 @@ fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
         files.push((format!("usr/share/qemu/{name}"), real(&host)?));
     }
     Ok(files)
-}
-
-/// The absolute paths in `ldd` output: `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x..)`
-/// and the loader's `/lib64/ld-linux-x86-64.so.2 (0x..)`; the vDSO has no file.
-fn ldd_paths(ldd: &str) -> Result<Vec<String>> {
-    let mut paths = Vec::new();
-    for line in ldd.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.contains("not found") {
-            bail!("QEMU's library is missing on this host: {line}");
-        }
-        let target = line.split_once("=>").map_or(line, |(_, target)| target);
-        if let Some(path) = target
-            .split_whitespace()
-            .next()
-            .filter(|p| p.starts_with('/'))
-        {
-            if !paths.iter().any(|p| p == path) {
-                paths.push(path.to_owned());
-            }
-        }
-    }
-    if !paths.iter().any(|p| p.contains("ld-linux")) {
-        bail!("ldd named no dynamic loader for QEMU:\n{ldd}");
-    }
-    Ok(paths)
 }
 
 /// The timed runs on the console (round 0, the warm-up, left out).
@@ -660,25 +627,6 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of `const NAME: &str = "...";` in Rust source, with `\`-newline
-    /// continuations joined as the compiler joins them.
-    #[test]
-    fn ldd_output_gives_libraries_and_loader() {
-        let ldd = "\tlinux-vdso.so.1 (0x00007ffd5e9f5000)\n\
-                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f0e1c0a0000)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1be00000)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c0e0000)\n";
-        assert_eq!(
-            ldd_paths(ldd).unwrap(),
-            [
-                "/lib/x86_64-linux-gnu/libz.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-        );
-        assert!(ldd_paths("\tlibfoo.so.1 => not found\n").is_err());
-    }
 
     #[test]
     fn samples_parse_and_lab_result_echoes_are_ignored() {

@@ -5,8 +5,11 @@ use anyhow::{Context, Result};
 use crate::rootfs;
 use crate::util::{self, progress};
 
+/// The target the no_std build of `devices` is checked on: one without `std`.
+const NO_STD_TARGET: &str = "x86_64-unknown-none";
+
 pub fn run() -> Result<()> {
-    const STEPS: usize = 7;
+    const STEPS: usize = 8;
     let step = |n: usize, what: &str| progress!("ci [{n}/{STEPS}] {what}");
 
     step(1, "formatting");
@@ -41,10 +44,26 @@ pub fn run() -> Result<()> {
         );
     }
 
-    step(4, "busybox rootfs for the tests");
+    step(4, "the no_std build of devices (x86_64-unknown-none)");
+    // The register state machines and wire formats must stay usable without std (a
+    // firmware, another VMM); building for a target that has no std proves it.
+    util::ensure_rust_target(NO_STD_TARGET)?;
+    util::run(
+        util::cargo().args([
+            "build",
+            "-p",
+            "devices",
+            "--no-default-features",
+            "--target",
+            NO_STD_TARGET,
+        ]),
+        "a std-only item reached the no_std part of `devices`; put it behind `#[cfg(feature = \"std\")]` (see devices/src/lib.rs, \"no_std\")",
+    )?;
+
+    step(5, "busybox rootfs for the tests");
     let rootfs = rootfs::busybox().context("building the busybox test rootfs")?;
 
-    step(5, "tests (unit, integration and doc tests)");
+    step(6, "tests (unit, integration and doc tests)");
     // CI itself (the `CI` variable and the rest of the environment) is passed on untouched.
     util::run(
         util::cargo()
@@ -54,13 +73,19 @@ pub fn run() -> Result<()> {
         "a test failed; rerun it with `CAPSULE_BIN=target/debug/capsule CAPSULE_TEST_ROOTFS=$(cargo xtask rootfs busybox) cargo test -p <crate> <name>`",
     )?;
 
-    step(6, "fuzzing the policy checker (30 s, stable toolchain)");
-    // Bounded so CI time stays predictable: it catches panics that reach the checker from
-    // scripts unlike the examples, not deep ones; longer runs are `cargo xtask fuzz --seconds N`.
-    crate::fuzz::run(30).context("fuzzing the policy checker failed")?;
-
     step(
         7,
+        &format!(
+            "fuzzing every target ({} s in all, stable toolchain)",
+            crate::fuzz::CI_TOTAL_SECS
+        ),
+    );
+    // Bounded so CI time stays predictable: it catches shallow panics, not deep ones; longer
+    // runs are `cargo xtask fuzz --seconds N`.
+    crate::fuzz::run_ci().context("fuzzing failed")?;
+
+    step(
+        8,
         "the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside)",
     );
     crate::lab::run(None).context("the nested lab failed")?;

@@ -1,13 +1,13 @@
-//! `cargo xtask fuzz`: runs the policy fuzz target (`policy/fuzz`, target `check`) for a
-//! bounded time on the stable toolchain, seeded with the example scripts.
+//! `cargo xtask fuzz`: runs each fuzz target of [`TARGETS`] (or one) for a bounded time on
+//! the stable toolchain.
 //!
 //! cargo-fuzz defaults to AddressSanitizer, which needs nightly (`-Zsanitizer`); CI has only
 //! stable. With `--sanitizer none`, cargo-fuzz 0.13 passes only stable flags (`-Cpasses=
 //! sancov-module` and `-Cllvm-args=-sanitizer-coverage-*` for libFuzzer's coverage, `--cfg
 //! fuzzing`), so stable builds it as is: no `RUSTC_BOOTSTRAP=1`, which would also switch on
 //! the nightly paths of dependencies' build scripts. Panics still abort the target, so
-//! libFuzzer reports each as a crash; what is lost is ASan, which matters little for this
-//! safe-Rust target.
+//! libFuzzer reports each as a crash; what is lost is ASan, which matters little for these
+//! safe-Rust targets.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,42 +21,112 @@ use crate::util::{self, progress};
 /// stable (see above).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The fuzz target: `policy::check_source` on arbitrary text.
-const TARGET: &str = "check";
-
-/// The longest a single input may run, in seconds, before libFuzzer calls it a hang. The
-/// engine's own deadline is 1 s, so anything near this is a bug; libFuzzer's default (20
+/// The longest a single input may run, in seconds, before libFuzzer calls it a hang. Every
+/// target's inputs are small, so anything near this is a bug; libFuzzer's default (20
 /// minutes) would outlast the whole bounded run.
 const INPUT_TIMEOUT_SECS: u32 = 10;
 
-pub fn run(seconds: u64) -> Result<()> {
+/// How long `cargo xtask ci` fuzzes in all, shared evenly among [`TARGETS`].
+pub const CI_TOTAL_SECS: u64 = 60;
+
+/// A cargo-fuzz target.
+struct Target {
+    /// Its name (`cargo fuzz run NAME`).
+    name: &'static str,
+    /// The cargo-fuzz crate, relative to the workspace root.
+    dir: &'static str,
+    /// Read-only seed inputs beside the grown corpus, relative to the workspace root.
+    seeds: Option<&'static str>,
+    /// What it feeds random input into, for the report.
+    what: &'static str,
+    /// Where the regression test for a crash goes.
+    regression: &'static str,
+}
+
+/// Every fuzz target, in the order they run. Adding one is an entry here and a
+/// `[[bin]]` in its cargo-fuzz crate.
+const TARGETS: &[Target] = &[
+    Target {
+        name: "check",
+        dir: "policy/fuzz",
+        seeds: Some("examples"),
+        what: "`policy::check_source`",
+        regression: "policy/tests/policy_sandbox.rs",
+    },
+    Target {
+        name: "mmio",
+        dir: "devices/fuzz",
+        seeds: None,
+        what: "the virtio-mmio transport's registers",
+        regression: "devices/src/virtio/mmio/tests.rs",
+    },
+    Target {
+        name: "blk_request",
+        dir: "devices/fuzz",
+        seeds: None,
+        what: "virtio-blk's requests from random queue contents",
+        regression: "devices/src/virtio/block/tests.rs",
+    },
+];
+
+/// The names of the fuzz targets, for `--target`'s help and errors.
+pub fn target_names() -> Vec<&'static str> {
+    TARGETS.iter().map(|t| t.name).collect()
+}
+
+/// Runs `only` (a target's name) or every target, `seconds` each.
+pub fn run(seconds: u64, only: Option<&str>) -> Result<()> {
     if seconds == 0 {
         bail!("--seconds must be at least 1");
     }
+    let targets: Vec<&Target> = TARGETS
+        .iter()
+        .filter(|t| only.is_none_or(|name| t.name == name))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no fuzz target `{}`; the targets are: {}",
+            only.unwrap_or_default(),
+            target_names().join(", ")
+        );
+    }
     ensure_cargo_fuzz()?;
+    for target in targets {
+        run_target(target, seconds)?;
+    }
+    Ok(())
+}
 
+/// `cargo xtask ci`'s run: every target, [`CI_TOTAL_SECS`] shared among them.
+pub fn run_ci() -> Result<()> {
+    run((CI_TOTAL_SECS / TARGETS.len() as u64).max(1), None)
+}
+
+fn run_target(target: &Target, seconds: u64) -> Result<()> {
     let root = util::workspace_root();
-    let fuzz_dir = root.join("policy").join("fuzz");
+    let name = target.name;
+    let fuzz_dir = root.join(target.dir);
     // The corpus libFuzzer grows (git-ignored) is kept between runs, so each run starts
-    // where the last one stopped; the examples are read-only seeds beside it.
-    let corpus = fuzz_dir.join("corpus").join(TARGET);
+    // where the last one stopped; the seeds are read-only beside it.
+    let corpus = fuzz_dir.join("corpus").join(name);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    let seeds = root.join("examples");
-    let artifacts = fuzz_dir.join("artifacts").join(TARGET);
+    let artifacts = fuzz_dir.join("artifacts").join(name);
     let before = files_in(&artifacts)?;
 
     progress!(
-        "fuzzing `{TARGET}` for {seconds} s (stable toolchain, no sanitizer), seeded with {}",
-        seeds.display()
+        "fuzzing `{name}` ({}) for {seconds} s (stable toolchain, no sanitizer)",
+        target.what
     );
     let mut cmd = util::cargo();
     cmd.current_dir(&fuzz_dir)
-        .args(["fuzz", "run", TARGET, "--sanitizer", "none"])
+        .args(["fuzz", "run", name, "--sanitizer", "none"])
         // Overflow and other debug assertions in our code are bugs worth a crash report.
         .arg("--debug-assertions")
-        .arg(&corpus)
-        .arg(&seeds)
-        .arg("--")
+        .arg(&corpus);
+    if let Some(seeds) = target.seeds {
+        cmd.arg(root.join(seeds));
+    }
+    cmd.arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"));
     let result = util::run(
@@ -66,20 +136,22 @@ pub fn run(seconds: u64) -> Result<()> {
     if let Err(e) = result {
         let found: Vec<String> = files_in(&artifacts)?
             .difference(&before)
-            .map(|p| p.strip_prefix(&fuzz_dir).unwrap_or(p).display().to_string())
+            .map(|p| p.strip_prefix(&root).unwrap_or(p).display().to_string())
             .collect();
         let Some(first) = found.first() else {
             return Err(e);
         };
         bail!(
-            "the fuzzer found an input that crashes or hangs `policy::check_source`: \
-             policy/fuzz/{}\n\
-             reproduce it with `cd policy/fuzz && cargo fuzz run {TARGET} --sanitizer none --debug-assertions {first}`, \
-             fix the panic, and add the input as a regression test (as in policy/tests/policy_sandbox.rs)",
-            found.join(", policy/fuzz/"),
+            "the fuzzer found an input that crashes or hangs {}: {}\n\
+             reproduce it with `cd {} && cargo fuzz run {name} --sanitizer none --debug-assertions ../../{first}`, \
+             fix the panic, and add the input as a regression test (as in {})",
+            target.what,
+            found.join(", "),
+            target.dir,
+            target.regression,
         );
     }
-    progress!("fuzzing found no crash in {seconds} s");
+    progress!("fuzzing `{name}` found no crash in {seconds} s");
     Ok(())
 }
 

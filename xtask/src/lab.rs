@@ -52,7 +52,14 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "--test",
         "machine",
     ],
-    &["-p", "tests", "--test", "microvm"],
+    &[
+        "-p",
+        "tests",
+        "--test",
+        "microvm",
+        "--test",
+        "microvm_disks",
+    ],
 ];
 
 const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -82,6 +89,8 @@ const CASES: &[(&str, &str)] = &[
 const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir", "sed", "head",
     "tr", "timeout", "tail", "tee",
+    // What the tests run on the lab's side: copies of the rootfs, images, special files.
+    "cp", "dd", "ln", "mkfifo", "mknod", "chmod", "touch", "printf", "rm", "ls", "stat",
 ];
 
 /// One case's verdict.
@@ -214,13 +223,15 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
     }));
     let capsule = build_static_capsule()?;
     let initramfs = lab_dir.join("lab.cpio");
+    let mut extra_files = host_tools()?;
+    extra_files.extend(extra.map_or(&[][..], |e| &e.files).iter().cloned());
     let files = LabFiles {
         busybox: &busybox,
         capsule: &capsule,
         rootfs: &rootfs,
         guest: &guest,
         tests: &tests,
-        extra: extra.map_or(&[], |e| &e.files),
+        extra: &extra_files,
     };
     write_initramfs(&initramfs, &files, &cases)?;
 
@@ -580,6 +591,79 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
     Ok(())
 }
 
+/// The host programs every lab carries, with their libraries: `mke2fs` (as `mkfs.ext4` too),
+/// which capsule runs to build a microVM's root disk, and `qemu-img`, with which the tests
+/// check the disk images a guest wrote.
+fn host_tools() -> Result<Vec<(String, PathBuf)>> {
+    let mke2fs = util::ensure_program(
+        "mke2fs",
+        "e2fsprogs",
+        "capsule builds a microVM's root disk with it, in the lab too",
+    )?;
+    let qemu_img = util::ensure_program(
+        "qemu-img",
+        "qemu-utils",
+        "the lab's disk tests check the images a guest wrote with it",
+    )?;
+    let mut files = program_files(&mke2fs, "usr/sbin/mke2fs")?;
+    files.push(("usr/sbin/mkfs.ext4".to_owned(), files[0].1.clone()));
+    for file in program_files(&qemu_img, "usr/bin/qemu-img")? {
+        if !files.iter().any(|(path, _)| *path == file.0) {
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
+/// A dynamically linked host program for the lab: the binary at `lab_path` and every library
+/// `ldd` names (at the same paths) with the dynamic loader, as `(path in the lab, regular file
+/// on this host)`.
+pub(crate) fn program_files(program: &Path, lab_path: &str) -> Result<Vec<(String, PathBuf)>> {
+    let real = |path: &Path| {
+        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
+    };
+    let mut files = vec![(lab_path.trim_start_matches('/').to_owned(), real(program)?)];
+    let ldd = util::output(
+        Command::new("ldd").arg(program),
+        &format!(
+            "ldd (libc-bin) lists the libraries {} needs in the lab",
+            program.display()
+        ),
+    )?;
+    for library in ldd_paths(&ldd).with_context(|| program.display().to_string())? {
+        let lab_path = library.trim_start_matches('/').to_owned();
+        if !files.iter().any(|(path, _)| *path == lab_path) {
+            files.push((lab_path, real(Path::new(&library))?));
+        }
+    }
+    Ok(files)
+}
+
+/// The absolute paths in `ldd` output: `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x..)`
+/// and the loader's `/lib64/ld-linux-x86-64.so.2 (0x..)`; the vDSO has no file.
+fn ldd_paths(ldd: &str) -> Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for line in ldd.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.contains("not found") {
+            bail!("a library is missing on this host: {line}");
+        }
+        let target = line.split_once("=>").map_or(line, |(_, target)| target);
+        if let Some(path) = target
+            .split_whitespace()
+            .next()
+            .filter(|p| p.starts_with('/'))
+        {
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_owned());
+            }
+        }
+    }
+    if !paths.iter().any(|p| p.contains("ld-linux")) {
+        bail!("ldd named no dynamic loader:\n{ldd}");
+    }
+    Ok(paths)
+}
+
 /// Builds `capsule` as a static binary (the lab has no C library) and returns its path.
 fn build_static_capsule() -> Result<PathBuf> {
     util::ensure_rust_target(TEST_TARGET)?;
@@ -688,6 +772,23 @@ pub fn case_output(console: &str, case: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_loader() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd5e9f5000)\n\
+                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f0e1c0a0000)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1be00000)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c0e0000)\n";
+        assert_eq!(
+            ldd_paths(ldd).unwrap(),
+            [
+                "/lib/x86_64-linux-gnu/libz.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+        assert!(ldd_paths("\tlibfoo.so.1 => not found\n").is_err());
+    }
 
     #[test]
     fn a_case_s_output_is_cut_from_the_console() {

@@ -3,6 +3,7 @@
 
 mod apt;
 mod bench;
+mod bench_disk;
 mod bench_microvm;
 mod ci;
 mod demo;
@@ -34,8 +35,8 @@ enum Cmd {
         #[command(subcommand)]
         kind: RootfsKind,
     },
-    /// Run everything CI checks: fmt, clippy, build, test rootfs, tests, 30 s of fuzzing, the
-    /// nested lab.
+    /// Run everything CI checks: fmt, clippy, build, the no_std build of `devices`, test rootfs,
+    /// tests, 60 s of fuzzing (shared among the targets), the nested lab.
     Ci,
     /// Benchmarks (need root).
     Bench {
@@ -56,12 +57,16 @@ enum Cmd {
         #[arg(long, value_name = "CMD", conflicts_with = "filter")]
         exec: Vec<String>,
     },
-    /// Fuzz the policy checker (`policy/fuzz`, target `check`) for a bounded time on the
-    /// stable toolchain, seeded with examples/*.rhai; installs cargo-fuzz if missing.
+    /// Run every fuzz target (the policy checker `check`, seeded with examples/*.rhai; the
+    /// virtio-mmio transport `mmio`; ...) for a bounded time each on the stable toolchain;
+    /// installs cargo-fuzz if missing.
     Fuzz {
-        /// How long libFuzzer runs, after the build.
+        /// How long libFuzzer runs each target, after its build.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Run only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
     /// Regenerate docs/policy.md, the policy language reference, from the registered functions.
     PolicyDoc,
@@ -87,6 +92,10 @@ enum BenchKind {
     /// Boot-to-exit of /bin/true in a capsule microVM against QEMU's microvm machine, both
     /// inside one nested lab boot (no root needed).
     Microvm(bench_microvm::Options),
+    /// Disk I/O (fio: sequential 1 MiB, random 4 KiB at queue depth 1 and 32) in a capsule
+    /// microVM against QEMU's microvm with virtio-blk-device, and L1's own reads as the
+    /// ceiling, in one nested lab boot.
+    Disk(bench_disk::Options),
 }
 
 fn main() -> ExitCode {
@@ -102,13 +111,16 @@ fn main() -> ExitCode {
         Cmd::Bench {
             kind: BenchKind::Microvm(options),
         } => bench_microvm::microvm(&options),
+        Cmd::Bench {
+            kind: BenchKind::Disk(options),
+        } => bench_disk::disk(&options),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
         Cmd::Lab { exec, .. } if !exec.is_empty() => lab::exec(&exec),
         Cmd::Lab { filter, .. } => lab::run(filter.as_deref()),
-        Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Cmd::PolicyDoc => policy_doc::run(),
     };
     match result {

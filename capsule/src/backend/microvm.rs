@@ -5,12 +5,16 @@
 //! and the per-launch archive all live and die with it, so there is no
 //! state directory for `capsule gc` to clean.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use devices::output::{self, OutputSink};
+use devices::virtio::VirtioDevice;
+use devices::virtio::console::Console;
+use devices::virtio::rng::Rng;
 use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
@@ -22,6 +26,9 @@ use crate::{Error, host, process, root_image, state};
 
 /// Guest RAM when the Plan sets no memory.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// How long a finished launch waits for the guest's last output to be written.
+const OUTPUT_FLUSH_TIME: Duration = Duration::from_secs(2);
 
 /// The exit status of a launch stopped by `--timeout`, as coreutils' `timeout`.
 const TIMED_OUT: i32 = 124;
@@ -145,7 +152,24 @@ impl Backend for Microvm {
             ("vm.kernel", &artifacts.kernel, "kernel"),
             ("vm.initrd", &artifacts.initrd, "initrd"),
         ] {
-            if !path.is_file() {
+            if path.exists() {
+                let what = format!("{field} {}", path.display());
+                if flag == "kernel" {
+                    if let Err(error) = kvm_core::check_kernel(path) {
+                        let reason = match error {
+                            kvm_core::Error::KernelFormat { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        problems.push(Problem::new(field, what, reason));
+                    }
+                } else if path.is_dir() {
+                    problems.push(Problem::new(
+                        field,
+                        what,
+                        "it is a directory, not an initramfs archive",
+                    ));
+                }
+            } else {
                 let guest = "run `cargo xtask guest` (it fetches Debian's kernel and builds capsule-init's initramfs)";
                 problems.push(
                     Problem::new(field, format!("{field} {}", path.display()), "no such file")
@@ -208,7 +232,18 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     };
     let prepared = start.elapsed();
 
-    let mut machine = Machine::build(&config, Box::new(std::io::stdout()))?;
+    // The guest's output reaches stdout through a bounded buffer and a writer thread, so a
+    // reader that stops reading holds up the guest (the console's backpressure) but never the
+    // VMM: --timeout and signals end the launch on time whatever the reader does.
+    let output = OutputSink::new(stdout_file()?, output::DEFAULT_CAPACITY).map_err(|source| {
+        Error::Device {
+            what: "console output".into(),
+            source: source.into(),
+        }
+    })?;
+    let devices = virtio_devices(&output)?;
+    let mut machine =
+        Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
     // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
     // shell reports a command the signal killed.
     let stopped_by = Arc::new(AtomicI32::new(0));
@@ -234,7 +269,9 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
         status_bytes("VmRSS:").map(|rss| rss.saturating_sub(machine.guest_memory_resident()));
     drop(machine);
     let peak_rss = status_bytes("VmHWM:");
-    let _ = std::io::stdout().flush();
+    // What the guest wrote last is on its way out; a reader that stopped reading gets no
+    // more time than this.
+    output.flush_for(Instant::now() + OUTPUT_FLUSH_TIME);
     let exit = exit?;
     let finished = start.elapsed();
 
@@ -256,6 +293,11 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             125,
             None,
             Some("the guest powered off without reporting an exit status".into()),
+        ),
+        MachineExit::Halted => (
+            125,
+            None,
+            Some("the guest halted (every vCPU stopped with interrupts off, as `halt -f` leaves them) without reporting an exit status".into()),
         ),
         MachineExit::Reset | MachineExit::TripleFault => (
             125,
@@ -293,6 +335,26 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
         violations: Vec::new(),
         disks: Vec::new(),
     })
+}
+
+/// The virtio devices, in the order the guest enumerates them: the console (`hvc0`) and the
+/// entropy source (`/dev/hwrng`).
+fn virtio_devices(output: &OutputSink) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
+    let console = Console::new(output.clone(), None).map_err(|source| Error::Device {
+        what: "console".into(),
+        source: source.into(),
+    })?;
+    Ok(vec![Box::new(console), Box::new(Rng::new())])
+}
+
+/// This process's stdout as a file of its own (a duplicate descriptor), for the output
+/// thread: writing through `std::io::stdout()` would take its lock.
+fn stdout_file() -> Result<std::fs::File, Error> {
+    std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|source| Error::io("duplicating", Path::new("/dev/stdout"), source))
 }
 
 /// A memory figure of this process from `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.

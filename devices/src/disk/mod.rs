@@ -3,11 +3,29 @@
 //! A [`DiskImage`] is a virtual disk of [`DiskImage::capacity`] bytes that a block device
 //! reads and writes at byte offsets; the format (raw, qcow2) is the image's business. Formats
 //! are told apart by content, never by file name ([`ImageFormat::detect`]).
+//!
+//! - [`inspect`] reads an image's header (and, for qcow2, its backing chain's) without opening
+//!   it for I/O: [`ImageInfo`], or one [`DiskError`] sentence saying why capsule cannot use it.
+//! - [`open`] gives the [`DiskImage`] for a path: [`raw`] or [`qcow2`].
+//!
+//! The qcow2 header logic ([`qcow2::header`]) builds on `core` alone; the rest needs std.
 
-use std::fmt::Debug;
-use std::io;
-use std::path::PathBuf;
+#[cfg(feature = "std")]
+mod open;
+pub mod qcow2;
+#[cfg(feature = "std")]
+mod raw;
 
+#[cfg(feature = "std")]
+pub use open::{ImageInfo, MAX_CHAIN_LEN, inspect, open};
+
+#[cfg(all(test, feature = "std"))]
+mod tests;
+
+#[cfg(feature = "std")]
+use std::{fmt::Debug, io, path::PathBuf};
+
+#[cfg(feature = "std")]
 /// A virtual disk: the block device's view of an image file.
 ///
 /// Offsets and lengths are in bytes; the caller (the block device) keeps every access within
@@ -44,16 +62,67 @@ pub trait DiskImage: Send + Debug {
     /// image can (VIRTIO_BLK_T_WRITE_ZEROES). The default writes zeros.
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), DiskError> {
         let _ = unmap;
-        const CHUNK: u64 = 1 << 20;
-        let zeros = vec![0u8; CHUNK.min(len) as usize];
-        let mut done = 0;
-        while done < len {
-            let n = CHUNK.min(len - done);
-            self.write_at(offset + done, &zeros[..n as usize])?;
-            done += n;
-        }
-        Ok(())
+        write_zeroes_by_writing(self, offset, len)
     }
+}
+
+/// What every image checks an access against: its path (for errors), size and mode.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+struct Extent {
+    path: PathBuf,
+    capacity: u64,
+    read_only: bool,
+}
+
+#[cfg(feature = "std")]
+impl Extent {
+    /// Refuses a write to a read-only image and an access past the disk's end.
+    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), DiskError> {
+        if write && self.read_only {
+            return Err(DiskError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.capacity => Ok(()),
+            _ => Err(DiskError::OutOfRange {
+                offset,
+                len,
+                capacity: self.capacity,
+            }),
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> DiskError {
+        DiskError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// [`DiskImage::write_zeroes`] done with [`DiskImage::write_at`], 1 MiB at a time.
+#[cfg(feature = "std")]
+fn write_zeroes_by_writing<D: DiskImage + ?Sized>(
+    disk: &mut D,
+    offset: u64,
+    len: u64,
+) -> Result<(), DiskError> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = CHUNK.min(len - done);
+        let at = offset.checked_add(done).ok_or(DiskError::OutOfRange {
+            offset,
+            len,
+            capacity: disk.capacity(),
+        })?;
+        disk.write_at(at, &zeros[..n as usize])?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// An image file's format, from its first bytes.
@@ -65,6 +134,27 @@ pub enum ImageFormat {
     Qcow2,
 }
 
+impl ImageFormat {
+    /// The format of an image whose file starts with `first_bytes` (4 bytes suffice): qcow2
+    /// for QEMU's magic, raw for anything else (an empty slice included).
+    pub fn detect(first_bytes: &[u8]) -> ImageFormat {
+        if first_bytes.starts_with(&qcow2::header::MAGIC) {
+            ImageFormat::Qcow2
+        } else {
+            ImageFormat::Raw
+        }
+    }
+
+    /// The name QEMU gives the format (`raw`, `qcow2`), as in `qemu-img -f`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+#[cfg(feature = "std")]
 /// Everything that can go wrong with a disk image.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -94,6 +184,12 @@ pub enum DiskError {
         path: PathBuf,
         /// What is wrong or unsupported, with the value.
         reason: String,
+    },
+    /// A write to an image opened read-only.
+    #[error("{path}: the disk is read-only")]
+    ReadOnly {
+        /// The image file.
+        path: PathBuf,
     },
     /// The image cannot do this operation.
     #[error("the image does not support {0}")]

@@ -12,22 +12,57 @@
 //! headers) is untrusted: a bad request fails (VIRTIO_BLK_S_IOERR, say), a broken queue puts
 //! the device in DEVICE_NEEDS_RESET ([`VirtioDevice::queue_notified`] returns
 //! [`QueueError`]), and neither panics or hangs the VMM.
+//!
+//! - [`mmio`]: the virtio-mmio transport (its register state machine builds without std);
+//! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
+//! - [`console`]: virtio-console, the guest's `hvc0`;
+//! - [`rng`]: virtio-rng, the entropy device.
+//!
+//! Without the `std` feature only the no_std parts of the modules are here.
 
+pub mod block;
+#[cfg(feature = "std")]
+mod chain;
+#[cfg(feature = "std")]
+pub mod console;
+#[cfg(feature = "std")]
+mod memory;
+pub mod mmio;
+#[cfg(feature = "std")]
+pub mod rng;
+#[cfg(test)]
+pub(crate) mod test_device;
+#[cfg(test)]
+mod test_utils;
+
+#[cfg(feature = "std")]
 use std::fmt::Debug;
+#[cfg(feature = "std")]
 use std::os::fd::RawFd;
+#[cfg(feature = "std")]
 use std::sync::Arc;
+#[cfg(feature = "std")]
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(feature = "std")]
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
+#[cfg(feature = "std")]
+pub use memory::RegionOwner;
+
+#[cfg(feature = "std")]
 use crate::Interrupt;
 
-/// Guest memory as the devices see it (vm-memory's mmap-backed regions; cheap to clone).
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+#[cfg(feature = "std")]
+/// Guest memory as the devices and the VMM see it (vm-memory's mmap-backed regions, each
+/// keeping the VMM's mapping alive: [`RegionOwner`]; cheap to clone).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<RegionOwner>;
 
+#[cfg(feature = "std")]
 /// A split virtqueue (virtio 1.2 §2.7), rust-vmm's `virtio-queue`.
 pub use virtio_queue::Queue;
 
+#[cfg(feature = "std")]
 /// A virtio device model, as the transport drives it.
 ///
 /// The life of a device (virtio 1.2 §3.1): the transport offers [`device_features`] and
@@ -84,7 +119,12 @@ pub trait VirtioDevice: Send + Debug {
         Vec::new()
     }
 
-    /// `fd`, one of [`VirtioDevice::host_fds`], is readable. Runs on the event-loop thread.
+    /// `fd`, one of [`VirtioDevice::host_fds`], is readable (or hung up). Runs on the
+    /// event-loop thread, whether the device is live or not (before DRIVER_OK, after a
+    /// reset): the device must consume the readiness (read the fd, drop what it cannot use
+    /// yet), else the level-triggered loop reports the fd again at once. An fd that hung up
+    /// with nothing left to read is no longer watched after this call. An error puts a live
+    /// device in DEVICE_NEEDS_RESET.
     fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
         let _ = fd;
         Ok(())
@@ -94,6 +134,7 @@ pub trait VirtioDevice: Send + Debug {
     fn reset(&mut self);
 }
 
+#[cfg(feature = "std")]
 /// What a device gets on DRIVER_OK.
 #[derive(Debug)]
 pub struct Activation {
@@ -109,6 +150,7 @@ pub struct Activation {
     pub acked_features: u64,
 }
 
+#[cfg(feature = "std")]
 /// A device's interrupt line and its InterruptStatus register (virtio 1.2 §4.2.2), shared
 /// between the device (which sets bits and triggers) and the transport (where the driver
 /// reads and acknowledges them).
@@ -118,6 +160,7 @@ pub struct VirtioInterrupt {
     line: Arc<dyn Interrupt>,
 }
 
+#[cfg(feature = "std")]
 impl Debug for VirtioInterrupt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VirtioInterrupt")
@@ -126,6 +169,7 @@ impl Debug for VirtioInterrupt {
     }
 }
 
+#[cfg(feature = "std")]
 impl VirtioInterrupt {
     /// A line with its status register cleared.
     pub fn new(line: Arc<dyn Interrupt>) -> Self {
@@ -160,6 +204,7 @@ impl VirtioInterrupt {
     }
 }
 
+#[cfg(feature = "std")]
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("{device}: cannot activate: {reason}")]
@@ -170,6 +215,7 @@ pub struct ActivateError {
     pub reason: String,
 }
 
+#[cfg(feature = "std")]
 /// A queue the device can no longer use; the transport answers with DEVICE_NEEDS_RESET.
 #[derive(Debug, thiserror::Error)]
 #[error("{device}: queue {queue}: {reason}")]

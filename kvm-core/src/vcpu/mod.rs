@@ -5,12 +5,14 @@
 mod exit;
 mod thread;
 
-use kvm_bindings::kvm_regs;
+use kvm_bindings::{
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED, kvm_regs,
+};
 use kvm_ioctls::VcpuFd;
 
 pub use exit::{ExitAction, IoHandler, handle_exit};
 pub use thread::run;
-pub(crate) use thread::{VcpuThread, Wake, finish_all, pause_all};
+pub(crate) use thread::{VcpuThread, Wake, all_stopped, finish_all, pause_all};
 
 use crate::memory::GuestMemory;
 use crate::{Error, Result};
@@ -47,6 +49,33 @@ impl Vcpu {
     /// The vCPU file descriptor, mutably (`KVM_RUN` needs it).
     pub fn fd_mut(&mut self) -> &mut VcpuFd {
         &mut self.fd
+    }
+
+    /// Whether the vCPU is stopped until another CPU wakes it: halted with
+    /// interrupts off (`KVM_GET_MP_STATE` says `KVM_MP_STATE_HALTED` and
+    /// `rflags.IF` is clear: only an NMI, INIT or SMI wakes it), or an AP still
+    /// waiting for its INIT/SIPI. Linux's `machine_halt` (`halt -f`) leaves every
+    /// CPU halted so (`stop_this_cpu`), and with the in-kernel LAPIC such a `hlt`
+    /// never exits to user space (Firecracker #1601): when every vCPU is
+    /// stopped, nothing can wake the guest. Only meaningful between two
+    /// `KVM_RUN`s.
+    pub fn stopped(&self) -> Result<bool> {
+        const RFLAGS_IF: u64 = 1 << 9;
+        let mp_state = self.fd.get_mp_state().map_err(|source| Error::Ioctl {
+            ioctl: "KVM_GET_MP_STATE",
+            source,
+        })?;
+        match mp_state.mp_state {
+            KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => Ok(true),
+            KVM_MP_STATE_HALTED => {
+                let regs = self.fd.get_regs().map_err(|source| Error::Ioctl {
+                    ioctl: "KVM_GET_REGS",
+                    source,
+                })?;
+                Ok(regs.rflags & RFLAGS_IF == 0)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Sets up 16-bit real mode starting at guest-physical `entry` (below 1 MiB).

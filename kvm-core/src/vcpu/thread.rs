@@ -37,7 +37,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{Ordering, compiler_fence};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
 use libc::{c_int, c_void, siginfo_t};
@@ -68,6 +68,9 @@ enum VcpuEvent {
     Pause(Sender<()>),
     /// Run the guest (again).
     Resume,
+    /// Say on the sender whether the vCPU is [`Vcpu::stopped`], then run the
+    /// guest on.
+    Probe(Sender<bool>),
     /// End the thread.
     Finish,
 }
@@ -207,6 +210,13 @@ impl VcpuLoop<'_> {
                 }
                 // Paused -- Resume --> Running, when both came in one kick.
                 Ok(VcpuEvent::Resume) => VcpuRunState::Running,
+                // Running -- Probe --> Running (or Paused, if a Pause came first).
+                Ok(VcpuEvent::Probe(halted)) => {
+                    let _ = halted.send(
+                        state == VcpuRunState::Running && self.vcpu.stopped().unwrap_or(false),
+                    );
+                    state
+                }
                 // Running -- Finish (or the controller is gone) --> Finished
                 Ok(VcpuEvent::Finish) | Err(TryRecvError::Disconnected) => {
                     return VcpuRunState::Finished;
@@ -226,6 +236,11 @@ impl VcpuLoop<'_> {
             }
             // Paused -- Resume --> Running
             Ok(VcpuEvent::Resume) => VcpuRunState::Running,
+            // A paused guest is not a halted one.
+            Ok(VcpuEvent::Probe(halted)) => {
+                let _ = halted.send(false);
+                VcpuRunState::Paused
+            }
             // Paused -- Finish (or the controller is gone) --> Finished
             Ok(VcpuEvent::Finish) | Err(_) => VcpuRunState::Finished,
         }
@@ -329,6 +344,26 @@ pub(crate) fn pause_all(threads: &[VcpuThread]) {
     while acks.recv().is_ok() {}
 }
 
+/// Whether every vCPU of `threads` is [`Vcpu::stopped`]: each is taken out
+/// of `KVM_RUN` (a kick), looks at its own state and runs on. A thread that
+/// does not answer within `patience` (or has finished) counts as not stopped.
+pub(crate) fn all_stopped(threads: &[VcpuThread], patience: Duration) -> bool {
+    let (halted, answers) = mpsc::channel();
+    for thread in threads {
+        thread.send(VcpuEvent::Probe(halted.clone()));
+    }
+    drop(halted);
+    let deadline = Instant::now() + patience;
+    let mut count = 0;
+    while count < threads.len() {
+        match answers.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(true) => count += 1,
+            Ok(false) | Err(_) => return false,
+        }
+    }
+    !threads.is_empty()
+}
+
 /// Runs `vcpu` on a vCPU thread until an exit that ends the run, or
 /// [`Error::Timeout`] once `timeout` has passed; the thread is ended and
 /// joined before this returns.
@@ -357,7 +392,34 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+
+    /// A real-mode guest running `code` at 0x1000 with the in-kernel irqchip (so a `hlt`
+    /// stays in KVM) on a vCPU thread, probed once it has had time to get going.
+    fn probe(code: &[u8]) -> bool {
+        let vm = crate::Vm::new(64 << 10).expect("vm");
+        vm.create_irqchip().expect("irqchip");
+        vm.write_memory(0x1000, code).expect("code");
+        let vcpu = vm.create_vcpu(0).expect("vcpu");
+        vcpu.setup_real_mode(0x1000).expect("real mode");
+        let (wake, _woken) = mpsc::channel();
+        let thread =
+            VcpuThread::spawn(vcpu, crate::DeviceBuses::default(), false, wake).expect("thread");
+        thread::sleep(Duration::from_millis(100));
+        let stopped = all_stopped(std::slice::from_ref(&thread), Duration::from_secs(2));
+        finish_all(vec![thread]);
+        stopped
+    }
+
+    #[test]
+    fn a_vcpu_halted_with_interrupts_off_is_stopped_and_a_spinning_or_idle_one_is_not() {
+        if !::tests::require(std::path::Path::new("/dev/kvm").exists(), "/dev/kvm") {
+            return;
+        }
+        assert!(probe(&[0xfa, 0xf4]), "cli; hlt");
+        assert!(!probe(&[0xeb, 0xfe]), "jmp $");
+        // An idle loop (`sti; hlt`) waits for an interrupt that may come.
+        assert!(!probe(&[0xfb, 0xf4, 0xeb, 0xfc]), "sti; hlt; jmp");
+    }
 
     #[test]
     fn a_kick_interrupts_a_blocking_syscall() {

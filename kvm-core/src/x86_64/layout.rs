@@ -40,6 +40,8 @@ pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 /// Virtio-mmio devices are allocated from here, [`VIRTIO_MMIO_SIZE`] each.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// End of the virtio-mmio windows: the IOAPIC follows.
+pub const VIRTIO_MMIO_END: u64 = IOAPIC_START;
 /// One virtio-mmio device's register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// The IOAPIC KVM emulates.

@@ -10,6 +10,7 @@
 //! use the common pieces, and nothing uses this file back.
 
 mod bzimage;
+mod check;
 mod cmdline;
 mod e820;
 mod entry;
@@ -17,9 +18,9 @@ mod initrd;
 mod pvh;
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
 use std::path::Path;
 
+pub use check::{KernelFormat, check_kernel};
 pub use entry::KernelEntry;
 pub use initrd::InitrdPart;
 
@@ -31,7 +32,7 @@ use crate::{Error, Result};
 /// `cmdline` into `memory`, and writes the zero page or the PVH start info;
 /// `rsdp` is the ACPI root pointer.
 ///
-/// Errors: [`Error::File`] when a file cannot be read, [`Error::Kernel`]
+/// Errors: [`check_kernel`]'s, [`Error::File`] when a file cannot be read, [`Error::Kernel`]
 /// when linux-loader refuses the image, [`Error::KernelFormat`] when it
 /// cannot be booted the way capsule boots, [`Error::Cmdline`],
 /// [`Error::InitrdTooLarge`], [`Error::InitrdChanged`], and the zero page's
@@ -43,16 +44,10 @@ pub fn load_linux(
     cmdline: &str,
     rsdp: u64,
 ) -> Result<KernelEntry> {
+    let format = check_kernel(kernel)?;
     let mut image = File::open(kernel).map_err(Error::file("kernel", kernel))?;
-    let mut magic = [0u8; 4];
-    match image.read_exact(&mut magic) {
-        Ok(()) => {}
-        // Too short to be an ELF: BzImage names what is wrong with it.
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
-        Err(source) => return Err(Error::file("kernel", kernel)(source)),
+    match format {
+        KernelFormat::Elf => pvh::load(memory, kernel, &mut image, initrd, cmdline, rsdp),
+        KernelFormat::BzImage => bzimage::load(memory, kernel, &mut image, initrd, cmdline, rsdp),
     }
-    if magic == *b"\x7fELF" {
-        return pvh::load(memory, kernel, &mut image, initrd, cmdline, rsdp);
-    }
-    bzimage::load(memory, kernel, &mut image, initrd, cmdline, rsdp)
 }
