@@ -18,7 +18,10 @@ use devices::virtio::rng::Rng;
 use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
-use plan::{Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem, Timings, VmSpec};
+use plan::{
+    AttachedDisk, Disk, DiskFormat, Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem,
+    Timings, VmSpec, disk_device,
+};
 
 use super::{Backend, Stdin};
 use crate::signals::StopHandle;
@@ -180,6 +183,12 @@ impl Backend for Microvm {
                 );
             }
         }
+        if std::fs::metadata(&plan.root.path).is_ok_and(|m| m.is_file()) {
+            problems.extend(root_image_problem(&plan.root.path));
+        }
+        for (i, disk) in plan.disks.iter().enumerate() {
+            problems.extend(disk_problem(i, disk));
+        }
         Ok(problems)
     }
 
@@ -192,6 +201,128 @@ impl Backend for Microvm {
     ) -> Result<Outcome, Error> {
         run(plan, stop)
     }
+}
+
+/// ext4's superblock: 1024 bytes into the disk, its magic 0xEF53 (little-endian) at byte 0x38
+/// of it (`Documentation/filesystems/ext4/super.rst`).
+const EXT4_SUPERBLOCK: u64 = 1024;
+const EXT4_MAGIC_OFFSET: usize = 0x38;
+const EXT4_MAGIC: [u8; 2] = 0xEF53_u16.to_le_bytes();
+
+/// What is wrong with a root image file (raw or qcow2, holding the ext4 file system the guest
+/// mounts as its root), as one Problem naming the file; `None` when it can boot.
+fn root_image_problem(path: &Path) -> Option<Problem> {
+    let problem = |why: String| {
+        Problem::new("root.path", format!("root.path {}", path.display()), why).fixes(
+            "give a raw or qcow2 image holding an ext4 file system, or the directory that becomes /",
+            "give rootfs() a raw or qcow2 image holding an ext4 file system, or the directory that becomes /",
+        )
+    };
+    if let Some(why) = image_file_problem(path) {
+        return Some(problem(why));
+    }
+    let mut superblock = [0u8; 1024];
+    let read = devices::disk::open(path, true)
+        .and_then(|mut disk| disk.read_at(EXT4_SUPERBLOCK, &mut superblock));
+    match read {
+        Err(e) => Some(problem(disk_error_text(path, &e))),
+        Ok(()) if superblock[EXT4_MAGIC_OFFSET..EXT4_MAGIC_OFFSET + 2] != EXT4_MAGIC => Some(
+            problem("holds no ext4 file system (no ext4 superblock at byte 1024), and the guest mounts its root as ext4".into()),
+        ),
+        Ok(()) => None,
+    }
+}
+
+/// What is wrong with the Plan's `index`-th disk, as one Problem naming the file; `None` when
+/// it can be attached.
+fn disk_problem(index: usize, disk: &Disk) -> Option<Problem> {
+    let field = format!("disks[{index}]");
+    let subject = format!("{field} {}", disk.path.display());
+    if let Some(why) = image_file_problem(&disk.path) {
+        return Some(Problem::new(&field, &subject, why).fixes(
+            "give a raw or qcow2 image file, or drop the --disk",
+            "give disk() a raw or qcow2 image file, or drop it",
+        ));
+    }
+    if !disk.read_only
+        && let Err(errno) = nix::unistd::access(&disk.path, nix::unistd::AccessFlags::W_OK)
+    {
+        return Some(
+            Problem::new(
+                &field,
+                &subject,
+                format!(
+                    "capsule cannot write to it ({}), and the disk is writable",
+                    errno.desc()
+                ),
+            )
+            .fixes(
+                format!(
+                    "make it writable, or attach it read-only: --disk {}:ro",
+                    disk.path.display()
+                ),
+                "make it writable, or attach it read-only: disk(path, #{ readonly: true })",
+            ),
+        );
+    }
+    None
+}
+
+/// Why `path` is no disk image capsule can read, in one sentence; `None` when it is one.
+/// Only regular files and block devices are read at all: a fifo's reader would wait forever.
+fn image_file_problem(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".into()),
+        Err(e) => Some(e.to_string()),
+        Ok(m) if m.is_dir() => Some("is a directory, not a disk image".into()),
+        Ok(m) if !m.is_file() && !m.file_type().is_block_device() => {
+            Some("is neither a regular file nor a block device".into())
+        }
+        Ok(_) => devices::disk::inspect(path)
+            .err()
+            .map(|e| disk_error_text(path, &e)),
+    }
+}
+
+/// A disk error as the rest of a sentence about `image`: the reason alone when it is about
+/// `image` itself, the other file (a backing file) named when not.
+fn disk_error_text(image: &Path, error: &devices::disk::DiskError) -> String {
+    use devices::disk::DiskError;
+    match error {
+        DiskError::Format { path, reason } if path == image => reason.clone(),
+        DiskError::Io { path, source } if path == image => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The Plan's disks as the guest sees them, for the Outcome: `/dev/vdb`, ... in order, with
+/// each image's format read from its content.
+///
+/// # Errors
+///
+/// [`Error::Device`] when an image cannot be inspected (it was checked by
+/// [`Backend::problems`], so it changed since).
+pub fn attached_disks(plan: &Plan) -> Result<Vec<AttachedDisk>, Error> {
+    plan.disks
+        .iter()
+        .enumerate()
+        .map(|(i, disk)| {
+            let info = devices::disk::inspect(&disk.path).map_err(|source| Error::Device {
+                what: format!("disk {} ({})", disk_device(i), disk.path.display()),
+                source: source.into(),
+            })?;
+            Ok(AttachedDisk {
+                device: disk_device(i),
+                path: disk.path.clone(),
+                format: match info.format {
+                    devices::disk::ImageFormat::Raw => DiskFormat::Raw,
+                    devices::disk::ImageFormat::Qcow2 => DiskFormat::Qcow2,
+                },
+                read_only: disk.read_only,
+            })
+        })
+        .collect()
 }
 
 /// Boots the Plan's microVM, runs its command and reports how it ended.
@@ -396,6 +527,44 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_lists_the_disks_in_order_with_their_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = tmp.path().join("data.img");
+        std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+        let qcow2 = tmp.path().join("clone.raw");
+        let status = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&qcow2)
+            .arg("1M")
+            .status()
+            .expect("qemu-img runs (Debian's qemu-utils)");
+        assert!(status.success());
+        let mut plan = Plan::container("/", vec!["true".into()]);
+        plan.disks = vec![
+            Disk {
+                path: raw.clone(),
+                read_only: false,
+            },
+            Disk {
+                path: qcow2.clone(),
+                read_only: true,
+            },
+        ];
+        let disks = attached_disks(&plan).unwrap();
+        // Formats come from the content: the names say the opposite.
+        assert_eq!(
+            serde_json::to_value(&disks).unwrap(),
+            serde_json::json!([
+                {"device": "/dev/vdb", "path": raw, "format": "raw", "readOnly": false},
+                {"device": "/dev/vdc", "path": qcow2, "format": "qcow2", "readOnly": true},
+            ])
+        );
+        std::fs::remove_file(&raw).unwrap();
+        let err = attached_disks(&plan).unwrap_err().to_string();
+        assert!(err.contains("/dev/vdb"), "{err}");
+    }
 
     #[test]
     fn vcpus_round_cpus_up() {
