@@ -241,10 +241,17 @@ impl ImageCache {
             std::process::id(),
             BUILDS.fetch_add(1, Ordering::Relaxed)
         ));
+        let building = std::time::Instant::now();
         if let Err(e) = build::build(&tree, &temporary) {
             let _ = std::fs::remove_file(&temporary);
             return Err(e);
         }
+        tracing::info!(
+            root = %root.display(),
+            inodes = tree.inodes,
+            seconds = building.elapsed().as_secs_f64(),
+            "built the root image"
+        );
         let unchanged = scan(root).is_ok_and(|after| after.key == tree.key);
         if !self.is_settled(&tree, walked_at) || !unchanged {
             tracing::debug!(root = %root.display(), "the tree changed while its image was built; not caching it");

@@ -19,7 +19,7 @@ fn cache_in(dir: &Path) -> ImageCache {
 }
 
 /// Sets the times of `path` (not following a symlink).
-fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
+pub(super) fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let spec = |(s, ns): (i64, i64)| nix::sys::time::TimeSpec::new(s, ns);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,

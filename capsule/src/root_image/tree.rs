@@ -334,13 +334,7 @@ mod tests {
         };
         let file = tmp.path().join("far");
         std::fs::write(&file, b"").unwrap();
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 35);
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        super::super::tests::set_times(&file, (0, 0), (1 << 35, 0));
         let clamped = std::fs::metadata(&file).unwrap().mtime() < 1 << 35;
         if !clamped {
             let err = scan(tmp.path()).unwrap_err().to_string();
