@@ -2,12 +2,18 @@
 //! `mkfs.ext4 -d` (e2fsprogs) and cached, or the Plan's own image file.
 //!
 //! Images live in [`cache_dir`], one per tree, named by the SHA-256 of one walk over the
-//! tree's metadata ([`tree`]): a launch whose tree is unchanged reuses the image after that
+//! tree's metadata (`tree.rs`): a launch whose tree is unchanged reuses the image after that
 //! walk alone (a few milliseconds for a busybox root), and any change builds a new one
-//! ([`build`]). A build writes a temporary file and renames it into place, so a launch never
+//! (`build.rs`). A build writes a temporary file and renames it into place, so a launch never
 //! sees half an image, and a lock per image keeps two launches from building the same one at
 //! once. The last [`KEEP`] images used stay, and any used within [`KEEP_USED_WITHIN`]; older
 //! ones are removed after each build.
+//!
+//! Measured on the development host (2 cores, release build, warm page cache): the busybox
+//! root (288 entries, 2 MiB) builds in 21 to 33 ms and is found again in 1.0 to 1.6 ms; a
+//! 1.1 GiB tree of 60 600 entries (a copy of `/usr/share`, `/usr/bin`, `/usr/include`)
+//! builds in 19.5 s, 15.5 s of it `mkfs.ext4 -d` and 4 s the fix-up, into a 1.15 GiB image
+//! (5% free), and is found again in 200 ms, what `find -printf` with the same fields takes.
 //!
 //! The guest mounts the image read-only (as the lower layer of an overlay whose upper layer
 //! is in guest RAM, or alone with `--read-only`), so the image never changes once built.
@@ -213,7 +219,7 @@ impl ImageCache {
     ///
     /// # Errors
     ///
-    /// [`Error::ScanRoot`] and the refusals of [`scan`] for a tree an ext4 image cannot
+    /// [`Error::ScanRoot`] and the refusals of the walk (`tree.rs`) for a tree an ext4 image cannot
     /// carry, [`Error::ToolMissing`] and [`Error::Tool`] when e2fsprogs fails,
     /// [`Error::Io`] for the cache's own files.
     pub fn root_disk(&self, root: &Path) -> Result<RootDisk, Error> {
