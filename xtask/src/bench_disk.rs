@@ -355,11 +355,17 @@ fn write_qemu_initrd(base: &Path, fio: &[String], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The guest config capsule writes for its own run of the same fio (root disk, serial
-/// console: fio's lines are few).
+/// The guest config capsule writes for its own run of the same fio: the root on `/dev/vda`
+/// with the same modules, but the command's output on the serial console, which QEMU's
+/// `-serial stdio` prints (fio's lines are few).
 fn qemu_guest_config(argv: Vec<String>) -> guest_init::GuestConfig {
     let mut config = guest_init::GuestConfig::new(argv);
     config.quiet = true;
+    config.root = guest_init::GuestRoot::Disk(guest_init::ROOT_DEVICE.into());
+    config.modules = guest_init::DISK_ROOT_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     config
 }
 

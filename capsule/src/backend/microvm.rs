@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 
 use devices::output::{self, OutputSink};
 use devices::virtio::VirtioDevice;
+use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::rng::Rng;
-use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
+use guest_init::{
+    DISK_ROOT_MODULES, GuestConfig, GuestConsole, GuestRoot, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET,
+    ROOT_DEVICE,
+};
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use plan::{
@@ -76,60 +80,6 @@ fn guest_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".cache/capsule/guest")
-}
-
-/// Guest RAM left to the kernel and the command when the root travels in the initramfs: the
-/// Debian cloud kernel's image, page structs and slabs at boot take about 40 MiB of a
-/// 256 MiB guest, and capsule-init and the command need some too.
-pub const INITRAMFS_KERNEL_ROOM: u64 = 64 << 20;
-
-/// Whether a root directory that travels in the initramfs fits the guest's RAM, or the
-/// Problem that says it does not: the kernel unpacks the initrd (the base archive and the
-/// per-launch one, which holds the tree) into its rootfs, a tmpfs that may fill half of RAM,
-/// and the packed copy stays in RAM until it is unpacked. So twice the tree's size in pages
-/// (a small file takes a page) and the base initrd, plus [`INITRAMFS_KERNEL_ROOM`], must fit
-/// in the guest's RAM; otherwise the kernel's unpacker drops what does not fit, printing only
-/// "write error", and the command would run in a partial root. `base_initrd` is the base
-/// archive's size in bytes.
-///
-/// # Errors
-///
-/// [`root_image::Error`] when the tree cannot be walked.
-pub fn initramfs_root_problem(
-    plan: &Plan,
-    base_initrd: u64,
-) -> Result<Option<Problem>, root_image::Error> {
-    let tree = root_image::scan(&plan.root.path)?;
-    let memory = plan.resources.memory.unwrap_or(DEFAULT_MEMORY);
-    Ok(initramfs_fit(tree.page_bytes, base_initrd, memory))
-}
-
-fn initramfs_fit(tree: u64, base_initrd: u64, memory: u64) -> Option<Problem> {
-    let needed = tree
-        .saturating_add(base_initrd)
-        .saturating_mul(2)
-        .saturating_add(INITRAMFS_KERNEL_ROOM);
-    if needed <= memory {
-        return None;
-    }
-    let mib = |bytes: u64| bytes.div_ceil(1 << 20);
-    Some(
-        Problem::new(
-            "root.path",
-            "root.path",
-            format!(
-                "the root filesystem ({} MiB) travels in the initramfs, which needs {} MiB of guest RAM (twice the tree and the base initrd, and {} MiB for the kernel), and the guest has {} MiB",
-                mib(tree),
-                mib(needed),
-                mib(INITRAMFS_KERNEL_ROOM),
-                mib(memory),
-            ),
-        )
-        .fixes(
-            format!("give --memory {}M or more", mib(needed)),
-            format!("give memory(\"{}M\") or more", mib(needed)),
-        ),
-    )
 }
 
 /// The microVM backend: the Plan's process runs under capsule-init in a stock Linux kernel
@@ -332,14 +282,19 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
 
+    // The root travels on a disk (/dev/vda), so the launch archive holds only the config:
+    // a root of any size boots in any guest RAM, and the source is never changed (the guest
+    // mounts the image read-only under an overlay in its RAM).
+    let root = root_image::for_plan(plan)?;
     let guest = guest_config(plan, &vm, &id)?;
     let mut archive = Vec::new();
-    guest_init::write_launch_archive(&mut archive, &guest, Some(&plan.root.path)).map_err(
-        |source| Error::GuestArchive {
+    guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
+        Error::GuestArchive {
             rootfs: plan.root.path.clone(),
             source,
-        },
-    )?;
+        }
+    })?;
+    let disks = attached_disks(plan)?;
     let mut cmdline = format!(
         "{KERNEL_CMDLINE} {}",
         if vm.kernel_log {
@@ -372,7 +327,7 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             source: source.into(),
         }
     })?;
-    let devices = virtio_devices(&output)?;
+    let devices = virtio_devices(plan, root.path(), &output)?;
     let mut machine =
         Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
     // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
@@ -385,9 +340,11 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             stopper.stop();
         }
     });
-    // The per-launch archive (the rootfs, megabytes) is in guest memory now; freed here, it
-    // stops counting as the VMM's own memory while the guest runs.
+    // The per-launch archive is in guest memory now; freed here, it stops counting as the
+    // VMM's own memory while the guest runs. The disks hold their files open: a one-off root
+    // image may go.
     drop(config);
+    drop(root);
     let created = start.elapsed();
     let booted = Instant::now();
     let exit = machine.run(plan.timeout.map(Duration::from_secs_f64));
@@ -464,18 +421,41 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             ..Default::default()
         },
         violations: Vec::new(),
-        disks: Vec::new(),
+        disks,
     })
 }
 
-/// The virtio devices, in the order the guest enumerates them: the console (`hvc0`) and the
-/// entropy source (`/dev/hwrng`).
-fn virtio_devices(output: &OutputSink) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
+/// The virtio devices, in the order the guest enumerates them: the root disk (`/dev/vda`,
+/// read-only: the guest writes to an overlay in its RAM), the Plan's disks (`/dev/vdb`, ...),
+/// the console (`hvc0`) and the entropy source (`/dev/hwrng`).
+fn virtio_devices(
+    plan: &Plan,
+    root: &Path,
+    output: &OutputSink,
+) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let disks = std::iter::once((ROOT_DEVICE.to_owned(), root, true)).chain(
+        plan.disks
+            .iter()
+            .enumerate()
+            .map(|(i, disk)| (disk_device(i), disk.path.as_path(), disk.read_only)),
+    );
+    for (device, path, read_only) in disks {
+        let image = devices::disk::open(path, read_only).map_err(|source| Error::Device {
+            what: format!("disk {device} ({})", path.display()),
+            source: source.into(),
+        })?;
+        // The serial number the guest reads (VIRTIO_BLK_T_GET_ID, /sys/block/vdX/serial).
+        let id = device.trim_start_matches("/dev/");
+        devices.push(Box::new(Block::new(image, read_only, id)));
+    }
     let console = Console::new(output.clone(), None).map_err(|source| Error::Device {
         what: "console".into(),
         source: source.into(),
     })?;
-    Ok(vec![Box::new(console), Box::new(Rng::new())])
+    devices.push(Box::new(console));
+    devices.push(Box::new(Rng::new()));
+    Ok(devices)
 }
 
 /// This process's stdout as a file of its own (a duplicate descriptor), for the output
@@ -514,12 +494,10 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
         process,
         seccomp: plan.seccomp,
         hostname: Some(hostname),
-        modules: Vec::new(),
-        // The lead's wiring of the root disk and the virtio console sets these
-        // (root_image::for_plan, guest_init::DISK_ROOT_MODULES).
-        root: guest_init::GuestRoot::Initramfs,
+        modules: DISK_ROOT_MODULES.iter().map(|m| m.to_string()).collect(),
+        root: GuestRoot::Disk(ROOT_DEVICE.into()),
         readonly_root: plan.root.readonly,
-        console: guest_init::GuestConsole::Serial,
+        console: GuestConsole::Virtio,
         quiet: !vm.kernel_log,
     })
 }
@@ -574,33 +552,6 @@ mod tests {
         assert_eq!(vcpus(&plan), 2);
         plan.resources.cpus = Some(0.1);
         assert_eq!(vcpus(&plan), 1);
-    }
-
-    #[test]
-    fn a_root_too_big_for_the_initramfs_is_refused_before_boot() {
-        // The case: a 160 MiB file in a 256 MiB guest, which the kernel's unpacker
-        // cut short.
-        let problem = initramfs_fit(160 << 20, 5 << 20, 256 << 20).expect("refused");
-        assert_eq!(
-            problem.to_string(),
-            "root.path: the root filesystem (160 MiB) travels in the initramfs, which needs 394 MiB of guest RAM (twice the tree and the base initrd, and 64 MiB for the kernel), and the guest has 256 MiB; give --memory 394M or more"
-        );
-        assert_eq!(initramfs_fit(90 << 20, 5 << 20, 256 << 20), None);
-        assert!(initramfs_fit(u64::MAX, 1, 256 << 20).is_some());
-    }
-
-    #[test]
-    fn a_tree_is_measured_in_pages() {
-        let tmp = tempfile::tempdir().unwrap();
-        for i in 0..64 {
-            std::fs::write(tmp.path().join(i.to_string()), b"x").unwrap();
-        }
-        let mut plan = Plan::container(tmp.path(), vec!["true".into()]);
-        plan.resources.memory = Some(64 << 20);
-        // 64 one-byte files take 256 KiB of pages.
-        assert!(initramfs_root_problem(&plan, 0).unwrap().is_some());
-        plan.resources.memory = Some(65 << 20);
-        assert_eq!(initramfs_root_problem(&plan, 0).unwrap(), None);
     }
 
     #[test]

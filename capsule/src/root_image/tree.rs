@@ -46,8 +46,6 @@ pub struct Tree {
     /// ext4 blocks the entries' data needs: files' allocated blocks (holes stay holes),
     /// directories' entries, long symlink targets.
     pub data_blocks: u64,
-    /// Bytes the regular files take in page-sized pieces, as a tmpfs holds them.
-    pub page_bytes: u64,
     /// The latest mtime or ctime of any entry, in nanoseconds since the epoch.
     pub newest_change: i128,
     /// Entries whose timestamps `mkfs.ext4 -d` cannot store as they are (e2fsprogs 1.47.0
@@ -105,7 +103,6 @@ pub fn scan(root: &Path) -> Result<Tree, Error> {
         seen: HashSet::new(),
         inodes: 1,
         data_blocks: 0,
-        page_bytes: 0,
         newest_change: 0,
         timestamps: Vec::new(),
     };
@@ -118,7 +115,6 @@ pub fn scan(root: &Path) -> Result<Tree, Error> {
         key: walk.hasher.finalize().into(),
         inodes: walk.inodes,
         data_blocks: walk.data_blocks,
-        page_bytes: walk.page_bytes,
         newest_change: walk.newest_change,
         timestamps: walk.timestamps,
         root_meta,
@@ -137,7 +133,6 @@ struct Walk<'a> {
     seen: HashSet<u64>,
     inodes: u64,
     data_blocks: u64,
-    page_bytes: u64,
     newest_change: i128,
     timestamps: Vec<Timestamps>,
 }
@@ -263,7 +258,6 @@ impl Walk<'_> {
             // Allocated blocks, so holes stay holes; an extent block for each 128 MiB
             // (ext4 keeps 4 extents in the inode, each up to 128 MiB).
             self.data_blocks += (meta.blocks() * 512).div_ceil(BLOCK) + meta.size() / (128 << 20);
-            self.page_bytes += meta.size().next_multiple_of(BLOCK);
         }
         Ok(())
     }
