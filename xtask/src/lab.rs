@@ -591,9 +591,9 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
     Ok(())
 }
 
-/// The host programs every lab carries, with their libraries: `mke2fs` (as `mkfs.ext4` too),
-/// which capsule runs to build a microVM's root disk, and `qemu-img`, with which the tests
-/// check the disk images a guest wrote.
+/// The host programs every lab carries, with their libraries: `mke2fs` (as `mkfs.ext4` too)
+/// and `debugfs`, which capsule runs to build a microVM's root disk, and `qemu-img`, with
+/// which the tests check the disk images a guest wrote.
 fn host_tools() -> Result<Vec<(String, PathBuf)>> {
     let mke2fs = util::ensure_program(
         "mke2fs",
@@ -605,9 +605,18 @@ fn host_tools() -> Result<Vec<(String, PathBuf)>> {
         "qemu-utils",
         "the lab's disk tests check the images a guest wrote with it",
     )?;
+    let debugfs = util::ensure_program(
+        "debugfs",
+        "e2fsprogs",
+        "capsule fixes up a microVM's root disk with it, in the lab too",
+    )?;
     let mut files = program_files(&mke2fs, "usr/sbin/mke2fs")?;
     files.push(("usr/sbin/mkfs.ext4".to_owned(), files[0].1.clone()));
-    for file in program_files(&qemu_img, "usr/bin/qemu-img")? {
+    let more = [
+        program_files(&debugfs, "usr/sbin/debugfs")?,
+        program_files(&qemu_img, "usr/bin/qemu-img")?,
+    ];
+    for file in more.into_iter().flatten() {
         if !files.iter().any(|(path, _)| *path == file.0) {
             files.push(file);
         }
