@@ -17,7 +17,6 @@
 //! QEMU and to the ceiling, measured in the same boot, mean anything.
 
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,8 +24,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::bench::{quantile, write_results};
-use crate::bench_microvm::{LAB_QEMU, qemu_files};
-use crate::lab::{self, Extra, GUEST_DIR, case_output};
+use crate::bench_microvm::{qemu_files, qemu_microvm_argv, write_qemu_initrd};
+use crate::lab::{self, Extra, case_output};
 use crate::util::{self, progress};
 use crate::{guest, rootfs};
 
@@ -158,7 +157,14 @@ pub fn disk(options: &Options) -> Result<()> {
     )?;
     let guest_fio: Vec<String> = fio_args("/dev/vdb", true, seconds);
     let qemu_initrd = bench_dir.join("qemu-disk-initrd.cpio");
-    write_qemu_initrd(&guest.initramfs, &guest_fio, &qemu_initrd)?;
+    let mut fio_argv = vec!["/usr/bin/fio".to_owned()];
+    fio_argv.extend(guest_fio.iter().cloned());
+    write_qemu_initrd(
+        &guest.initramfs,
+        &qemu_guest_config(fio_argv),
+        None,
+        &qemu_initrd,
+    )?;
 
     let mut files = vec![
         (LAB_ROOT_IMAGE.to_owned(), root_image),
@@ -240,30 +246,13 @@ fn tool_command(tool: &str, guest_fio: &[String], seconds: u64) -> String {
 /// QEMU's command line: the same kernel, command line, memory and disks as capsule's guest,
 /// fio's command in the per-launch archive of its initrd.
 fn qemu_argv() -> Vec<String> {
-    let mut argv: Vec<String> = vec![format!("/{LAB_QEMU}")];
-    for arg in [
-        "-M",
-        "microvm,rtc=on",
-        "-accel",
-        "kvm",
-        "-cpu",
-        "host",
-        "-m",
-        MEMORY,
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-    ] {
-        argv.push(arg.to_owned());
-    }
-    argv.extend(["-kernel".to_owned(), format!("/{GUEST_DIR}/vmlinux")]);
+    let append = format!(
+        "{} {}",
+        guest_init::KERNEL_CMDLINE,
+        guest_init::KERNEL_CMDLINE_QUIET
+    );
+    let mut argv = qemu_microvm_argv("microvm,rtc=on", MEMORY, &append);
     argv.extend(["-initrd".to_owned(), format!("/{LAB_QEMU_INITRD}")]);
-    argv.extend(["-append".to_owned(), guest_cmdline()]);
     for (id, file, readonly) in [
         ("root", format!("/{LAB_ROOT_IMAGE}"), true),
         ("data", LAB_DATA.to_owned(), false),
@@ -278,22 +267,7 @@ fn qemu_argv() -> Vec<String> {
             format!("virtio-blk-device,drive={id}"),
         ]);
     }
-    argv.extend([
-        "-device".to_owned(),
-        format!(
-            "isa-debug-exit,iobase={:#x},iosize=1",
-            guest_init::EXIT_PORT
-        ),
-    ]);
     argv
-}
-
-fn guest_cmdline() -> String {
-    format!(
-        "{} {}",
-        guest_init::KERNEL_CMDLINE,
-        guest_init::KERNEL_CMDLINE_QUIET
-    )
 }
 
 /// The guest root: the busybox rootfs with fio and every library it loads, as an ext4 image
@@ -331,27 +305,6 @@ fn build_root_image(
         "building the bench's guest root image",
     )?;
     progress!("guest root {}: busybox and fio", image.display());
-    Ok(())
-}
-
-/// The base initramfs, then the per-launch archive that runs fio with the root on `/dev/vda`:
-/// what capsule hands its guest, as QEMU's one initrd.
-fn write_qemu_initrd(base: &Path, fio: &[String], path: &Path) -> Result<()> {
-    let mut out = io::BufWriter::new(
-        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    let mut base_file =
-        fs::File::open(base).with_context(|| format!("opening {}", base.display()))?;
-    let base_len = io::copy(&mut base_file, &mut out)
-        .with_context(|| format!("copying {} to {}", base.display(), path.display()))?;
-    let pad = (4 - base_len % 4) % 4;
-    out.write_all(&[0; 4][..pad as usize])?;
-    let mut argv = vec!["/usr/bin/fio".to_owned()];
-    argv.extend(fio.iter().cloned());
-    guest_init::write_launch_archive(&mut out, &qemu_guest_config(argv), None)
-        .context("writing QEMU's per-launch archive")?;
-    out.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

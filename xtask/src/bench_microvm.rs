@@ -138,7 +138,7 @@ pub fn microvm(options: &Options) -> Result<()> {
     fs::create_dir_all(&bench_dir).with_context(|| format!("creating {}", bench_dir.display()))?;
 
     let initrd = bench_dir.join("qemu-initrd.cpio");
-    write_qemu_initrd(&guest.initramfs, &rootfs, &initrd)?;
+    write_qemu_initrd(&guest.initramfs, &guest_config(), Some(&rootfs), &initrd)?;
     let plan = bench_dir.join("plan.json");
     let tools = tool_names(qemu_default);
     fs::write(
@@ -235,6 +235,16 @@ pub fn microvm(options: &Options) -> Result<()> {
 
 /// The QEMU command line of one tool; `machine` is its `-M` value.
 fn qemu_argv(machine: &str) -> Vec<String> {
+    let mut argv = qemu_microvm_argv(machine, MEMORY, &quiet_cmdline());
+    argv.extend(["-initrd".to_owned(), format!("/{LAB_INITRD}")]);
+    argv
+}
+
+/// QEMU booting the guest kernel as capsule does, in the lab: `machine` (`-M`), `memory`
+/// (`-m`), one vCPU, the kernel capsule boots by default (entered through PVH by both) with
+/// `append` as its command line, the guest's console on QEMU's stdout and `isa-debug-exit` on
+/// capsule's exit port; the caller adds the initrd and devices.
+pub(crate) fn qemu_microvm_argv(machine: &str, memory: &str, append: &str) -> Vec<String> {
     let mut argv: Vec<String> = vec![format!("/{LAB_QEMU}")];
     for arg in [
         "-M",
@@ -245,7 +255,7 @@ fn qemu_argv(machine: &str) -> Vec<String> {
         "-cpu",
         "host",
         "-m",
-        MEMORY,
+        memory,
         "-smp",
         "1",
         // Only the devices named here: no default NIC, VGA, monitor or config file.
@@ -262,10 +272,8 @@ fn qemu_argv(machine: &str) -> Vec<String> {
     ] {
         argv.push(arg.to_owned());
     }
-    // The kernel capsule boots by default, entered through PVH by both.
     argv.push(format!("/{GUEST_DIR}/vmlinux"));
-    argv.extend(["-initrd".to_owned(), format!("/{LAB_INITRD}")]);
-    argv.extend(["-append".to_owned(), quiet_cmdline()]);
+    argv.extend(["-append".to_owned(), append.to_owned()]);
     argv.extend([
         "-device".to_owned(),
         format!(
@@ -350,9 +358,15 @@ fn guest_config() -> GuestConfig {
     config
 }
 
-/// The base initramfs, then the per-launch archive for `/bin/true` in `rootfs`: the one initrd
-/// QEMU loads, with the content capsule hands its guest as two parts.
-fn write_qemu_initrd(base: &Path, rootfs: &Path, path: &Path) -> Result<()> {
+/// The base initramfs, then the per-launch archive of `config` (and `rootfs`, if the root
+/// travels in it): the one initrd QEMU loads, with the content capsule hands its guest as two
+/// parts.
+pub(crate) fn write_qemu_initrd(
+    base: &Path,
+    config: &GuestConfig,
+    rootfs: Option<&Path>,
+    path: &Path,
+) -> Result<()> {
     let mut out = io::BufWriter::new(
         File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
@@ -362,8 +376,8 @@ fn write_qemu_initrd(base: &Path, rootfs: &Path, path: &Path) -> Result<()> {
     // A cpio archive that follows another starts 4-aligned; the kernel skips zero padding.
     let pad = (4 - base_len % 4) % 4;
     out.write_all(&[0; 4][..pad as usize])?;
-    let launch = guest_init::write_launch_archive(&mut out, &guest_config(), Some(rootfs))
-        .with_context(|| format!("packing {} for QEMU's initrd", rootfs.display()))?;
+    let launch = guest_init::write_launch_archive(&mut out, config, rootfs)
+        .context("packing the per-launch archive for QEMU's initrd")?;
     out.flush()
         .with_context(|| format!("writing {}", path.display()))?;
     progress!(
