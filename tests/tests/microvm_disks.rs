@@ -23,6 +23,15 @@ fn microvm(env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
     launch
 }
 
+/// [`microvm`] on a root of the test's own (a directory or an image).
+fn microvm_on(env: &Env, root: &Path, flags: &[&str], cmd: &[&str]) -> Launch {
+    let mut all = vec!["--isolation", "microvm"];
+    all.extend_from_slice(flags);
+    let launch = env.run_on(root, &all, cmd);
+    eprintln!("{launch:?}");
+    launch
+}
+
 fn qemu_img(args: &[&str]) -> String {
     let output = Command::new("qemu-img")
         .args(args)
@@ -191,9 +200,10 @@ fn disks_are_vdb_vdc_in_the_order_given() {
 fn the_root_is_a_disk_and_its_overlay_leaves_the_source_unchanged() {
     let env = lab_env();
     let copy = env.copy_rootfs();
-    let launch = microvm(
+    let launch = microvm_on(
         &env,
-        &["--rootfs", path_str(&copy.root())],
+        &copy.root(),
+        &[],
         &[
             "sh",
             "-c",
@@ -217,9 +227,10 @@ fn the_root_is_a_disk_and_its_overlay_leaves_the_source_unchanged() {
         .expect("mkfs.ext4 runs");
     assert!(status.success());
     let before = std::fs::read(&image).expect("image");
-    let launch = microvm(
+    let launch = microvm_on(
         &env,
-        &["--rootfs", path_str(&image)],
+        &image,
+        &[],
         &["sh", "-c", "echo x > /new-file && cat /new-file"],
     );
     assert_eq!(launch.code, 0, "{launch:?}");
@@ -242,9 +253,10 @@ fn a_root_bigger_than_guest_ram_boots() {
         .status()
         .expect("dd runs");
     assert!(status.success());
-    let launch = microvm(
+    let launch = microvm_on(
         &env,
-        &["--rootfs", path_str(&copy.root()), "--memory", "256M"],
+        &copy.root(),
+        &["--memory", "256M"],
         &[
             "sh",
             "-c",
@@ -274,9 +286,10 @@ fn special_files_reach_the_guest_as_the_source_has_them() {
         "echo one > linked && ln linked hardlink && mkfifo fifo && mknod null-dev c 1 3 \
         && touch setuid && chmod 4755 setuid && touch \"$(printf 'name-\\377')\"",
     );
-    let launch = microvm(
+    let launch = microvm_on(
         &env,
-        &["--rootfs", path_str(&root)],
+        &root,
+        &[],
         &[
             "sh",
             "-c",
