@@ -95,8 +95,11 @@ pub fn steps(layers: &str, device: &str, readonly: bool) -> Vec<Step> {
             target: at(MERGED),
             fstype: "overlay",
             flags: MsFlags::empty(),
+            // index=on: copying up one name of a hard-linked file copies up the inode, so the
+            // other names see the write (without it the link is split, the fault the root
+            // disk exists to fix). The lower ext4 has file handles, the tmpfs upper xattrs.
             data: format!(
-                "lowerdir={},upperdir={},workdir={}",
+                "lowerdir={},upperdir={},workdir={},index=on",
                 at(LOWER),
                 at(UPPER),
                 at(WORK)
@@ -214,7 +217,7 @@ mod tests {
                     "/capsule/root",
                     "overlay",
                     false,
-                    "lowerdir=/capsule/lower,upperdir=/capsule/rw/upper,workdir=/capsule/rw/work"
+                    "lowerdir=/capsule/lower,upperdir=/capsule/rw/upper,workdir=/capsule/rw/work,index=on"
                 ),
             ]
         );
