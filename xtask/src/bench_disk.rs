@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::bench::{quantile, write_results};
-use crate::bench_microvm::{qemu_files, qemu_microvm_argv, write_qemu_initrd};
+use crate::bench_microvm::{disk_root_config, qemu_files, qemu_microvm_argv, write_qemu_initrd};
 use crate::lab::{self, Extra, case_output};
 use crate::util::{self, progress};
 use crate::{guest, rootfs};
@@ -294,16 +294,7 @@ fn build_root_image(
         fs::copy(host, &to)
             .with_context(|| format!("copying {} to {}", host.display(), to.display()))?;
     }
-    let _ = fs::remove_file(image);
-    let mke2fs = util::ensure_program("mke2fs", "e2fsprogs", "the bench's guest root image")?;
-    util::run(
-        Command::new(mke2fs)
-            .args(["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-d"])
-            .arg(dir)
-            .arg(image)
-            .arg("256M"),
-        "building the bench's guest root image",
-    )?;
+    rootfs::ext4_image(dir, image, "256M")?;
     progress!("guest root {}: busybox and fio", image.display());
     Ok(())
 }
@@ -312,14 +303,7 @@ fn build_root_image(
 /// with the same modules, but the command's output on the serial console, which QEMU's
 /// `-serial stdio` prints (fio's lines are few).
 fn qemu_guest_config(argv: Vec<String>) -> guest_init::GuestConfig {
-    let mut config = guest_init::GuestConfig::new(argv);
-    config.quiet = true;
-    config.root = guest_init::GuestRoot::Disk(guest_init::ROOT_DEVICE.into());
-    config.modules = guest_init::DISK_ROOT_MODULES
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
-    config
+    disk_root_config(guest_init::GuestConfig::new(argv))
 }
 
 /// Each job's figure from fio's terse lines.

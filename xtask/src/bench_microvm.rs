@@ -67,6 +67,11 @@ const MARKER: &str = "CAPSULE-BENCH";
 const REFERENCE: &str = "qemu-rtc-on";
 /// QEMU's microvm with its default devices (`--qemu-default`).
 const QEMU_DEFAULT: &str = "qemu-default";
+/// QEMU (`rtc=on`) booting the busybox root from a virtio-blk disk as capsule does, not from
+/// its initramfs: against [`REFERENCE`], the cost of a root on a disk in the same VMM.
+const QEMU_DISK_ROOT: &str = "qemu-disk-root";
+const LAB_DISK_INITRD: &str = "bench/qemu-disk-root-initrd.cpio";
+const LAB_ROOT_IMAGE: &str = "bench/busybox-root.ext4";
 
 /// The targets, printed next to the figures for context (not checked).
 const GOAL_RATIO: f64 = 0.5;
@@ -139,6 +144,15 @@ pub fn microvm(options: &Options) -> Result<()> {
 
     let initrd = bench_dir.join("qemu-initrd.cpio");
     write_qemu_initrd(&guest.initramfs, &guest_config(), Some(&rootfs), &initrd)?;
+    let disk_initrd = bench_dir.join("qemu-disk-root-initrd.cpio");
+    write_qemu_initrd(
+        &guest.initramfs,
+        &disk_root_config(guest_config()),
+        None,
+        &disk_initrd,
+    )?;
+    let root_image = bench_dir.join("busybox-root.ext4");
+    rootfs::ext4_image(&rootfs, &root_image, "64M")?;
     let plan = bench_dir.join("plan.json");
     let tools = tool_names(qemu_default);
     fs::write(
@@ -150,6 +164,8 @@ pub fn microvm(options: &Options) -> Result<()> {
         (LAB_DRIVER.to_owned(), build_driver()?),
         (LAB_PLAN.to_owned(), plan),
         (LAB_INITRD.to_owned(), initrd),
+        (LAB_DISK_INITRD.to_owned(), disk_initrd),
+        (LAB_ROOT_IMAGE.to_owned(), root_image),
     ];
     let qemu_files = qemu_files(&qemu)?;
     progress!(
@@ -240,6 +256,35 @@ fn qemu_argv(machine: &str) -> Vec<String> {
     argv
 }
 
+/// [`QEMU_DISK_ROOT`]'s command line: the busybox root image as a read-only virtio-blk disk.
+fn qemu_disk_root_argv() -> Vec<String> {
+    let mut argv = qemu_microvm_argv("microvm,rtc=on", MEMORY, &quiet_cmdline());
+    argv.extend([
+        "-initrd".to_owned(),
+        format!("/{LAB_DISK_INITRD}"),
+        "-drive".to_owned(),
+        format!("id=root,file=/{LAB_ROOT_IMAGE},format=raw,if=none,readonly=on"),
+        "-device".to_owned(),
+        "virtio-blk-device,drive=root".to_owned(),
+    ]);
+    argv
+}
+
+/// `config` with the root on `/dev/vda` and the modules capsule loads for it; the command's
+/// output stays on the serial console, which QEMU's `-serial stdio` prints.
+pub(crate) fn disk_root_config(mut config: GuestConfig) -> GuestConfig {
+    config.root = guest_init::GuestRoot::Disk(guest_init::ROOT_DEVICE.into());
+    config.modules = guest_init::DISK_ROOT_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    config
+}
+
+fn or_nan(value: Option<f64>) -> f64 {
+    value.unwrap_or(f64::NAN)
+}
+
 /// QEMU booting the guest kernel as capsule does, in the lab: `machine` (`-M`), `memory`
 /// (`-m`), one vCPU, the kernel capsule boots by default (entered through PVH by both) with
 /// `append` as its command line, the guest's console on QEMU's stdout and `isa-debug-exit` on
@@ -310,7 +355,7 @@ fn kernel_log_command(tool: &str) -> String {
 
 /// The tools in the order of the plan (the driver rotates it per round).
 fn tool_names(qemu_default: bool) -> Vec<&'static str> {
-    let mut tools = vec!["capsule", REFERENCE];
+    let mut tools = vec!["capsule", REFERENCE, QEMU_DISK_ROOT];
     if qemu_default {
         tools.push(QEMU_DEFAULT);
     }
@@ -340,6 +385,7 @@ fn driver_plan(tools: &[&str], capsule_cmdline: Option<&str>) -> serde_json::Val
         "capsule" => json!({ "name": tool, "argv": capsule, "status": 0, "outcome": LAB_OUTCOME }),
         // The guest's status 0 through isa-debug-exit: (0 << 1) | 1.
         REFERENCE => json!({ "name": tool, "argv": qemu_argv("microvm,rtc=on"), "status": 1 }),
+        QEMU_DISK_ROOT => json!({ "name": tool, "argv": qemu_disk_root_argv(), "status": 1 }),
         // Under KVM, microvm's `rtc=auto` means no RTC at all.
         _ => json!({ "name": tool, "argv": qemu_argv("microvm"), "status": 1 }),
     };
@@ -593,6 +639,14 @@ fn report(
         or_na(capsule_ratio, |r| format!("{r:.2}x")),
         or_na(overhead_mib, |v| format!("{v:.2} MiB")),
     );
+    let disk_root = rows.iter().find(|r| r.tool == QEMU_DISK_ROOT);
+    if let (Some(capsule), Some(disk_root)) = (capsule, disk_root) {
+        println!(
+            "the root on a disk: QEMU {:.2}x its initramfs root; capsule {:.2}x QEMU, both with the root on a disk",
+            or_nan(ratio(disk_root.median)),
+            capsule.median / disk_root.median
+        );
+    }
     if let Some(params) = capsule_cmdline {
         println!(
             "NOTE: capsule's guest also got `{params}` on its kernel command line and QEMU's did not: this ratio measures those parameters too, not the VMMs alone"
@@ -697,12 +751,23 @@ mod tests {
             .collect();
         assert_eq!(
             statuses,
-            [("capsule", 0), (REFERENCE, 1), (QEMU_DEFAULT, 1)]
+            [
+                ("capsule", 0),
+                (REFERENCE, 1),
+                (QEMU_DISK_ROOT, 1),
+                (QEMU_DEFAULT, 1)
+            ]
         );
         assert_eq!(plan["tools"][0]["outcome"], LAB_OUTCOME);
         assert_eq!(plan["tools"][1]["argv"][2], "microvm,rtc=on");
-        assert_eq!(plan["tools"][2]["argv"][2], "microvm");
-        assert_eq!(tool_names(false), ["capsule", REFERENCE]);
+        assert!(
+            plan["tools"][2]["argv"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("virtio-blk-device,drive=root"))
+        );
+        assert_eq!(plan["tools"][3]["argv"][2], "microvm");
+        assert_eq!(tool_names(false), ["capsule", REFERENCE, QEMU_DISK_ROOT]);
     }
 
     #[test]
