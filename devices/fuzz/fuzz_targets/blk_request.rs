@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 
 use devices::NoInterrupt;
 use devices::disk::{DiskError, DiskImage};
+use devices::virtio::GuestMemory;
 use devices::virtio::block::Block;
 use devices::virtio::{Activation, Queue, VirtioDevice, VirtioInterrupt};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::QueueT;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Guest RAM: small, so random addresses land inside and outside it alike.
 const MEMORY_SIZE: usize = 64 << 10;
@@ -99,8 +100,8 @@ impl DiskImage for MemDisk {
 }
 
 fuzz_target!(|input: Input| {
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
-        .expect("anonymous memory");
+    let memory =
+        GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).expect("anonymous memory");
     let size = 1u16 << (input.size_log % 5);
 
     for (i, &(addr, len, flags, next)) in

@@ -18,13 +18,13 @@
 use std::sync::{Arc, Mutex};
 
 use devices::event_loop::VirtioSubscriber;
+use devices::virtio::GuestMemory;
 use devices::virtio::mmio::MmioTransport;
 use devices::virtio::mmio::state::{MAGIC_VALUE, VIRTIO_F_VERSION_1, reg, status};
 use devices::virtio::rng::Rng;
 use devices::{BusDevice, NoInterrupt};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use devices::virtio::GuestMemory;
 use vm_memory::{Bytes, GuestAddress};
 
 /// Guest RAM: small, so random addresses land inside and outside it alike.
@@ -41,7 +41,13 @@ enum Op {
     /// Any write.
     RawWrite { offset: u16, data: Vec<u8> },
     /// The driver's whole initialisation with random features and queue values.
-    Setup { features: u64, size: u16, desc: u32, driver: u32, device: u32 },
+    Setup {
+        features: u64,
+        size: u16,
+        desc: u32,
+        driver: u32,
+        device: u32,
+    },
     /// The queue's eventfd fired: the event loop's work for queue `index`.
     Notify { index: u8 },
     /// Guest RAM changes under the device (rings, descriptors).
@@ -49,18 +55,23 @@ enum Op {
 }
 
 fn write32(transport: &Mutex<MmioTransport>, offset: u64, value: u32) {
-    let _ = transport.lock().expect("not poisoned").write(offset, &value.to_le_bytes());
+    let _ = transport
+        .lock()
+        .expect("not poisoned")
+        .write(offset, &value.to_le_bytes());
 }
 
 fn read32(transport: &Mutex<MmioTransport>, offset: u64) -> u32 {
     let mut data = [0; 4];
-    transport.lock().expect("not poisoned").read(offset, &mut data);
+    transport
+        .lock()
+        .expect("not poisoned")
+        .read(offset, &mut data);
     u32::from_le_bytes(data)
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let memory = GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)])
-        .expect("guest memory");
+    let memory = GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY_SIZE)]).expect("guest memory");
     let transport = MmioTransport::new(Box::new(Rng::new()), memory.clone(), Arc::new(NoInterrupt))
         .expect("transport");
     let transport = Arc::new(Mutex::new(transport));
@@ -76,7 +87,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 let offset = u64::from(offset % 0x1000);
                 let end = offset + data.len() as u64;
                 if end <= 0x1000 {
-                    transport.lock().expect("not poisoned").read(offset, &mut data);
+                    transport
+                        .lock()
+                        .expect("not poisoned")
+                        .read(offset, &mut data);
                 }
             }
             Op::RawWrite { offset, mut data } => {
@@ -84,7 +98,13 @@ fuzz_target!(|ops: Vec<Op>| {
                 data.truncate((0x1000 - offset as usize).min(8));
                 let _ = transport.lock().expect("not poisoned").write(offset, &data);
             }
-            Op::Setup { features, size, desc, driver, device } => {
+            Op::Setup {
+                features,
+                size,
+                desc,
+                driver,
+                device,
+            } => {
                 for (offset, value) in [
                     (reg::STATUS, 0),
                     (reg::STATUS, u32::from(status::ACKNOWLEDGE)),
@@ -93,7 +113,10 @@ fuzz_target!(|ops: Vec<Op>| {
                     (reg::DRIVER_FEATURES, features as u32),
                     (reg::DRIVER_FEATURES_SEL, 1),
                     (reg::DRIVER_FEATURES, (features >> 32) as u32),
-                    (reg::STATUS, u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK)),
+                    (
+                        reg::STATUS,
+                        u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK),
+                    ),
                     (reg::QUEUE_SEL, 0),
                     (reg::QUEUE_NUM, u32::from(size)),
                     (reg::QUEUE_DESC_LOW, desc),
@@ -102,7 +125,12 @@ fuzz_target!(|ops: Vec<Op>| {
                     (reg::QUEUE_READY, 1),
                     (
                         reg::STATUS,
-                        u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK),
+                        u32::from(
+                            status::ACKNOWLEDGE
+                                | status::DRIVER
+                                | status::FEATURES_OK
+                                | status::DRIVER_OK,
+                        ),
                     ),
                 ] {
                     write32(&transport, offset, value);
@@ -120,7 +148,11 @@ fuzz_target!(|ops: Vec<Op>| {
         let device_status = state.status();
         if device_status & status::FEATURES_OK != 0 {
             assert_ne!(state.acked_features() & VIRTIO_F_VERSION_1, 0);
-            assert_eq!(state.acked_features() & !VIRTIO_F_VERSION_1, 0, "rng offers only VERSION_1");
+            assert_eq!(
+                state.acked_features() & !VIRTIO_F_VERSION_1,
+                0,
+                "rng offers only VERSION_1"
+            );
         }
         if device_status & status::DRIVER_OK != 0 {
             assert_ne!(device_status & status::FEATURES_OK, 0);
