@@ -543,6 +543,19 @@ fn a_reader_that_stops_reading_does_not_stop_the_vmm() {
     let (reader, writer) = std::io::pipe().expect("pipe");
     let output = devices::output::OutputSink::new(writer, devices::output::DEFAULT_CAPACITY)
         .expect("output");
+    // Fill the pipe and the buffer before the guest runs, so that every byte it writes meets a
+    // stuck reader however slow the machine (the nested lab writes few in a second): the
+    // writer thread moves what it can into the pipe, until a fill after a pause takes nothing.
+    loop {
+        let mut taken = 0;
+        while let n @ 1.. = output.try_write(&[b'.'; 4096]) {
+            taken += n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if taken == 0 && output.try_write(b".") == 0 {
+            break;
+        }
+    }
     for stop_after in [None, Some(Duration::from_millis(500))] {
         let mut machine = Machine::build(&config, Box::new(output.lossy_writer())).expect("build");
         if let Some(after) = stop_after {
@@ -566,7 +579,7 @@ fn a_reader_that_stops_reading_does_not_stop_the_vmm() {
             start.elapsed()
         );
     }
-    // The flood filled the buffer, and with the reader stuck it never drains.
+    // With the reader stuck the buffer never drains.
     assert!(!output.flush_for(Instant::now() + Duration::from_millis(100)));
     drop(reader);
 }
