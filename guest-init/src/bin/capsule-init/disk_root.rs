@@ -8,10 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
-use nix::unistd::mkdir;
 
 use crate::Failure;
 use crate::setup;
@@ -115,10 +113,7 @@ pub fn run(steps: &[Step]) -> Result<(), Failure> {
     for step in steps {
         match step {
             Step::WaitFor(device) => wait_for(device, DEVICE_WAIT)?,
-            Step::Mkdir(dir) => match mkdir(dir.as_str(), Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(Failure::new("creating", dir, e)),
-            },
+            Step::Mkdir(dir) => setup::make_dir("creating", dir)?,
             Step::Mount {
                 source,
                 target,

@@ -51,10 +51,7 @@ struct ApiMount {
 pub fn mount_api_filesystems(create: bool) -> Result<(), Failure> {
     for m in API_MOUNTS {
         if create {
-            match mkdir(m.dir, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(Failure::new("creating mount point", m.dir, e)),
-            }
+            make_dir("creating mount point", m.dir)?;
         }
         match mount(Some(m.fstype), m.dir, Some(m.fstype), m.flags, m.data) {
             // Already there (a kernel that mounts devtmpfs itself).
@@ -202,15 +199,19 @@ pub fn enter_rootfs(config: &GuestConfig) -> Result<(), Failure> {
     switch_root(ROOTFS_DIR)
 }
 
+/// Creates `dir` (mode 0755) unless it exists; `step` names the step in the failure.
+pub fn make_dir(step: &str, dir: &str) -> Result<(), Failure> {
+    match mkdir(dir, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Failure::new(step, dir, e)),
+    }
+}
+
 /// The directories /dev, /proc and /sys are mounted on, in `root`; existing ones are fine
 /// (on a read-only root too: mkdir(2) says EEXIST before EROFS).
 fn make_mount_points(root: &str) -> Result<(), Failure> {
     for m in API_MOUNTS {
-        let dir = format!("{root}{}", m.dir);
-        match mkdir(dir.as_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(Failure::new("creating mount point", &dir, e)),
-        }
+        make_dir("creating mount point", &format!("{root}{}", m.dir))?;
     }
     Ok(())
 }
