@@ -29,6 +29,7 @@
 mod archive;
 mod config;
 mod error;
+pub mod kata;
 pub mod newc;
 
 pub use archive::write_launch_archive;
@@ -40,6 +41,11 @@ pub const CONFIG_PATH: &str = "/capsule/config.json";
 
 /// Where the per-launch archive puts the root filesystem, if the launch brings one.
 pub const ROOTFS_DIR: &str = "/capsule/rootfs";
+
+/// The vsock port the guest agent (capsule-init) listens on; the host reaches it through the
+/// vsock device's Unix socket with `CONNECT 1024` (Firecracker's hybrid vsock convention; 1024
+/// is also Kata's agent port).
+pub const AGENT_PORT: u32 = 1024;
 
 /// The block device of a root on a disk ([`GuestRoot::Disk`]): the first virtio-blk device
 /// the guest finds, as the VMM attaches the root's before any other.
