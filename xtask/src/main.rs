@@ -4,6 +4,7 @@
 mod apt;
 mod bench;
 mod bench_disk;
+mod bench_kata;
 mod bench_microvm;
 mod ci;
 mod demo;
@@ -96,6 +97,10 @@ enum BenchKind {
     /// microVM against QEMU's microvm with virtio-blk-device, and L1's own reads as the
     /// ceiling, in one nested lab boot.
     Disk(bench_disk::Options),
+    /// Start-to-exit of /bin/true as a container, a microVM and kata; one idle kata
+    /// sandbox's memory; the guest agent's stdout throughput against the serial console's; in
+    /// one nested lab boot.
+    Kata(bench_kata::Options),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +119,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             kind: BenchKind::Disk(options),
         } => bench_disk::disk(&options),
+        Cmd::Bench {
+            kind: BenchKind::Kata(options),
+        } => bench_kata::kata(&options),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
