@@ -240,6 +240,10 @@ impl VirtioDevice for Fs {
         }
     }
 
+    fn shares_guest_memory(&self) -> bool {
+        true
+    }
+
     fn adopt_queue_events(&mut self, events: &[EventFd]) -> std::io::Result<bool> {
         self.kicks = events
             .iter()

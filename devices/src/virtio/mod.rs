@@ -154,6 +154,13 @@ pub trait VirtioDevice: Send + Debug {
         let _ = events;
         Ok(false)
     }
+
+    /// Whether another process maps guest memory for this device (a vhost-user backend):
+    /// then the VMM maps all guest RAM shared, from files it can hand over (kvm-core's
+    /// `MemoryBacking::Shared`). The default: no.
+    fn shares_guest_memory(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(feature = "std")]
