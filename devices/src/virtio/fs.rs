@@ -149,14 +149,7 @@ impl VirtioDevice for Fs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(config) = self.config.get(start..) {
-            let len = data.len().min(config.len());
-            data[..len].copy_from_slice(&config[..len]);
-        }
+        crate::virtio::read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {

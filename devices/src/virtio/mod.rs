@@ -164,6 +164,18 @@ pub trait VirtioDevice: Send + Debug {
 }
 
 #[cfg(feature = "std")]
+/// [`VirtioDevice::read_config`] over a configuration space held as bytes: `data.len()`
+/// bytes from `offset`, those past the end (or all, for an offset past it) read as 0.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    if let Some(bytes) = config.get(start..) {
+        let n = bytes.len().min(data.len());
+        data[..n].copy_from_slice(&bytes[..n]);
+    }
+}
+
+#[cfg(feature = "std")]
 /// What a device gets on DRIVER_OK.
 #[derive(Debug)]
 pub struct Activation {

@@ -126,10 +126,7 @@ impl Guest {
     /// The mock queues are leaked: they borrow `memory` for the test's length.
     fn activate(daemon: &Daemon) -> (Guest, MockSplitQueue<'static, GuestMemory>) {
         let memory: &'static GuestMemory = Box::leak(Box::new(shared_memory()));
-        let mut device = Fs::new("share", &daemon.socket).expect("negotiates");
-        let kicks =
-            [EventFd::new(EFD_NONBLOCK), EventFd::new(EFD_NONBLOCK)].map(|e| e.expect("eventfd"));
-        assert!(device.adopt_queue_events(&kicks).expect("adopted"));
+        let mut device = adopted(daemon);
         let hiprio = MockSplitQueue::create(memory, GuestAddress(0x1000), 16);
         let requests = MockSplitQueue::create(memory, GuestAddress(0x4000), 16);
         let (activation, interrupt) = test_utils::activation(
@@ -193,6 +190,23 @@ impl Guest {
         );
         i32::from_le_bytes(header[4..8].try_into().expect("4 bytes"))
     }
+}
+
+/// A device connected to `daemon` that took two queue eventfds, as the transport hands them.
+fn adopted(daemon: &Daemon) -> Fs {
+    let mut device = Fs::new("share", &daemon.socket).expect("negotiates");
+    let kicks =
+        [EventFd::new(EFD_NONBLOCK), EventFd::new(EFD_NONBLOCK)].map(|e| e.expect("eventfd"));
+    assert!(device.adopt_queue_events(&kicks).expect("adopted"));
+    device
+}
+
+/// An activation with two mock queues in `memory` (which outlives only this call: for
+/// activations that fail before the rings are used).
+fn activation_on(memory: &GuestMemory) -> crate::virtio::Activation {
+    let hiprio = MockSplitQueue::create(memory, GuestAddress(0x1000), 16);
+    let requests = MockSplitQueue::create(memory, GuestAddress(0x4000), 16);
+    test_utils::activation(memory, &[&hiprio, &requests], 1 << 32).0
 }
 
 fn init(guest: &mut Guest, queue: &MockSplitQueue<'static, GuestMemory>, kick: &EventFd) {
@@ -289,10 +303,7 @@ fn a_backend_that_goes_away_fails_activation_and_shows_as_hung_up() {
     let Some(mut daemon) = Daemon::start(false) else {
         return;
     };
-    let mut device = Fs::new("share", &daemon.socket).expect("negotiates");
-    let kicks =
-        [EventFd::new(EFD_NONBLOCK), EventFd::new(EFD_NONBLOCK)].map(|e| e.expect("eventfd"));
-    device.adopt_queue_events(&kicks).expect("adopted");
+    let mut device = adopted(&daemon);
     daemon.child.kill().expect("kill");
     daemon.child.wait().expect("reaped");
     let socket_fd = device.backend.socket_fd();
@@ -301,9 +312,7 @@ fn a_backend_that_goes_away_fails_activation_and_shows_as_hung_up() {
         "the hang-up is an error"
     );
     let memory = shared_memory();
-    let hiprio = MockSplitQueue::create(&memory, GuestAddress(0x1000), 16);
-    let requests = MockSplitQueue::create(&memory, GuestAddress(0x4000), 16);
-    let (activation, _) = test_utils::activation(&memory, &[&hiprio, &requests], 1 << 32);
+    let activation = activation_on(&memory);
     let started = Instant::now();
     let error = device.activate(activation).expect_err("nobody to start");
     assert!(
@@ -318,14 +327,9 @@ fn private_guest_memory_is_refused_by_name() {
     let Some(daemon) = Daemon::start(false) else {
         return;
     };
-    let mut device = Fs::new("share", &daemon.socket).expect("negotiates");
-    let kicks =
-        [EventFd::new(EFD_NONBLOCK), EventFd::new(EFD_NONBLOCK)].map(|e| e.expect("eventfd"));
-    device.adopt_queue_events(&kicks).expect("adopted");
+    let mut device = adopted(&daemon);
     let memory = test_utils::memory();
-    let hiprio = MockSplitQueue::create(&memory, GuestAddress(0x1000), 16);
-    let requests = MockSplitQueue::create(&memory, GuestAddress(0x4000), 16);
-    let (activation, _) = test_utils::activation(&memory, &[&hiprio, &requests], 1 << 32);
+    let activation = activation_on(&memory);
     let error = device.activate(activation).expect_err("anonymous memory");
     assert!(error.to_string().contains("private to the VMM"), "{error}");
 }
