@@ -14,6 +14,7 @@ mod lab;
 mod policy_doc;
 mod rootfs;
 mod util;
+mod virtiofsd;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,10 @@ enum Cmd {
     /// Download the microVM guest's kernel and modules, build the base initramfs with
     /// capsule-init, and print the directory that holds them.
     Guest,
+    /// Build virtiofsd (the Rust daemon from crates.io, the version capsule is tested with)
+    /// into ~/.cache/capsule/tools/bin, where capsule finds it for microVMs' shared
+    /// directories; skipped when it is there. Prints its path.
+    Virtiofsd,
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.
     Lab {
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
+        Cmd::Virtiofsd => virtiofsd::install().map(|path| println!("{}", path.display())),
         Cmd::Lab { exec, .. } if !exec.is_empty() => lab::exec(&exec),
         Cmd::Lab { filter, .. } => lab::run(filter.as_deref()),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
