@@ -18,7 +18,7 @@ use devices::virtio::console::Console;
 use devices::virtio::rng::Rng;
 use guest_init::{
     DISK_ROOT_MODULES, GuestConfig, GuestConsole, GuestRoot, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET,
-    ROOT_DEVICE,
+    ROOT_DEVICE, Workload,
 };
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
@@ -491,9 +491,13 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
     let mut process = plan.process.clone();
     process.env = process::environment(plan, &hostname)?;
     Ok(GuestConfig {
-        process,
-        seccomp: plan.seccomp,
-        hostname: Some(hostname),
+        workload: Some(Workload {
+            process,
+            seccomp: plan.seccomp,
+            hostname: Some(hostname),
+            container: None,
+        }),
+        agent: false,
         modules: DISK_ROOT_MODULES.iter().map(|m| m.to_string()).collect(),
         root: GuestRoot::Disk(ROOT_DEVICE.into()),
         readonly_root: plan.root.readonly,
