@@ -10,9 +10,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,6 +69,20 @@ pub enum AgentError {
     /// The launch was stopped (the VM ended) before the session began.
     #[error("the microVM ended before the guest agent answered")]
     Cancelled,
+}
+
+impl AgentError {
+    /// Whether the guest sent what the protocol does not allow (rather than the connection
+    /// failing, which a VM that ends does to it too).
+    pub fn is_from_guest(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Protocol(e) if !matches!(
+                e,
+                ProtocolError::Io(_) | ProtocolError::Closed | ProtocolError::Truncated { .. }
+            )
+        )
+    }
 }
 
 /// Connects to guest port `port` through the vsock device's Unix socket `uds` with
@@ -199,6 +215,11 @@ impl Controls {
         Controls::default()
     }
 
+    /// Whether the guest has said `Hello`: from then on a signal reaches its command.
+    pub fn connected(&self) -> bool {
+        self.0.lock().connected
+    }
+
     /// Sends `signal` to the guest's command.
     pub fn signal(&self, signal: i32) {
         self.0.push_control(HostMessage::Signal(signal));
@@ -223,6 +244,8 @@ struct Queues {
     control: VecDeque<HostMessage>,
     input: VecDeque<HostMessage>,
     input_bytes: usize,
+    /// The guest said `Hello`.
+    connected: bool,
     /// The session is over: the writer stops, input is dropped.
     closed: bool,
 }
@@ -321,6 +344,7 @@ pub fn run_session(
         other => other?,
     };
     let hello_at = Instant::now();
+    controls.0.lock().connected = true;
     reader.set_read_timeout(None).map_err(ProtocolError::Io)?;
     match hello {
         GuestMessage::Hello(v) if v.major == VERSION.major => {}
@@ -570,5 +594,89 @@ impl Drop for ResizeWatch {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A session on a thread of its own, started while the VM boots ([`SessionThread::start`]).
+#[derive(Debug)]
+pub struct SessionThread {
+    done: Receiver<Result<SessionEnd, AgentError>>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl SessionThread {
+    /// Connects through `uds` to the agent (retrying until `deadline`), then runs the session
+    /// ([`run_session`]); `on_end` runs on the thread when the session ends, however it ends
+    /// (the microVM stops its machine there: the exit report is the end of the launch).
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot start.
+    pub fn start(
+        uds: PathBuf,
+        request: RunRequest,
+        io: SessionIo,
+        controls: Controls,
+        deadline: Instant,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> io::Result<SessionThread> {
+        let (tx, done) = mpsc::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let stop = cancelled.clone();
+        std::thread::Builder::new()
+            .name("agent".into())
+            .spawn(move || {
+                let result = connect(&uds, guest_init::AGENT_PORT, deadline, &|| {
+                    stop.load(Ordering::SeqCst)
+                })
+                .and_then(|conn| run_session(conn, request, io, &controls, deadline));
+                on_end();
+                let _ = tx.send(result);
+            })?;
+        Ok(SessionThread { done, cancelled })
+    }
+
+    /// Stops connection attempts: the VM has ended.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// How the session ended, waiting at most `grace` (a session stuck writing to a reader
+    /// that does not read is left behind); `None` when it did not end in time.
+    pub fn wait(self, grace: Duration) -> Option<Result<SessionEnd, AgentError>> {
+        self.cancel();
+        self.done.recv_timeout(grace).ok()
+    }
+}
+
+/// capsule's terminal for a `-t` session: its size for the guest's terminal, raw mode with
+/// `-i`, and a resize watch; all undone when dropped.
+#[derive(Debug)]
+pub struct HostTerminal {
+    /// The size the guest's terminal starts with.
+    pub size: WindowSize,
+    _watch: ResizeWatch,
+    _raw: Option<RawTerminal>,
+}
+
+impl HostTerminal {
+    /// Takes over capsule's stdin terminal for a session; `raw` when stdin flows to the guest.
+    ///
+    /// # Errors
+    ///
+    /// When stdin is no terminal, or its mode or the SIGWINCH handler cannot be set.
+    pub fn take(raw: bool, controls: &Controls) -> io::Result<HostTerminal> {
+        let stdin = io::stdin();
+        let fd = stdin.as_fd();
+        let size = window_size(fd).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "stdin is not a terminal")
+        })?;
+        let watch = ResizeWatch::start(fd.as_raw_fd(), controls.clone())?;
+        let raw = raw.then(|| RawTerminal::enter(fd)).transpose()?;
+        Ok(HostTerminal {
+            size,
+            _watch: watch,
+            _raw: raw,
+        })
     }
 }

@@ -25,12 +25,15 @@ pub fn serve() -> Result<u8, Failure> {
         .map_err(|e| Failure::message(format!("listening on vsock port {AGENT_PORT}: {e}")))?;
     let conn = accept(&listener)
         .map_err(|e| Failure::message(format!("accepting the host's agent connection: {e}")))?;
-    drop(listener);
+    // The listener stays open for the session but is not served again: a second connection
+    // (a user's tool trying Firecracker's handshake) is answered `OK` by the guest kernel and
+    // waits in the backlog, rather than being reset as if the guest had no agent.
     // The agent needs only a byte stream with a descriptor: a connected AF_VSOCK socket reads
     // and writes as a Unix stream socket does.
     let conn = UnixStream::from(conn);
     let report = agent::serve(conn, &mut GuestRunner)
         .map_err(|e| Failure::message(format!("the agent session: {e}")))?;
+    drop(listener);
     Ok(u8::try_from(report.code).unwrap_or(SETUP_FAILED))
 }
 
