@@ -128,6 +128,24 @@ fn sh(script: &str) -> Workload {
     workload
 }
 
+/// A request to run `workload` without input or a terminal.
+fn request(workload: Workload) -> RunRequest {
+    RunRequest {
+        workload,
+        stdin: false,
+        terminal: None,
+    }
+}
+
+/// No input, output dropped.
+fn silent() -> SessionIo {
+    SessionIo {
+        stdin: None,
+        stdout: Box::new(io::sink()),
+        stderr: Box::new(io::sink()),
+    }
+}
+
 struct Ran {
     end: SessionEnd,
     stdout: String,
@@ -222,20 +240,15 @@ fn two_hundred_megabytes_of_output_arrive_whole() {
     let (host, guest) = UnixStream::pair().unwrap();
     let engine = std::thread::spawn(move || serve(guest, &mut HostRunner));
     let out = Hashing::default();
-    let request = RunRequest {
-        workload: sh(&format!(
-            "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {LEN}"
-        )),
-        stdin: false,
-        terminal: None,
-    };
+    let workload = sh(&format!(
+        "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {LEN}"
+    ));
     let io = SessionIo {
-        stdin: None,
         stdout: Box::new(out.clone()),
-        stderr: Box::new(io::sink()),
+        ..silent()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let end = run_session(host, request, io, &Controls::new(), deadline).unwrap();
+    let end = run_session(host, request(workload), io, &Controls::new(), deadline).unwrap();
     engine.join().unwrap().unwrap();
     assert_eq!(end.report.code, 0);
     let (hash, len) = std::mem::take(&mut *out.0.lock().unwrap());
@@ -375,21 +388,11 @@ fn hostile(frames: Vec<u8>) -> AgentError {
             .unwrap();
         let _ = io::copy(&mut guest, &mut io::sink());
     });
-    let io = SessionIo {
-        stdin: None,
-        stdout: Box::new(io::sink()),
-        stderr: Box::new(io::sink()),
-    };
-    let request = RunRequest {
-        workload: sh("true"),
-        stdin: false,
-        terminal: None,
-    };
     let started = Instant::now();
     let err = run_session(
         host,
-        request,
-        io,
+        request(sh("true")),
+        silent(),
         &Controls::new(),
         Instant::now() + Duration::from_secs(5),
     )
@@ -469,18 +472,15 @@ fn a_hostile_guest_ends_the_session_with_a_clear_error() {
 #[test]
 fn a_guest_that_never_says_hello_times_out() {
     let (host, _guest) = UnixStream::pair().unwrap();
-    let io = SessionIo {
-        stdin: None,
-        stdout: Box::new(io::sink()),
-        stderr: Box::new(io::sink()),
-    };
-    let request = RunRequest {
-        workload: sh("true"),
-        stdin: false,
-        terminal: None,
-    };
     let deadline = Instant::now() + Duration::from_millis(200);
-    let err = run_session(host, request, io, &Controls::new(), deadline).unwrap_err();
+    let err = run_session(
+        host,
+        request(sh("true")),
+        silent(),
+        &Controls::new(),
+        deadline,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, AgentError::NoAgent { port: 1024, .. }),
         "{err}"

@@ -397,20 +397,8 @@ fn relay(
     loop {
         match read_message(reader, decoder)? {
             GuestMessage::Started { .. } if !started => started = true,
-            GuestMessage::Stdout(data) if started => {
-                stdout_ok = stdout_ok
-                    && stdout
-                        .write_all(&data)
-                        .and_then(|()| stdout.flush())
-                        .is_ok();
-            }
-            GuestMessage::Stderr(data) if started => {
-                stderr_ok = stderr_ok
-                    && stderr
-                        .write_all(&data)
-                        .and_then(|()| stderr.flush())
-                        .is_ok();
-            }
+            GuestMessage::Stdout(data) if started => pass_on(&mut stdout, &mut stdout_ok, &data),
+            GuestMessage::Stderr(data) if started => pass_on(&mut stderr, &mut stderr_ok, &data),
             GuestMessage::Error(message) => {
                 if errors.len() < MAX_GUEST_ERRORS {
                     errors.push(message);
@@ -432,6 +420,11 @@ fn relay(
     }
 }
 
+/// Writes `data` out while `ok`; a failed write (EPIPE: the reader went away) clears it.
+fn pass_on(out: &mut Box<dyn Write + Send>, ok: &mut bool, data: &[u8]) {
+    *ok = *ok && out.write_all(data).and_then(|()| out.flush()).is_ok();
+}
+
 fn read_message(
     reader: &mut UnixStream,
     decoder: &mut Decoder,
@@ -444,15 +437,10 @@ fn read_message(
 }
 
 fn unexpected(message: &GuestMessage, when: &'static str) -> ProtocolError {
-    let kind = match message {
-        GuestMessage::Hello(_) => "Hello",
-        GuestMessage::Started { .. } => "Started",
-        GuestMessage::Stdout(_) => "Stdout",
-        GuestMessage::Stderr(_) => "Stderr",
-        GuestMessage::Exited(_) => "Exited",
-        GuestMessage::Error(_) => "Error",
-    };
-    ProtocolError::Unexpected { kind, when }
+    ProtocolError::Unexpected {
+        kind: message.name(),
+        when,
+    }
 }
 
 /// Writes what the session sends, one message at a time, until it is closed or the

@@ -98,6 +98,18 @@ pub enum GuestMessage {
 }
 
 impl HostMessage {
+    /// The message's name, for errors (`"Run"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostMessage::Hello(_) => "Hello",
+            HostMessage::Run(_) => "Run",
+            HostMessage::Stdin(_) => "Stdin",
+            HostMessage::StdinEof => "StdinEof",
+            HostMessage::Signal(_) => "Signal",
+            HostMessage::Resize(_) => "Resize",
+        }
+    }
+
     /// Appends the message's frame to `out`.
     ///
     /// # Panics
@@ -170,6 +182,18 @@ impl HostMessage {
 }
 
 impl GuestMessage {
+    /// The message's name, for errors (`"Stdout"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            GuestMessage::Hello(_) => "Hello",
+            GuestMessage::Started { .. } => "Started",
+            GuestMessage::Stdout(_) => "Stdout",
+            GuestMessage::Stderr(_) => "Stderr",
+            GuestMessage::Exited(_) => "Exited",
+            GuestMessage::Error(_) => "Error",
+        }
+    }
+
     /// Appends the message's frame to `out`.
     ///
     /// # Panics

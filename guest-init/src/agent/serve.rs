@@ -156,15 +156,10 @@ fn refuse<C: Write + AsFd>(conn: &mut C, out: &mut Outbox, error: ProtocolError)
 }
 
 fn unexpected(message: &HostMessage, when: &'static str) -> ProtocolError {
-    let kind = match message {
-        HostMessage::Hello(_) => "Hello",
-        HostMessage::Run(_) => "Run",
-        HostMessage::Stdin(_) => "Stdin",
-        HostMessage::StdinEof => "StdinEof",
-        HostMessage::Signal(_) => "Signal",
-        HostMessage::Resize(_) => "Resize",
-    };
-    ProtocolError::Unexpected { kind, when }
+    ProtocolError::Unexpected {
+        kind: message.name(),
+        when,
+    }
 }
 
 /// Waits for the host's next message, sending what `out` holds meanwhile.
