@@ -204,3 +204,118 @@ fn accept(listener: &OwnedFd) -> io::Result<OwnedFd> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use guest_init::agent::wire::Decoder;
+    use guest_init::agent::{GuestMessage, HostMessage, RunRequest, VERSION};
+
+    use super::*;
+
+    /// What the host side saw of one session served by the init's own runner.
+    struct Seen {
+        stdout: String,
+        stderr: String,
+        report: Option<ExitReport>,
+        /// The serving process's exit code: the status it would write to the exit port.
+        served: i32,
+    }
+
+    /// Serves one session with [`GuestRunner`] in a forked child (single-threaded, as PID 1
+    /// is, so its blocked SIGCHLD reaches the signalfd) and plays the host with the
+    /// protocol's own messages.
+    fn serve_in_child(args: &[&str]) -> Seen {
+        let (mut host, guest) = UnixStream::pair().expect("socketpair");
+        // SAFETY: the child only runs the session and _exits; glibc's allocator is fork-safe.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            drop(host);
+            block_all_signals();
+            let code = match agent::serve(guest, &mut GuestRunner) {
+                Ok(report) => report.code,
+                Err(_) => 200,
+            };
+            // SAFETY: ends the forked child without running the test harness's exit.
+            unsafe { libc::_exit(code) };
+        }
+        drop(guest);
+        let mut workload = Workload::new(args.iter().map(|a| a.to_string()).collect());
+        workload.process.env = vec!["PATH=/usr/bin:/bin".into()];
+        let mut frames = Vec::new();
+        HostMessage::Hello(VERSION).encode(&mut frames);
+        HostMessage::Run(Box::new(RunRequest {
+            workload,
+            stdin: false,
+            terminal: None,
+        }))
+        .encode(&mut frames);
+        host.write_all(&frames).expect("send Hello and Run");
+        let mut decoder = Decoder::for_host();
+        let mut seen = Seen {
+            stdout: String::new(),
+            stderr: String::new(),
+            report: None,
+            served: -1,
+        };
+        while seen.report.is_none() {
+            let Ok(Some((kind, payload))) = decoder.read_frame(&mut host) else {
+                break;
+            };
+            match GuestMessage::decode(kind, &payload).expect("a valid message") {
+                GuestMessage::Stdout(d) => seen.stdout += &String::from_utf8_lossy(&d),
+                GuestMessage::Stderr(d) => seen.stderr += &String::from_utf8_lossy(&d),
+                GuestMessage::Exited(report) => seen.report = Some(report),
+                _ => {}
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = host.read_to_end(&mut rest);
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        seen.served = libc::WEXITSTATUS(status);
+        seen
+    }
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "this test needs root (the command becomes its configured user), and CI=true forbids skipping it"
+            );
+            eprintln!("skipped: this test needs root");
+        }
+        root
+    }
+
+    #[test]
+    fn the_init_runs_the_agent_s_workload_as_it_runs_the_archive_s() {
+        if !root() {
+            return;
+        }
+        let seen = serve_in_child(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+        assert_eq!(
+            (seen.stdout.as_str(), seen.stderr.as_str()),
+            ("out\n", "err\n")
+        );
+        assert_eq!(seen.report.map(|r| r.code), Some(3));
+        assert_eq!(seen.served, 3);
+
+        // (Its message goes to the test harness's capture, which eprintln! writes to in a
+        // forked test thread, not to the command's stderr as in the guest.)
+        let seen = serve_in_child(&["no-such-command-here"]);
+        assert_eq!(seen.report.map(|r| r.code), Some(127));
+
+        let seen = serve_in_child(&["sh", "-c", "kill -TERM $$"]);
+        assert_eq!(
+            seen.report.map(|r| (r.code, r.signal)),
+            Some((143, Some(libc::SIGTERM)))
+        );
+    }
+}
