@@ -48,7 +48,7 @@ pub enum AgentError {
         source: io::Error,
     },
     /// Nothing answered on the agent's port in time.
-    #[error("the guest agent did not accept a connection on vsock port {port} within {}s (a guest kernel without vsock, or an init that does not serve the agent: rebuild the guest with `cargo xtask guest`)", .waited.as_secs_f64())]
+    #[error("the guest agent did not accept a connection on vsock port {port} within {:.1}s (a guest kernel without vsock, or an init that does not serve the agent: rebuild the guest with `cargo xtask guest`)", .waited.as_secs_f64())]
     NoAgent {
         /// The port.
         port: u32,
