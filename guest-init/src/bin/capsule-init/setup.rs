@@ -22,6 +22,7 @@ const API_MOUNTS: &[ApiMount] = &[
         flags: MsFlags::MS_NOSUID,
         data: Some(c"mode=0755"),
         always_create: false,
+        required: true,
     },
     // The guest agent's terminals (`-t`): /dev/ptmx finds its devpts instance at /dev/pts.
     ApiMount {
@@ -30,6 +31,7 @@ const API_MOUNTS: &[ApiMount] = &[
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
         data: Some(c"mode=0620,ptmxmode=0666"),
         always_create: true,
+        required: false,
     },
     ApiMount {
         dir: "/proc",
@@ -39,6 +41,7 @@ const API_MOUNTS: &[ApiMount] = &[
             .union(MsFlags::MS_NOEXEC),
         data: None,
         always_create: false,
+        required: true,
     },
     ApiMount {
         dir: "/sys",
@@ -48,6 +51,7 @@ const API_MOUNTS: &[ApiMount] = &[
             .union(MsFlags::MS_NOEXEC),
         data: None,
         always_create: false,
+        required: true,
     },
 ];
 
@@ -59,6 +63,9 @@ struct ApiMount {
     /// The mount point is inside a file system mounted just before (devtmpfs), not in the
     /// root, so it is made whatever the root holds.
     always_create: bool,
+    /// Without it the init cannot go on; devpts is only for `-t` sessions, which fail
+    /// without it (a kernel without Unix98 ptys).
+    required: bool,
 }
 
 /// devtmpfs, devpts, proc and sysfs in the current root, creating missing mount points when
@@ -71,6 +78,7 @@ pub fn mount_api_filesystems(create: bool) -> Result<(), Failure> {
         match mount(Some(m.fstype), m.dir, Some(m.fstype), m.flags, m.data) {
             // Already there (a kernel that mounts devtmpfs itself).
             Ok(()) | Err(Errno::EBUSY) => {}
+            Err(_) if !m.required => {}
             Err(e) => {
                 return Err(Failure::new(
                     format_args!("mounting {} on", m.fstype),
