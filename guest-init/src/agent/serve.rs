@@ -63,6 +63,26 @@ pub trait Running {
     fn try_wait(&mut self) -> io::Result<Option<ExitReport>>;
 }
 
+/// A boxed workload, so a [`Runner`] can start more than one kind (capsule-init's command, or
+/// kata's container) behind one `Running` type.
+impl<T: Running + ?Sized> Running for Box<T> {
+    fn pid(&self) -> u32 {
+        (**self).pid()
+    }
+
+    fn signal(&mut self, signal: i32) {
+        (**self).signal(signal);
+    }
+
+    fn exit_fd(&self) -> BorrowedFd<'_> {
+        (**self).exit_fd()
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitReport>> {
+        (**self).try_wait()
+    }
+}
+
 /// Serves one session on `conn` (any byte stream: an accepted AF_VSOCK socket in the guest,
 /// a Unix socket in tests; made non-blocking here): the Hello exchange, the host's `Run`, the
 /// workload started through `runner`, its output and input relayed and its exit reported.
