@@ -18,7 +18,8 @@
 //! - [`console`]: virtio-console, the guest's `hvc0`;
 //! - [`rng`]: virtio-rng, the entropy device;
 //! - [`fs`]: virtio-fs, a host directory served by a vhost-user backend (virtiofsd), over
-//!   [`vhost_user`], the frontend side of the vhost-user protocol.
+//!   [`vhost_user`], the frontend side of the vhost-user protocol;
+//! - [`vsock`]: virtio-vsock, stream sockets to host processes through a Unix socket.
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
 
@@ -40,6 +41,8 @@ pub(crate) mod test_device;
 mod test_utils;
 #[cfg(feature = "std")]
 pub mod vhost_user;
+#[cfg(feature = "std")]
+pub mod vsock;
 
 #[cfg(feature = "std")]
 use std::fmt::Debug;

@@ -10,9 +10,12 @@
 //!    unless the root is read-only), or the tree the launch brought at `ROOTFS_DIR` (read-only
 //!    if asked).
 //!    Then mounts the launch's virtio-fs shares and tmpfs inside it (`mounts.rs`).
-//! 5. Sets the hostname, then forks the command, which becomes the configured user, changes
-//!    directory and executes. Meanwhile PID 1 reaps every process that exits and forwards
-//!    every signal it receives to the command (`supervise.rs`, shared with `--container`).
+//! 5. With the workload in the config: sets the hostname, then forks the command, which
+//!    becomes the configured user, changes directory and executes. Meanwhile PID 1 reaps every
+//!    process that exits and forwards every signal it receives to the command (`supervise.rs`,
+//!    shared with `--container`). With the agent instead (`agent.rs`): listens on vsock port
+//!    `AGENT_PORT`, takes the workload from the host's `Run`, runs it the same way with its
+//!    stdio on pipes or a terminal relayed to the host, and reports its exit there.
 //! 6. Flushes what the command wrote to its disks, writes the command's status to `EXIT_PORT`
 //!    (the VMM stops the VM there), else powers off.
 //!
@@ -26,6 +29,7 @@
 //! Run as `capsule-init --container -- COMMAND ARGS...` it is instead the init of a container
 //! that ns-core has set up (see `container.rs`).
 
+mod agent;
 mod container;
 mod disk_root;
 mod mounts;
@@ -92,12 +96,21 @@ fn init() -> Result<u8, Failure> {
         GuestRoot::Initramfs => {}
     }
     mounts::run(&config)?;
-    if let Some(hostname) = &config.hostname {
+    let Some(workload) = &config.workload else {
+        return agent::serve();
+    };
+    set_hostname(workload)?;
+    let command = run::Command::new(workload)?;
+    run::run_command(&command)
+}
+
+/// The workload's hostname, if it names one.
+fn set_hostname(workload: &guest_init::Workload) -> Result<(), Failure> {
+    if let Some(hostname) = &workload.hostname {
         nix::unistd::sethostname(hostname)
             .map_err(|e| Failure::new("setting the hostname to", hostname, e))?;
     }
-    let command = run::Command::new(&config)?;
-    run::run_command(&command)
+    Ok(())
 }
 
 fn read_config() -> Result<GuestConfig, Failure> {
