@@ -219,13 +219,11 @@ impl VirtioDevice for Vsock {
     /// §5.10.4: `guest_cid`, le64 at offset 0; past it reads as 0.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| offset.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
+        data.fill(0);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        if let Some(bytes) = config.get(start..) {
+            let n = bytes.len().min(data.len());
+            data[..n].copy_from_slice(&bytes[..n]);
         }
     }
 
