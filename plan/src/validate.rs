@@ -18,10 +18,11 @@ pub const MICROVM_MIN_MEMORY: u64 = 128 << 20;
 /// I/O APIC's).
 pub const MICROVM_MAX_VCPUS: u8 = 254;
 
-/// The most disks a microVM attaches besides its root: each virtio-mmio device takes one of
-/// the I/O APIC's 19 device IRQs (5 to 23), and the root disk, the console and the entropy
-/// device take three of them.
-pub const MICROVM_MAX_DISKS: usize = 16;
+/// The most disks and shared directories (each bind mount is one virtio-fs device) a
+/// microVM attaches together besides its root: each virtio-mmio device takes one of the I/O
+/// APIC's 19 device IRQs (5 to 23), and the root disk, the console, the entropy device and
+/// the vsock device take four of them.
+pub const MICROVM_MAX_DISKS_AND_SHARES: usize = 15;
 
 /// Every problem of `plan` that its own data and the `host` facts show, in the Plan's field
 /// order; empty when there is none. Pure: it reads nothing of the machine it runs on, so a
@@ -138,18 +139,31 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             );
         }
     }
+    mount_shape_problems(plan, problems);
     for (i, mount) in plan.mounts.iter().enumerate() {
-        problems.push(
-            Problem::new(
-                format!("mounts[{i}]"),
-                format!("mounts {}", mount.destination.display()),
-                "a microVM cannot share host directories yet (that needs virtio-fs)",
-            )
-            .fixes(
-                "drop --volume/--tmpfs (a disk image can carry data in: --disk) or use --isolation container",
-                "drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
-            ),
-        );
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
+        // capsule-init creates the mount point inside the root: a `..` would leave it.
+        if mount
+            .destination
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "a microVM's mount destination must not contain ..",
+            ));
+        }
+        if let Some(source) = &mount.source
+            && !source.is_absolute()
+        {
+            problems.push(Problem::new(
+                &field,
+                format!("{subject} (source {})", source.display()),
+                "expected an absolute source path (a relative one would depend on where capsule runs)",
+            ));
+        }
     }
     disk_problems(plan, problems);
     if plan.user_namespace.is_some() {
@@ -178,18 +192,24 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
 /// backend's to check.
 fn disk_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     let disks = &plan.disks;
-    if disks.len() > MICROVM_MAX_DISKS {
+    let shares = plan
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountType::Bind)
+        .count();
+    if disks.len() + shares > MICROVM_MAX_DISKS_AND_SHARES {
+        let max = MICROVM_MAX_DISKS_AND_SHARES;
         problems.push(
             Problem::new(
                 "disks",
-                format!("disks ({} of them)", disks.len()),
+                format!("disks and shared directories ({} and {shares})", disks.len()),
                 format!(
-                    "a microVM attaches at most {MICROVM_MAX_DISKS} disks besides its root (one I/O APIC line each)"
+                    "a microVM attaches at most {max} disks and shared directories together besides its root (one I/O APIC line each)"
                 ),
             )
             .fixes(
-                format!("give --disk at most {MICROVM_MAX_DISKS} times"),
-                format!("call disk() at most {MICROVM_MAX_DISKS} times"),
+                format!("give --disk and --volume at most {max} times together"),
+                format!("call disk() and bind() at most {max} times together"),
             ),
         );
     }
@@ -234,6 +254,33 @@ fn disk_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     }
 }
 
+/// What is wrong with the shape of the Plan's mounts, for any isolation: the destination, and
+/// a source exactly for a bind mount.
+fn mount_shape_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
+        if !mount.destination.is_absolute() || mount.destination == Path::new("/") {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "destination must be an absolute path other than /",
+            ));
+        }
+        match (mount.kind, &mount.source) {
+            (MountType::Bind, None) => problems.push(Problem::new(
+                &field,
+                &subject,
+                "a bind mount needs a source",
+            )),
+            (MountType::Tmpfs, Some(_)) => {
+                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
+            }
+            _ => {}
+        }
+    }
+}
+
 fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
     if !plan.disks.is_empty() {
         problems.push(
@@ -265,28 +312,7 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
             ),
         );
     }
-    for (i, mount) in plan.mounts.iter().enumerate() {
-        let field = format!("mounts[{i}]");
-        let subject = format!("mounts {}", mount.destination.display());
-        if !mount.destination.is_absolute() || mount.destination == Path::new("/") {
-            problems.push(Problem::new(
-                &field,
-                &subject,
-                "destination must be an absolute path other than /",
-            ));
-        }
-        match (mount.kind, &mount.source) {
-            (MountType::Bind, None) => problems.push(Problem::new(
-                &field,
-                &subject,
-                "a bind mount needs a source",
-            )),
-            (MountType::Tmpfs, Some(_)) => {
-                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
-            }
-            _ => {}
-        }
-    }
+    mount_shape_problems(plan, problems);
     if let Some(maps) = &plan.user_namespace {
         if maps.uids.is_empty() || maps.gids.is_empty() {
             problems.push(
@@ -486,15 +512,60 @@ mod tests {
 
     #[test]
     fn more_disks_than_the_microvm_has_lines_for_are_refused() {
-        let paths: Vec<String> = (0..=MICROVM_MAX_DISKS).map(|i| format!("/d{i}")).collect();
+        let paths: Vec<String> = (0..=MICROVM_MAX_DISKS_AND_SHARES)
+            .map(|i| format!("/d{i}"))
+            .collect();
         let disks: Vec<(&str, bool)> = paths.iter().map(|p| (p.as_str(), true)).collect();
         assert_eq!(
             lines(&microvm_with(&disks)),
             [
-                "disks: disks (17 of them): a microVM attaches at most 16 disks besides its root (one I/O APIC line each); give --disk at most 16 times"
+                "disks: disks and shared directories (16 and 0): a microVM attaches at most 15 disks and shared directories together besides its root (one I/O APIC line each); give --disk and --volume at most 15 times together"
             ]
         );
-        assert_eq!(lines(&microvm_with(&disks[..MICROVM_MAX_DISKS])).len(), 0);
+        assert_eq!(
+            lines(&microvm_with(&disks[..MICROVM_MAX_DISKS_AND_SHARES])).len(),
+            0
+        );
+        // A shared directory takes a line as a disk does.
+        let mut plan = microvm_with(&disks[..MICROVM_MAX_DISKS_AND_SHARES]);
+        plan.mounts.push(crate::Mount {
+            destination: "/data".into(),
+            kind: MountType::Bind,
+            source: Some("/srv".into()),
+            size: None,
+            readonly: false,
+        });
+        assert_eq!(lines(&plan).len(), 1, "{:?}", lines(&plan));
+    }
+
+    #[test]
+    fn a_microvm_takes_bind_and_tmpfs_mounts_with_absolute_paths_and_no_dotdot() {
+        let mount = |destination: &str, kind, source: Option<&str>| crate::Mount {
+            destination: destination.into(),
+            kind,
+            source: source.map(Into::into),
+            size: None,
+            readonly: true,
+        };
+        let mut plan = microvm_with(&[]);
+        plan.mounts = vec![
+            mount("/data", MountType::Bind, Some("/srv/data")),
+            mount("/scratch", MountType::Tmpfs, None),
+        ];
+        assert_eq!(lines(&plan), Vec::<String>::new());
+        plan.mounts = vec![
+            mount("/data/../etc", MountType::Bind, Some("/srv/data")),
+            mount("/in", MountType::Bind, Some("data")),
+            mount("/", MountType::Tmpfs, None),
+        ];
+        assert_eq!(
+            lines(&plan),
+            [
+                "mounts[2]: mounts /: destination must be an absolute path other than /",
+                "mounts[0]: mounts /data/../etc: a microVM's mount destination must not contain ..",
+                "mounts[1]: mounts /in (source data): expected an absolute source path (a relative one would depend on where capsule runs)",
+            ]
+        );
     }
 
     #[test]

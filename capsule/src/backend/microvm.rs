@@ -139,6 +139,7 @@ impl Backend for Microvm {
         for (i, disk) in plan.disks.iter().enumerate() {
             problems.extend(disk_problem(i, disk));
         }
+        problems.extend(crate::virtiofsd::problems(plan));
         Ok(problems)
     }
 
@@ -286,7 +287,10 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
     let root = root_image::for_plan(plan)?;
-    let guest = guest_config(plan, &vm, &id)?;
+    // The shared directories' daemons, stopped when this goes (after the machine).
+    let virtiofsd = crate::virtiofsd::Daemons::start(plan, &id)?;
+    let mut guest = guest_config(plan, &vm, &id)?;
+    virtiofsd.add_to(&mut guest);
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
         Error::GuestArchive {
@@ -327,7 +331,8 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
             source: source.into(),
         }
     })?;
-    let devices = virtio_devices(plan, root.path(), &output)?;
+    let mut devices = virtio_devices(plan, root.path(), &output)?;
+    devices.extend(virtiofsd.devices()?);
     let mut machine =
         Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
     // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
@@ -499,6 +504,8 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
         readonly_root: plan.root.readonly,
         console: GuestConsole::Virtio,
         quiet: !vm.kernel_log,
+        shares: Vec::new(),
+        tmpfs: crate::virtiofsd::guest_tmpfs(plan),
     })
 }
 
