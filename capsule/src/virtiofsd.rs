@@ -9,12 +9,12 @@
 //! guest's mount says.
 //!
 //! The daemons start before the VM is built (the device connects and negotiates then), their
-//! sockets in the launch's own directory under capsule's run directory, and stop on every
-//! path: [`Daemons`]' drop kills each by its PID, reaps it and removes the directory with the
-//! sockets. Each is started with PR_SET_PDEATHSIG, so a capsule killed with SIGKILL leaves no
+//! sockets and logs in the launch's directory under capsule's run directory, and stop on every
+//! path: [`Daemons`]' drop kills each by its PID, reaps it and removes its socket and log. Each is started with PR_SET_PDEATHSIG, so a capsule killed with SIGKILL leaves no
 //! daemon either (virtiofsd's sandboxed child has its own, on its parent).
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,8 +24,6 @@ use devices::virtio::VirtioDevice;
 use devices::virtio::fs::Fs;
 use guest_init::GuestConfig;
 use plan::{MountType, Plan, Problem};
-
-use crate::state;
 
 /// The command that installs virtiofsd where capsule looks for it.
 pub const INSTALL: &str = "cargo xtask virtiofsd";
@@ -161,24 +159,24 @@ pub fn problems(plan: &Plan) -> Vec<Problem> {
 struct Daemon {
     child: Child,
     socket: PathBuf,
+    log: PathBuf,
     share: guest_init::Share,
 }
 
-/// The daemons of one launch, one per bind mount of its Plan, and the directory of their
-/// sockets; all stopped and removed on drop.
+/// The daemons of one launch, one per bind mount of its Plan; all stopped, and their sockets
+/// and logs removed, on drop.
 #[derive(Debug)]
 pub struct Daemons {
     daemons: Vec<Daemon>,
-    dir: Option<state::Launch>,
 }
 
 impl Daemons {
-    /// Starts one virtiofsd per bind mount of `plan` (none, and no directory, without any),
-    /// each sharing its source at tag `share<i>`, and waits for their sockets.
+    /// Starts one virtiofsd per bind mount of `plan`, each sharing its source at tag
+    /// `share<i>` with its socket and log in `dir` (the launch's directory, which the caller
+    /// removes after dropping these), and waits for their sockets.
     ///
-    /// Errors: [`VirtiofsdError`] (what was started is stopped again); the launch directory
-    /// ([`crate::Error::Io`]).
-    pub fn start(plan: &Plan, id: &str) -> Result<Daemons, crate::Error> {
+    /// Errors: [`VirtiofsdError`] (what was started is stopped again).
+    pub fn start(plan: &Plan, dir: &Path) -> Result<Daemons, crate::Error> {
         let binds: Vec<_> = plan
             .mounts
             .iter()
@@ -186,16 +184,11 @@ impl Daemons {
             .collect();
         let mut daemons = Daemons {
             daemons: Vec::new(),
-            dir: None,
         };
         if binds.is_empty() {
             return Ok(daemons);
         }
         let binary = find()?;
-        // Its own directory, apart from a container's state: `<run dir>/<id>-fs`.
-        let dir = state::Launch::create(&format!("{id}-fs"), false)?;
-        let dir_path = dir.dir.clone();
-        daemons.dir = Some(dir);
         for (i, mount) in binds.into_iter().enumerate() {
             let Some(source) = &mount.source else {
                 continue;
@@ -205,7 +198,7 @@ impl Daemons {
                 destination: mount.destination.to_string_lossy().into_owned(),
                 readonly: mount.readonly,
             };
-            let daemon = Daemon::start(&binary, &dir_path, source, share)?;
+            let daemon = Daemon::start(&binary, dir, source, share)?;
             daemons.daemons.push(daemon);
         }
         Ok(daemons)
@@ -250,11 +243,6 @@ impl Drop for Daemons {
         for daemon in &mut self.daemons {
             daemon.stop();
         }
-        if let Some(dir) = self.dir.take()
-            && let Err(error) = dir.remove()
-        {
-            tracing::warn!(%error, "cannot remove virtiofsd's launch directory");
-        }
     }
 }
 
@@ -286,6 +274,9 @@ impl Daemon {
         if share.readonly {
             command.arg("--readonly");
         }
+        // Its own process group, which its sandboxed child (forked into the new PID namespace)
+        // shares: `stop` kills both at once, so neither outlives the launch by a moment.
+        command.process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
         // async-signal-safe and allocates nothing.
         unsafe {
@@ -307,6 +298,7 @@ impl Daemon {
         let mut daemon = Daemon {
             child,
             socket,
+            log: log_path.clone(),
             share,
         };
         let failed = |daemon: &mut Daemon, what: String| {
@@ -343,12 +335,65 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Kills the daemon by its PID (a no-op once reaped), reaps it and removes its socket.
+    /// Kills the daemon and its sandboxed child by their process group (not once reaped), reaps
+    /// it and removes its files: the
+    /// socket, the `<socket>.pid` lock virtiofsd writes beside it, and the log.
     fn stop(&mut self) {
-        let _ = self.child.kill();
+        // Its sandboxed child, to wait for after the kill: it dies of its parent's death
+        // (PR_SET_PDEATHSIG), a moment after the parent.
+        let sandboxed = if let Ok(None) = self.child.try_wait() {
+            let children = children_of(self.child.id());
+            if let Ok(group) = i32::try_from(self.child.id()) {
+                // The group is the daemon's own (`process_group(0)`), alive until it is reaped.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(group),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            children
+        } else {
+            Vec::new()
+        };
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
+        let mut pid_file = self.socket.clone().into_os_string();
+        pid_file.push(".pid");
+        for file in [&self.socket, Path::new(&pid_file), &self.log] {
+            let _ = std::fs::remove_file(file);
+        }
+        for child in sandboxed {
+            let mut poll = [nix::poll::PollFd::new(
+                child.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            // Readable once it exited; bounded, as it dies of a SIGKILL.
+            let _ = nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(1000u16));
+        }
     }
+}
+
+/// A pidfd (pidfd_open(2)) for each child of `pid` (`/proc/PID/task/*/children`), to wait on.
+fn children_of(pid: u32) -> Vec<OwnedFd> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<libc::pid_t>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|child| {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1;
+            // no memory of ours is involved.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) };
+            let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect()
 }
 
 #[cfg(test)]

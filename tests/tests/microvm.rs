@@ -119,7 +119,10 @@ fn the_defaults_are_a_container_s() {
 fn a_read_only_root_refuses_writes() {
     let launch = microvm(&["--read-only"], &["touch", "/new-file"]);
     assert_eq!(launch.code, 1, "{launch:?}");
-    assert!(launch.stdout.contains("Read-only file system"));
+    assert!(
+        launch.stderr.contains("Read-only file system"),
+        "{launch:?}"
+    );
     assert_eq!(microvm(&[], &["touch", "/new-file"]).code, 0);
 }
 
@@ -128,7 +131,9 @@ fn a_read_only_root_refuses_writes() {
 fn missing_commands_exit_127() {
     let launch = microvm(&[], &["/no/such/command"]);
     assert_eq!(launch.code, 127);
-    assert!(launch.stdout.contains("/no/such/command"));
+    // The guest agent keeps the command's stderr apart.
+    assert!(launch.stderr.contains("/no/such/command"), "{launch:?}");
+    assert!(!launch.stdout.contains("/no/such/command"), "{launch:?}");
 }
 
 #[test]

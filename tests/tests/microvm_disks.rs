@@ -304,23 +304,27 @@ fn special_files_reach_the_guest_as_the_source_has_them() {
 
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
-fn the_entropy_device_gives_bytes_and_the_console_is_hvc0() {
+fn the_entropy_device_gives_bytes_and_the_init_s_console_is_hvc0() {
     let env = lab_env();
     let launch = microvm(
         &env,
-        &[],
+        // Reading PID 1's descriptors takes CAP_SYS_PTRACE (its capabilities are a superset).
+        &["--cap-add", "SYS_PTRACE"],
         &[
             "sh",
             "-c",
             "cat /sys/class/misc/hw_random/rng_current; head -c 64 /dev/hwrng | wc -c; \
-             readlink /proc/self/fd/1",
+             readlink /proc/1/fd/1; readlink /proc/self/fd/1",
         ],
     );
     assert_eq!(launch.code, 0, "{launch:?}");
     let lines: Vec<&str> = launch.stdout.lines().collect();
     assert!(lines[0].starts_with("virtio_rng"), "{lines:?}");
     assert_eq!(lines[1].trim(), "64");
+    // The init's own messages go to the virtio console; the command's stdout is the guest
+    // agent's pipe.
     assert_eq!(lines[2], "/dev/hvc0");
+    assert!(lines[3].starts_with("pipe:"), "{lines:?}");
 }
 
 #[test]

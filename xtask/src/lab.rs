@@ -461,7 +461,8 @@ fn parse_result(line: &str) -> Option<CaseResult> {
 fn init_script(cases: &[(String, String)]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
-         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n",
+         mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n\
+         mkdir -p /dev/pts; mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts\n",
     );
     s.push_str(&format!("export CAPSULE_GUEST_DIR=/{GUEST_DIR}\n"));
     s.push_str(&format!("export CAPSULE_VIRTIOFSD=/{LAB_VIRTIOFSD}\n"));

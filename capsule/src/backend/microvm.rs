@@ -307,8 +307,9 @@ fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
     let root = root_image::for_plan(plan)?;
-    // The shared directories' daemons, stopped when this goes (after the machine).
-    let virtiofsd = crate::virtiofsd::Daemons::start(plan, &id)?;
+    // The shared directories' daemons, stopped when this goes (after the machine, before
+    // the launch directory that holds their sockets).
+    let virtiofsd = crate::virtiofsd::Daemons::start(plan, &launch_dir.0.dir)?;
     let mut guest = guest_config(plan, &vm);
     virtiofsd.add_to(&mut guest);
     let workload = workload(plan, &id)?;
@@ -417,6 +418,7 @@ fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
     // more time than this.
     output.flush_for(Instant::now() + OUTPUT_FLUSH_TIME);
     let exit = exit?;
+    drop(virtiofsd);
     drop(launch_dir);
     let finished = start.elapsed();
 
@@ -441,9 +443,17 @@ fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
         }
         // The guest broke the protocol: its word on the status is worth nothing.
         (_, Some(Err(e))) if e.is_from_guest() => (125, None, Some(e.to_string())),
-        // The agent is gone or never came (a guest without vsock): the exit port's status,
-        // or the signal that stopped the VM, as before the agent.
-        (exit @ MachineExit::Status(_), _) => machine_status(exit, plan, &stopped_by),
+        // The agent is gone or never came (a guest without vsock, a kernel that panicked or
+        // halted, which closes the connection with the VM): the exit port's status, how the
+        // machine ended, or the signal that stopped the VM, as before the agent.
+        (
+            exit @ (MachineExit::Status(_)
+            | MachineExit::Reset
+            | MachineExit::TripleFault
+            | MachineExit::Halted
+            | MachineExit::PowerOff),
+            _,
+        ) => machine_status(exit, plan, &stopped_by),
         (MachineExit::Stopped, _) if stopped_by.load(Ordering::SeqCst) != 0 => {
             machine_status(MachineExit::Stopped, plan, &stopped_by)
         }

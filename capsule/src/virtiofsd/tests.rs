@@ -45,14 +45,9 @@ fn daemons_serve_their_sockets_and_leave_nothing_when_dropped() {
     let data = tempfile::tempdir().unwrap();
     let input = tempfile::tempdir().unwrap();
     let plan = plan_sharing(&[(data.path(), "/data", false), (input.path(), "/in", true)]);
-    let id = state::new_id();
-    let daemons = Daemons::start(&plan, &id).expect("started");
-    let dir = daemons
-        .dir
-        .as_ref()
-        .expect("a launch directory")
-        .dir
-        .clone();
+    let launch = tempfile::tempdir().unwrap();
+    let dir = launch.path().to_owned();
+    let daemons = Daemons::start(&plan, &dir).expect("started");
     let pids: Vec<u32> = daemons.daemons.iter().map(|d| d.child.id()).collect();
     assert_eq!(
         daemons.shares(),
@@ -86,7 +81,11 @@ fn daemons_serve_their_sockets_and_leave_nothing_when_dropped() {
     for pid in pids {
         assert!(!alive(pid), "virtiofsd {pid} still runs");
     }
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "{left:?} left behind in the launch directory"
+    );
 }
 
 #[test]
@@ -97,20 +96,23 @@ fn a_daemon_that_cannot_start_is_an_error_from_its_log_and_leaves_nothing() {
     let data = tempfile::tempdir().unwrap();
     let missing = data.path().join("missing");
     let plan = plan_sharing(&[(data.path(), "/data", false), (&missing, "/gone", false)]);
-    let id = state::new_id();
-    let error = Daemons::start(&plan, &id)
+    let launch = tempfile::tempdir().unwrap();
+    let error = Daemons::start(&plan, launch.path())
         .expect_err("no such directory")
         .to_string();
     assert!(error.contains(&missing.display().to_string()), "{error}");
     assert!(error.contains("exited at start"), "{error}");
-    assert!(!state::state_root().join(format!("{id}-fs")).exists());
-    let left = ::tests::leftovers();
-    assert!(
-        !left
-            .iter()
-            .any(|l| l.contains("virtiofsd") && l.contains(&id)),
-        "{left:?}"
-    );
+    let files: Vec<_> = std::fs::read_dir(launch.path()).unwrap().collect();
+    assert!(files.is_empty(), "{files:?} left behind");
+    // The daemon that did start (the first share's) was stopped again.
+    let socket_dir = launch.path().to_string_lossy().into_owned();
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains("virtiofsd") && cmdline.contains(&socket_dir))
+        .collect();
+    assert!(running.is_empty(), "{running:?}");
 }
 
 #[test]
@@ -159,7 +161,8 @@ fn a_plan_without_binds_starts_nothing() {
         size: None,
         readonly: false,
     });
-    let daemons = Daemons::start(&plan, "x").expect("nothing to start");
+    let launch = tempfile::tempdir().unwrap();
+    let daemons = Daemons::start(&plan, launch.path()).expect("nothing to start");
     assert!(daemons.shares().is_empty());
-    assert!(daemons.dir.is_none());
+    assert_eq!(std::fs::read_dir(launch.path()).unwrap().count(), 0);
 }

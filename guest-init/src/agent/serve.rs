@@ -151,8 +151,16 @@ where
     }
 }
 
-/// Sends the exit report after `before_exit_report`, and waits until the host has it all.
-fn finish<C: Write + AsFd, R: Runner>(
+/// How long the agent waits, after its exit report, for the host to close the connection.
+/// The host stops the VM as soon as it has the report, so in a VM this never ends; it bounds
+/// the wait for a host that is gone.
+const LINGER_MS: libc::c_int = 10_000;
+
+/// Sends the exit report after `before_exit_report`, and waits until the host has it all:
+/// until it closes the connection (or [`LINGER_MS`] pass). A write returns once the bytes are
+/// in the guest kernel's socket buffer, not once the host read them: an init that stopped
+/// the VM (the exit port) right after would lose the command's last output and the report.
+fn finish<C: Read + Write + AsFd, R: Runner>(
     conn: &mut C,
     out: &mut Outbox,
     runner: &mut R,
@@ -161,7 +169,37 @@ fn finish<C: Write + AsFd, R: Runner>(
     runner.before_exit_report();
     GuestMessage::Exited(report).encode(&mut out.buf);
     out.flush(conn)?;
+    linger(conn);
     Ok(report)
+}
+
+/// Reads (and drops) whatever the host still sends until it closes the connection, an
+/// error, or [`LINGER_MS`].
+fn linger<C: Read + AsFd>(conn: &mut C) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LINGER_MS as u64);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let timeout = libc::c_int::try_from(left.as_millis()).unwrap_or(LINGER_MS);
+        if poll(
+            &mut [pollfd(conn.as_fd().as_raw_fd(), libc::POLLIN)],
+            timeout,
+        )
+        .is_err()
+        {
+            return;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Tells the host what went wrong, as far as the connection still works, and hands the error

@@ -233,7 +233,9 @@ pub fn make_dir(step: &str, dir: &str) -> Result<(), Failure> {
 /// The directories /dev, /proc and /sys are mounted on, in `root`; existing ones are fine
 /// (on a read-only root too: mkdir(2) says EEXIST before EROFS).
 fn make_mount_points(root: &str) -> Result<(), Failure> {
-    for m in API_MOUNTS {
+    // Not those inside another API mount (/dev/pts): made after it, in it, and a read-only
+    // root could not hold them.
+    for m in API_MOUNTS.iter().filter(|m| !m.always_create) {
         make_dir("creating mount point", &format!("{root}{}", m.dir))?;
     }
     Ok(())
