@@ -1,6 +1,7 @@
 use plan::{Process, SeccompProfile};
 use serde::{Deserialize, Serialize};
 
+use crate::kata::GuestContainer;
 use crate::{Error, Result};
 
 /// Linux's `HOST_NAME_MAX`.
@@ -43,6 +44,11 @@ pub struct GuestConfig {
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
+    /// A kata launch: the container the init builds in the guest (the root and the process
+    /// are then the container's; `root` stays the initramfs, the sandbox's). Carried here
+    /// when the workload travels in the archive (without the guest agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<GuestContainer>,
 }
 
 /// Where the guest's root filesystem is.
@@ -85,6 +91,7 @@ impl GuestConfig {
             readonly_root: false,
             console: GuestConsole::Serial,
             quiet: false,
+            container: None,
         }
     }
 
@@ -154,6 +161,9 @@ impl GuestConfig {
                 ));
             }
         }
+        if let Some(container) = &self.container {
+            container.validate()?;
+        }
         for (i, module) in self.modules.iter().enumerate() {
             no_nul(module, || format!("modules[{i}]"))?;
             if module.is_empty() || module == "." || module == ".." || module.contains('/') {
@@ -213,6 +223,7 @@ mod tests {
             readonly_root: true,
             console: GuestConsole::Virtio,
             quiet: true,
+            container: None,
         }
     }
 

@@ -22,11 +22,15 @@
 //! PID 1 must not panic or exit (either is a kernel panic): every failure is a value that ends
 //! in a status.
 //!
+//! With a kata container in the config, steps 4 and 5 are instead the container's (`kata.rs`):
+//! the guest stays in the initramfs, and the command runs in the container built there.
+//!
 //! Run as `capsule-init --container -- COMMAND ARGS...` it is instead the init of a container
 //! that ns-core has set up (see `container.rs`).
 
 mod container;
 mod disk_root;
+mod kata;
 mod port;
 mod run;
 mod setup;
@@ -74,6 +78,9 @@ fn init() -> Result<u8, Failure> {
     setup::load_modules(&config)?;
     if config.console == GuestConsole::Virtio {
         setup::attach_virtio_console()?;
+    }
+    if let Some(container) = &config.container {
+        return kata::run(container);
     }
     match &config.root {
         GuestRoot::Disk(device) => disk_root::run(&disk_root::steps(
