@@ -48,4 +48,6 @@ pub use seccomp::SeccompProfile;
 pub use subid::SubIdRange;
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use users::{ImageFiles, home_of, resolve_group, resolve_user};
-pub use validate::{KATA_WHY, MICROVM_MAX_DISKS, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate};
+pub use validate::{
+    KATA_MIN_MEMORY, MICROVM_MAX_DISKS, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate,
+};
