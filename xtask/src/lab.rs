@@ -59,6 +59,8 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "microvm",
         "--test",
         "microvm_disks",
+        "--test",
+        "kata",
     ],
 ];
 

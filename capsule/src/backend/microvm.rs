@@ -23,8 +23,8 @@ use guest_init::{
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use plan::{
-    AttachedDisk, Disk, DiskFormat, Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem,
-    Timings, VmSpec, disk_device,
+    AttachedDisk, Disk, DiskFormat, Host, Isolation, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan,
+    Problem, Timings, VmSpec, disk_device,
 };
 
 use super::{Backend, Stdin};
@@ -94,8 +94,13 @@ impl Backend for Microvm {
         let vm = plan.vm.clone().unwrap_or_default();
         let flavour = host::flavour(host.kvm);
         if vm.kernel.is_none() && !flavour.boots_stock_kernels() {
+            let isolation = if plan.isolation == Isolation::Kata {
+                "kata"
+            } else {
+                "microvm"
+            };
             return Err(plan::Error::Unsupported(format!(
-                "isolation \"microvm\" cannot boot the stock guest kernel here: {}",
+                "isolation \"{isolation}\" cannot boot the stock guest kernel here: {}",
                 flavour.stock_kernel_refusal()
             )));
         }
@@ -149,7 +154,11 @@ impl Backend for Microvm {
         stop: &StopHandle,
         _stdin: Stdin,
     ) -> Result<Outcome, Error> {
-        run(plan, stop)
+        let id = state::new_id();
+        let vm = plan.vm.clone().unwrap_or_default();
+        let guest = guest_config(plan, &vm, &id)?;
+        let memory = plan.resources.memory.unwrap_or(DEFAULT_MEMORY);
+        run(plan, stop, &id, &guest, memory)
     }
 }
 
@@ -275,10 +284,17 @@ pub fn attached_disks(plan: &Plan) -> Result<Vec<AttachedDisk>, Error> {
         .collect()
 }
 
-/// Boots the Plan's microVM, runs its command and reports how it ended.
-fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
+/// Boots the Plan's microVM with `memory` bytes of guest RAM, has capsule-init carry out
+/// `guest` (the launch `id`'s) and reports how it ended.
+pub(super) fn run(
+    plan: &Plan,
+    stop: &StopHandle,
+    id: &str,
+    guest: &GuestConfig,
+    memory: u64,
+) -> Result<Outcome, Error> {
     let start = Instant::now();
-    let id = state::new_id();
+    let id = id.to_owned();
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
 
@@ -286,9 +302,8 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
     let root = root_image::for_plan(plan)?;
-    let guest = guest_config(plan, &vm, &id)?;
     let mut archive = Vec::new();
-    guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
+    guest_init::write_launch_archive(&mut archive, guest, None).map_err(|source| {
         Error::GuestArchive {
             rootfs: plan.root.path.clone(),
             source,
@@ -307,7 +322,9 @@ fn run(plan: &Plan, stop: &StopHandle) -> Result<Outcome, Error> {
         cmdline = format!("{cmdline} {extra}");
     }
     let config = MachineConfig {
-        memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY) as usize,
+        memory: usize::try_from(memory).map_err(|_| {
+            plan::Error::Unsupported(format!("{memory} bytes of guest RAM do not fit this host"))
+        })?,
         vcpus: vcpus(plan),
         kernel: artifacts.kernel,
         initrd: vec![
@@ -477,7 +494,7 @@ fn status_bytes(field: &str) -> Option<u64> {
 }
 
 /// `resources.cpus` rounded up: 1.5 CPUs of time need 2 vCPUs.
-fn vcpus(plan: &Plan) -> u8 {
+pub(super) fn vcpus(plan: &Plan) -> u8 {
     plan.resources.cpus.map_or(1, |cpus| {
         cpus.ceil().clamp(1.0, f64::from(MICROVM_MAX_VCPUS)) as u8
     })
@@ -486,7 +503,7 @@ fn vcpus(plan: &Plan) -> u8 {
 /// The part of the Plan capsule-init carries out inside the guest: the
 /// process, with the same privileges, limits and seccomp filter it would
 /// have in a container.
-fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error> {
+pub(super) fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error> {
     let hostname = process::hostname(plan, id);
     let mut process = plan.process.clone();
     process.env = process::environment(plan, &hostname)?;
@@ -499,6 +516,7 @@ fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error
         readonly_root: plan.root.readonly,
         console: GuestConsole::Virtio,
         quiet: !vm.kernel_log,
+        container: None,
     })
 }
 
