@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use guest_init::{GuestConfig, write_launch_archive};
+use guest_init::{GuestConfig, Workload, write_launch_archive};
 
 fn main() -> ExitCode {
     match run() {
@@ -34,24 +34,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: launch_archive OUT [OPTIONS] -- COMMAND...")?;
     let mut config = GuestConfig::new(Vec::new());
+    let mut workload = Workload::new(Vec::new());
     let mut rootfs = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--" => break,
             "--rootfs" => rootfs = Some(PathBuf::from(value()?)),
-            "--uid" => config.process.user.uid = value()?.parse()?,
-            "--gid" => config.process.user.gid = value()?.parse()?,
-            "--env" => config.process.env.push(value()?),
-            "--cwd" => config.process.cwd = value()?.into(),
-            "--hostname" => config.hostname = Some(value()?),
+            "--uid" => workload.process.user.uid = value()?.parse()?,
+            "--gid" => workload.process.user.gid = value()?.parse()?,
+            "--env" => workload.process.env.push(value()?),
+            "--cwd" => workload.process.cwd = value()?.into(),
+            "--hostname" => workload.hostname = Some(value()?),
             "--module" => config.modules.push(value()?),
             "--readonly" => config.readonly_root = true,
             "--quiet" => config.quiet = true,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
-    config.process.args = args.collect();
+    workload.process.args = args.collect();
+    config.workload = Some(workload);
     let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
     let start = std::time::Instant::now();
     let bytes = write_launch_archive(&mut file, &config, rootfs.as_deref())?;

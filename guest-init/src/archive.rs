@@ -84,7 +84,13 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
 
         let mut config = GuestConfig::new(vec!["/bin/tool".into()]);
-        config.process.env.push("PATH=/bin".into());
+        config
+            .workload
+            .as_mut()
+            .unwrap()
+            .process
+            .env
+            .push("PATH=/bin".into());
         let mut out = Vec::new();
         let len = write_launch_archive(&mut out, &config, Some(root)).unwrap();
         assert_eq!(len, out.len() as u64);

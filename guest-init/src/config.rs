@@ -1,33 +1,28 @@
-use plan::{Process, SeccompProfile};
 use serde::{Deserialize, Serialize};
 
-use crate::kata::GuestContainer;
-use crate::{Error, Result};
+use crate::workload::{invalid, no_nul};
+use crate::{Result, Workload};
 
-/// Linux's `HOST_NAME_MAX`.
-const HOSTNAME_MAX: usize = 64;
-
-/// Linux's `NGROUPS_MAX`: `setgroups` refuses more.
-const GROUPS_MAX: usize = 65_536;
-
-/// What the guest's init runs, and how. Travels as JSON at [`CONFIG_PATH`](crate::CONFIG_PATH).
+/// How the guest's init boots, and what it runs. Travels as JSON at
+/// [`CONFIG_PATH`](crate::CONFIG_PATH).
 ///
-/// Only `process.args` is required in the JSON; every other field has a default. Unknown
-/// fields are refused, so a host and an init that disagree about the format fail loudly
-/// instead of silently dropping a setting.
+/// Every field has a default; but for one of `workload` and `agent`. Unknown fields are
+/// refused, so a host and an init that disagree about the format fail loudly instead of
+/// silently dropping a setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestConfig {
-    /// The command, its environment (whole: the host adds the defaults), working directory,
-    /// user, capabilities, no_new_privs and rlimits: the same description a container's
-    /// process has (`plan::Process`).
-    pub process: Process,
-    /// The command's seccomp filter.
+    /// The workload, when it travels in the archive: a guest without the agent (a kernel
+    /// without vsock, QEMU's benchmark guests), which runs it on the console and reports
+    /// through the exit port. `None` with [`GuestConfig::agent`]: the agent's `Run` brings it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+    /// Serve the launch through the guest agent ([`agent`](crate::agent)): listen on vsock
+    /// port [`AGENT_PORT`](crate::AGENT_PORT) and take the workload, stdin, signals and the
+    /// terminal from the host there. Needs the vsock modules in [`GuestConfig::modules`]
+    /// ([`AGENT_MODULES`](crate::AGENT_MODULES)) on a kernel that builds them as modules.
     #[serde(default)]
-    pub seccomp: SeccompProfile,
-    /// The guest's hostname; `None` keeps the kernel's.
-    #[serde(default)]
-    pub hostname: Option<String>,
+    pub agent: bool,
     /// Kernel module files (`virtio.ko`) in [`MODULES_DIR`](crate::MODULES_DIR), loaded in
     /// this order before anything else; one that is already loaded is fine.
     #[serde(default)]
@@ -44,11 +39,6 @@ pub struct GuestConfig {
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
-    /// A kata launch: the container the init builds in the guest (the root and the process
-    /// are then the container's; `root` stays the initramfs, the sandbox's). Carried here
-    /// when the workload travels in the archive (without the guest agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<GuestContainer>,
 }
 
 /// Where the guest's root filesystem is.
@@ -79,19 +69,25 @@ pub enum GuestConsole {
 }
 
 impl GuestConfig {
-    /// Runs `args` with a container's defaults ([`Process::new`], Docker's seccomp profile)
-    /// and the kernel's hostname.
+    /// Runs `args` from the archive, without the agent ([`Workload::new`]).
     pub fn new(args: Vec<String>) -> Self {
+        Self::with(Some(Workload::new(args)), false)
+    }
+
+    /// Boots without a workload and serves it through the agent.
+    pub fn with_agent() -> Self {
+        Self::with(None, true)
+    }
+
+    fn with(workload: Option<Workload>, agent: bool) -> Self {
         Self {
-            process: Process::new(args),
-            seccomp: SeccompProfile::Default,
-            hostname: None,
+            workload,
+            agent,
             modules: Vec::new(),
             root: GuestRoot::Initramfs,
             readonly_root: false,
             console: GuestConsole::Serial,
             quiet: false,
-            container: None,
         }
     }
 
@@ -112,42 +108,19 @@ impl GuestConfig {
     /// strings it must pass to the kernel (no NUL bytes), the shapes of `env` and `cwd`, module
     /// names that stay inside [`MODULES_DIR`](crate::MODULES_DIR), kernel limits.
     pub fn validate(&self) -> Result<()> {
-        let process = &self.process;
-        match process.args.first() {
-            None => return Err(invalid("args", "must name a command")),
-            Some(a) if a.is_empty() => return Err(invalid("args[0]", "must not be empty")),
-            Some(_) => {}
-        }
-        for (i, arg) in process.args.iter().enumerate() {
-            no_nul(arg, || format!("args[{i}]"))?;
-        }
-        for (i, var) in process.env.iter().enumerate() {
-            no_nul(var, || format!("env[{i}]"))?;
-            match var.split_once('=') {
-                Some((key, _)) if !key.is_empty() => {}
-                _ => return Err(invalid(format!("env[{i}]"), "must be KEY=VALUE")),
-            }
-        }
-        let cwd = process
-            .cwd
-            .to_str()
-            .ok_or_else(|| invalid("cwd", "must be UTF-8"))?;
-        no_nul(cwd, || "cwd".to_owned())?;
-        if !cwd.starts_with('/') {
-            return Err(invalid("cwd", "must be an absolute path"));
-        }
-        if process.user.additional_gids.len() > GROUPS_MAX {
-            return Err(invalid(
-                "additionalGids",
-                format!("at most {GROUPS_MAX} groups"),
-            ));
-        }
-        if let Some(hostname) = &self.hostname {
-            no_nul(hostname, || "hostname".to_owned())?;
-            if hostname.is_empty() || hostname.len() > HOSTNAME_MAX {
+        match (&self.workload, self.agent) {
+            (Some(workload), false) => workload.validate()?,
+            (None, true) => {}
+            (Some(_), true) => {
                 return Err(invalid(
-                    "hostname",
-                    format!("must be 1 to {HOSTNAME_MAX} bytes"),
+                    "workload",
+                    "comes from the agent's Run message when agent is set",
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "workload",
+                    "is needed without the agent (set one of workload and agent)",
                 ));
             }
         }
@@ -160,9 +133,6 @@ impl GuestConfig {
                     "must be a device under /dev, e.g. /dev/vda",
                 ));
             }
-        }
-        if let Some(container) = &self.container {
-            container.validate()?;
         }
         for (i, module) in self.modules.iter().enumerate() {
             no_nul(module, || format!("modules[{i}]"))?;
@@ -177,53 +147,46 @@ impl GuestConfig {
     }
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn no_nul(value: &str, field: impl FnOnce() -> String) -> Result<()> {
-    if value.contains('\0') {
-        return Err(invalid(field(), "must not contain NUL bytes"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use plan::{Capabilities, Rlimit, User};
+    use plan::{Capabilities, Process, Rlimit, SeccompProfile, User};
 
     use super::*;
 
+    fn w(config: &mut GuestConfig) -> &mut Workload {
+        config.workload.as_mut().unwrap()
+    }
+
     fn full() -> GuestConfig {
         GuestConfig {
-            process: Process {
-                args: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
-                env: vec!["PATH=/bin".into(), "A=b=c".into()],
-                cwd: "/home/user".into(),
-                user: User {
-                    uid: 1000,
-                    gid: 1000,
-                    additional_gids: vec![10, 20],
+            workload: Some(Workload {
+                process: Process {
+                    args: vec!["/bin/sh".into(), "-c".into(), "exit 3".into()],
+                    env: vec!["PATH=/bin".into(), "A=b=c".into()],
+                    cwd: "/home/user".into(),
+                    user: User {
+                        uid: 1000,
+                        gid: 1000,
+                        additional_gids: vec![10, 20],
+                    },
+                    capabilities: Capabilities::oci_default(),
+                    no_new_privileges: true,
+                    rlimits: vec![Rlimit {
+                        kind: "RLIMIT_NOFILE".into(),
+                        soft: 1024,
+                        hard: 2048,
+                    }],
                 },
-                capabilities: Capabilities::oci_default(),
-                no_new_privileges: true,
-                rlimits: vec![Rlimit {
-                    kind: "RLIMIT_NOFILE".into(),
-                    soft: 1024,
-                    hard: 2048,
-                }],
-            },
-            seccomp: SeccompProfile::Default,
-            hostname: Some("guest".into()),
+                seccomp: SeccompProfile::Default,
+                hostname: Some("guest".into()),
+                container: None,
+            }),
+            agent: false,
             modules: vec!["virtio.ko".into()],
             root: GuestRoot::Disk("/dev/vda".into()),
             readonly_root: true,
             console: GuestConsole::Virtio,
             quiet: true,
-            container: None,
         }
     }
 
@@ -242,40 +205,49 @@ mod tests {
 
     #[test]
     fn only_args_is_required() {
-        let config = GuestConfig::from_json(br#"{"process":{"args":["true"]}}"#).unwrap();
-        assert_eq!(config.process.cwd, std::path::Path::new("/"));
+        let config =
+            GuestConfig::from_json(br#"{"workload":{"process":{"args":["true"]}}}"#).unwrap();
+        assert_eq!(
+            config.workload.as_ref().unwrap().process.cwd,
+            std::path::Path::new("/")
+        );
         // A process's serde defaults are a container's, but for the environment and the
         // rlimits, which the host always writes whole.
         let mut expected = GuestConfig::new(vec!["true".into()]);
-        expected.process.env.clear();
-        expected.process.rlimits.clear();
+        expected.workload.as_mut().unwrap().process.env.clear();
+        expected.workload.as_mut().unwrap().process.rlimits.clear();
         assert_eq!(config, expected);
     }
 
     #[test]
     fn the_root_defaults_to_the_initramfs_and_the_console_to_the_serial_port() {
-        let config = GuestConfig::from_json(br#"{"process":{"args":["true"]}}"#).unwrap();
+        let config =
+            GuestConfig::from_json(br#"{"workload":{"process":{"args":["true"]}}}"#).unwrap();
         assert_eq!(
             (config.root, config.console),
             (GuestRoot::Initramfs, GuestConsole::Serial)
         );
         let config = GuestConfig::from_json(
-            br#"{"process":{"args":["true"]},"root":"initramfs","console":"serial"}"#,
+            br#"{"workload":{"process":{"args":["true"]}},"root":"initramfs","console":"serial"}"#,
         )
         .unwrap();
         assert_eq!(config.root, GuestRoot::Initramfs);
-        assert!(GuestConfig::from_json(br#"{"process":{"args":["true"]},"root":"disk"}"#).is_err());
+        assert!(
+            GuestConfig::from_json(br#"{"workload":{"process":{"args":["true"]}},"root":"disk"}"#)
+                .is_err()
+        );
     }
 
     #[test]
     fn unknown_fields_and_wrong_types_are_refused() {
         let err =
-            GuestConfig::from_json(br#"{"process":{"args":["true"]},"rootfs":"/x"}"#).unwrap_err();
+            GuestConfig::from_json(br#"{"workload":{"process":{"args":["true"]}},"rootfs":"/x"}"#)
+                .unwrap_err();
         assert!(err.to_string().contains("unknown field `rootfs`"), "{err}");
         let negative =
-            br#"{"process":{"args":["true"],"user":{"uid":-1,"gid":0,"additional_gids":[]}}}"#;
+            br#"{"workload":{"process":{"args":["true"],"user":{"uid":-1,"gid":0,"additional_gids":[]}}}}"#;
         assert!(GuestConfig::from_json(negative).is_err());
-        assert!(GuestConfig::from_json(br#"{"process":{"args":"true"}}"#).is_err());
+        assert!(GuestConfig::from_json(br#"{"workload":{"process":{"args":"true"}}}"#).is_err());
         assert!(GuestConfig::from_json(b"not json").is_err());
     }
 
@@ -283,26 +255,26 @@ mod tests {
     fn values_the_init_cannot_use_are_refused_by_field() {
         type Change = fn(&mut GuestConfig);
         let cases: Vec<(Change, &str)> = vec![
-            (|c| c.process.args.clear(), "args:"),
-            (|c| c.process.args[0].clear(), "args[0]:"),
+            (|c| w(c).process.args.clear(), "args:"),
+            (|c| w(c).process.args[0].clear(), "args[0]:"),
             (
-                |c| c.process.args[2].push('\0'),
+                |c| w(c).process.args[2].push('\0'),
                 "args[2]: must not contain NUL",
             ),
             (
-                |c| c.process.env.push("NOVALUE".into()),
+                |c| w(c).process.env.push("NOVALUE".into()),
                 "env[2]: must be KEY=VALUE",
             ),
             (
-                |c| c.process.env.push("=x".into()),
+                |c| w(c).process.env.push("=x".into()),
                 "env[2]: must be KEY=VALUE",
             ),
             (
-                |c| c.process.cwd = "home".into(),
+                |c| w(c).process.cwd = "home".into(),
                 "cwd: must be an absolute path",
             ),
-            (|c| c.hostname = Some(String::new()), "hostname:"),
-            (|c| c.hostname = Some("h".repeat(65)), "hostname:"),
+            (|c| w(c).hostname = Some(String::new()), "hostname:"),
+            (|c| w(c).hostname = Some("h".repeat(65)), "hostname:"),
             (|c| c.modules.push("../x.ko".into()), "modules[1]:"),
             (|c| c.modules.push("..".into()), "modules[1]:"),
             (|c| c.root = GuestRoot::Disk("vda".into()), "root.disk:"),
@@ -323,5 +295,29 @@ mod tests {
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
             assert!(config.to_json().is_err());
         }
+    }
+
+    #[test]
+    fn the_workload_is_in_the_archive_or_comes_through_the_agent_never_both_nor_neither() {
+        let json = GuestConfig::with_agent().to_json().unwrap();
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(
+            text.contains("\"agent\":true") && !text.contains("workload"),
+            "{text}"
+        );
+        assert_eq!(
+            GuestConfig::from_json(&json).unwrap(),
+            GuestConfig::with_agent()
+        );
+
+        let mut both = full();
+        both.agent = true;
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("workload: comes from the agent"), "{err}");
+        let err = GuestConfig::from_json(b"{}").unwrap_err().to_string();
+        assert!(
+            err.contains("workload: is needed without the agent"),
+            "{err}"
+        );
     }
 }

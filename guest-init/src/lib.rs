@@ -7,7 +7,9 @@
 //! [`CONFIG_PATH`] and, optionally, a root filesystem tree under [`ROOTFS_DIR`]. The kernel
 //! unpacks both into its initramfs and runs `/init`, which mounts the basics, loads the modules
 //! the config names, makes the rootfs its root, runs the command as the configured user, and
-//! reports the command's exit status with one write to the I/O port [`EXIT_PORT`].
+//! reports the command's exit status with one write to the I/O port [`EXIT_PORT`]. With the
+//! guest agent ([`agent`]), the command comes from the host over vsock instead, and its stdio,
+//! signals and exit status travel there.
 //!
 //! The library is small on purpose: the init links it, and the init is a static binary that
 //! every guest boot loads.
@@ -17,7 +19,9 @@
 //! use std::path::Path;
 //!
 //! let mut config = GuestConfig::new(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]);
-//! config.process.env.push("PATH=/bin".into());
+//! if let Some(workload) = &mut config.workload {
+//!     workload.process.env.push("PATH=/bin".into());
+//! }
 //! let mut initrd = std::fs::File::create("/tmp/launch.cpio")?;
 //! let bytes = write_launch_archive(&mut initrd, &config, Some(Path::new("/srv/rootfs")))?;
 //! println!("{bytes} bytes");
@@ -26,15 +30,18 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 mod archive;
 mod config;
 mod error;
 pub mod kata;
 pub mod newc;
+mod workload;
 
 pub use archive::write_launch_archive;
 pub use config::{GuestConfig, GuestConsole, GuestRoot};
 pub use error::Error;
+pub use workload::Workload;
 
 /// Where the per-launch archive puts the [`GuestConfig`] (JSON).
 pub const CONFIG_PATH: &str = "/capsule/config.json";
@@ -75,6 +82,10 @@ pub const BASE_MODULES: &[&str] = &[
     "virtio_rng.ko",
     // The overlay over a disk root; Debian builds ext4 in, overlayfs as a module.
     "overlay.ko",
+    // The guest agent's transport (AF_VSOCK over virtio-vsock).
+    "vsock.ko",
+    "vmw_vsock_virtio_transport_common.ko",
+    "vmw_vsock_virtio_transport.ko",
 ];
 
 /// The modules a microVM with its root on a disk, a virtio console and an entropy device
@@ -88,6 +99,14 @@ pub const DISK_ROOT_MODULES: &[&str] = &[
     "virtio_console.ko",
     "virtio_rng.ko",
     "overlay.ko",
+];
+
+/// The modules the guest agent needs beyond [`DISK_ROOT_MODULES`] (AF_VSOCK and its virtio
+/// transport), in [`BASE_MODULES`]' order.
+pub const AGENT_MODULES: &[&str] = &[
+    "vsock.ko",
+    "vmw_vsock_virtio_transport_common.ko",
+    "vmw_vsock_virtio_transport.ko",
 ];
 
 /// The I/O port the init writes the command's exit status to (one byte); the VMM stops the VM

@@ -309,7 +309,7 @@ fn a_signal_reaches_the_command_through_the_init() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    child.signaller().unwrap().send(libc::SIGTERM).unwrap();
+    child.signal(libc::SIGTERM).unwrap();
     let exit = child.wait().unwrap();
     assert_eq!(
         (exit.code, exit.signal),

@@ -21,7 +21,7 @@
 //! never allocates.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -773,6 +773,15 @@ impl Signaller {
             )
         };
         if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+    }
+}
+
+/// The pidfd: it polls readable once the container's PID 1 has exited (pidfd_open(2)), so an
+/// event loop can wait for the container beside other descriptors and call [`Running::wait`]
+/// only when it will not block.
+impl AsFd for Signaller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 

@@ -79,6 +79,11 @@ pub struct Timings {
     /// microVM: from starting the vCPUs to the guest init's first instruction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ms: Option<f64>,
+    /// microVM: from starting the vCPUs to the guest agent's first message (its `Hello`,
+    /// sent once capsule-init listens on vsock and the host has connected): when the guest
+    /// is ready to run the workload. Absent without the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ms: Option<f64>,
 }
 
 impl Timings {
@@ -93,6 +98,7 @@ impl Timings {
             cleanup_ms: ms(finished.saturating_sub(ran)),
             total_ms: ms(finished),
             boot_ms: None,
+            agent_ms: None,
         }
     }
 }

@@ -329,9 +329,10 @@ fn saved_group(env: &tests::Env, script: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// The members of a group run at once in one capsule process: none reads capsule's stdin
-/// (they would race for it, and one would hang on a terminal), while a single launch does.
+/// (they would race for it, and one would hang on a terminal), while a single launch does with
+/// `-i`, and without it reads an empty stdin, as `docker run`.
 #[test]
-fn a_group_s_members_read_no_stdin_a_single_launch_reads_capsule_s() {
+fn a_group_s_members_read_no_stdin_a_single_launch_reads_capsule_s_with_i() {
     let env = env_or_skip!();
     let run_with_input = |args: &[&OsStr]| {
         let mut child = env
@@ -364,6 +365,7 @@ fn a_group_s_members_read_no_stdin_a_single_launch_reads_capsule_s() {
     assert_eq!(lines, ["first read []", "second read []"]);
     let rootfs = env.rootfs.as_os_str();
     let single = run_with_input(&[
+        OsStr::new("-i"),
         OsStr::new("--rootfs"),
         rootfs,
         OsStr::new("--"),
@@ -373,6 +375,14 @@ fn a_group_s_members_read_no_stdin_a_single_launch_reads_capsule_s() {
         String::from_utf8_lossy(&single.stdout),
         "typed at the terminal\n"
     );
+    let without_i = run_with_input(&[
+        OsStr::new("--rootfs"),
+        rootfs,
+        OsStr::new("--"),
+        OsStr::new("cat"),
+    ]);
+    assert_eq!(without_i.status.code(), Some(0), "{without_i:?}");
+    assert_eq!(String::from_utf8_lossy(&without_i.stdout), "");
 }
 
 /// SIGTERM to capsule reaches every member of a group it runs, each through its own

@@ -20,9 +20,9 @@ use crate::util::{self, progress};
 /// The metapackage that follows Debian's current cloud kernel.
 const KERNEL_META: &str = "linux-image-cloud-amd64";
 
-/// Bump when the artifacts written below change, so existing ones are rebuilt (4: overlay.ko
-/// joined the guest's modules, for the overlay over a disk root).
-const LAYOUT: u32 = 4;
+/// Bump when the artifacts written below change, so existing ones are rebuilt (5: the vsock
+/// modules joined the guest's, for the guest agent).
+const LAYOUT: u32 = 5;
 
 /// Modules the lab's L1 kernel loads to offer KVM, in load order. The guest's own modules are
 /// [`guest_init::BASE_MODULES`].

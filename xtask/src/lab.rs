@@ -60,6 +60,8 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "--test",
         "microvm_disks",
         "--test",
+        "microvm_agent",
+        "--test",
         "kata",
     ],
 ];
@@ -594,8 +596,9 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
 }
 
 /// The host programs every lab carries, with their libraries: `mke2fs` (as `mkfs.ext4` too)
-/// and `debugfs`, which capsule runs to build a microVM's root disk, and `qemu-img`, with
-/// which the tests check the disk images a guest wrote.
+/// and `debugfs`, which capsule runs to build a microVM's root disk, `qemu-img`, with
+/// which the tests check the disk images a guest wrote, and `socat`, with which they speak
+/// Firecracker's vsock handshake as a user's tools would.
 fn host_tools() -> Result<Vec<(String, PathBuf)>> {
     let mke2fs = util::ensure_program(
         "mke2fs",
@@ -612,11 +615,17 @@ fn host_tools() -> Result<Vec<(String, PathBuf)>> {
         "e2fsprogs",
         "capsule fixes up a microVM's root disk with it, in the lab too",
     )?;
+    let socat = util::ensure_program(
+        "socat",
+        "socat",
+        "the lab's agent tests speak the vsock handshake with it",
+    )?;
     let mut files = program_files(&mke2fs, "usr/sbin/mke2fs")?;
     files.push(("usr/sbin/mkfs.ext4".to_owned(), files[0].1.clone()));
     let more = [
         program_files(&debugfs, "usr/sbin/debugfs")?,
         program_files(&qemu_img, "usr/bin/qemu-img")?,
+        program_files(&socat, "usr/bin/socat")?,
     ];
     for file in more.into_iter().flatten() {
         if !files.iter().any(|(path, _)| *path == file.0) {

@@ -97,7 +97,9 @@ fn run(
     let start = Instant::now();
     let id = state::new_id();
     let mut spec = to_spec(plan, &id, host)?;
-    spec.null_stdin = stdin == Stdin::Null;
+    // Without -i the command's stdin is empty, as `docker run`'s; with -t it has capsule's
+    // terminal as it is (stdout and stderr are capsule's).
+    spec.null_stdin = !stdin.interactive;
     let init = if spec.init {
         Some(ns_core::Init::sealed("capsule-init", CAPSULE_INIT)?)
     } else {

@@ -44,17 +44,24 @@ impl Backend for Kata {
         plan: &Plan,
         _host: &Host,
         stop: &StopHandle,
-        _stdin: Stdin,
+        stdin: Stdin,
     ) -> Result<Outcome, Error> {
         let id = state::new_id();
         let vm = plan.vm.clone().unwrap_or_default();
-        let mut guest = microvm::guest_config(plan, &vm, &id)?;
+        let mut config = microvm::guest_config(plan, &vm);
         // The sandbox stays in the initramfs; the root disk is the container's.
-        guest.root = GuestRoot::Initramfs;
-        guest.readonly_root = false;
-        guest.hostname = None;
-        guest.container = Some(guest_container(plan, &id)?);
-        microvm::run(plan, stop, &id, &guest, guest_memory(plan))
+        config.root = GuestRoot::Initramfs;
+        config.readonly_root = false;
+        let mut workload = microvm::workload(plan, &id)?;
+        // The container has the Plan's hostname; the sandbox keeps the kernel's.
+        workload.hostname = None;
+        workload.container = Some(guest_container(plan, &id)?);
+        let guest = microvm::Guest {
+            config,
+            workload,
+            memory: guest_memory(plan),
+        };
+        microvm::run(plan, stop, stdin, &id, guest)
     }
 }
 

@@ -1,9 +1,11 @@
 //! The microVM backend: the Plan's process runs under capsule-init in a
 //! stock Linux kernel on capsule's own VMM (kvm-core).
 //!
-//! The launch owns nothing outside this process: guest memory, vCPU threads
-//! and the per-launch archive all live and die with it, so there is no
-//! state directory for `capsule gc` to clean.
+//! Guest memory, vCPU threads and the per-launch archive live and die with
+//! this process; the one thing outside it is the launch's state directory,
+//! which holds the vsock device's Unix socket (removed on every path, and by
+//! `capsule gc` after a crash). The workload travels to the guest agent
+//! (`agent.rs`) over vsock, which relays its stdio, signals and exit status.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -16,9 +18,11 @@ use devices::virtio::VirtioDevice;
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::Vsock;
+use guest_init::agent::RunRequest;
 use guest_init::{
-    DISK_ROOT_MODULES, GuestConfig, GuestConsole, GuestRoot, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET,
-    ROOT_DEVICE,
+    AGENT_MODULES, DISK_ROOT_MODULES, GuestConfig, GuestConsole, GuestRoot, KERNEL_CMDLINE,
+    KERNEL_CMDLINE_QUIET, ROOT_DEVICE, Workload,
 };
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
@@ -27,6 +31,7 @@ use plan::{
     Problem, Timings, VmSpec, disk_device,
 };
 
+use super::agent::{AgentError, Controls, HostTerminal, SessionIo, SessionThread};
 use super::{Backend, Stdin};
 use crate::signals::StopHandle;
 use crate::{Error, host, process, root_image, state};
@@ -39,6 +44,18 @@ const OUTPUT_FLUSH_TIME: Duration = Duration::from_secs(2);
 
 /// The exit status of a launch stopped by `--timeout`, as coreutils' `timeout`.
 const TIMED_OUT: i32 = 124;
+
+/// The guest's vsock context id: the first a guest may have (0 to 2 are the hypervisor's,
+/// the local loopback's and the host's).
+const GUEST_CID: u64 = 3;
+
+/// The vsock device's Unix socket in the launch's state directory (Firecracker's hybrid
+/// vsock: `CONNECT <port>` on it reaches the guest's port).
+const VSOCK_SOCKET: &str = "vsock.sock";
+
+/// How long the host waits for the guest agent (beyond a `--timeout`, which ends the wait
+/// first): a guest that boots slower than this is hung (the nested lab boots in seconds).
+const AGENT_WAIT: Duration = Duration::from_secs(120);
 
 /// The kernel and base initramfs a Plan boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,14 +169,28 @@ impl Backend for Microvm {
         plan: &Plan,
         _host: &Host,
         stop: &StopHandle,
-        _stdin: Stdin,
+        stdin: Stdin,
     ) -> Result<Outcome, Error> {
         let id = state::new_id();
         let vm = plan.vm.clone().unwrap_or_default();
-        let guest = guest_config(plan, &vm, &id)?;
-        let memory = plan.resources.memory.unwrap_or(DEFAULT_MEMORY);
-        run(plan, stop, &id, &guest, memory)
+        let guest = Guest {
+            config: guest_config(plan, &vm),
+            workload: workload(plan, &id)?,
+            memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
+        };
+        run(plan, stop, stdin, &id, guest)
     }
+}
+
+/// What one launch's guest is: how capsule-init boots, what it runs, and its RAM.
+#[derive(Debug)]
+pub(super) struct Guest {
+    /// How capsule-init boots ([`guest_config`]).
+    pub config: GuestConfig,
+    /// What the agent's `Run` brings ([`workload`]).
+    pub workload: Workload,
+    /// Guest RAM in bytes.
+    pub memory: u64,
 }
 
 /// ext4's superblock: 1024 bytes into the disk, its magic 0xEF53 (little-endian) at byte 0x38
@@ -284,26 +315,33 @@ pub fn attached_disks(plan: &Plan) -> Result<Vec<AttachedDisk>, Error> {
         .collect()
 }
 
-/// Boots the Plan's microVM with `memory` bytes of guest RAM, has capsule-init carry out
-/// `guest` (the launch `id`'s) and reports how it ended.
+/// Boots the Plan's microVM as `guest` says, runs its workload through the guest agent and
+/// reports how launch `id` ended.
 pub(super) fn run(
     plan: &Plan,
     stop: &StopHandle,
+    stdin: Stdin,
     id: &str,
-    guest: &GuestConfig,
-    memory: u64,
+    guest: Guest,
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
     let id = id.to_owned();
+    let Guest {
+        config: guest,
+        workload,
+        memory,
+    } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
+    let launch_dir = LaunchDir(state::Launch::create(&id, false)?);
+    let uds = launch_dir.0.dir.join(VSOCK_SOCKET);
 
     // The root travels on a disk (/dev/vda), so the launch archive holds only the config:
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
     let root = root_image::for_plan(plan)?;
     let mut archive = Vec::new();
-    guest_init::write_launch_archive(&mut archive, guest, None).map_err(|source| {
+    guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
         Error::GuestArchive {
             rootfs: plan.root.path.clone(),
             source,
@@ -344,19 +382,44 @@ pub(super) fn run(
             source: source.into(),
         }
     })?;
-    let devices = virtio_devices(plan, root.path(), &output)?;
+    let devices = virtio_devices(plan, root.path(), &output, &uds)?;
     let mut machine =
         Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
-    // Any signal the launch receives ends the VM, and capsule exits 128 + the signal, as a
-    // shell reports a command the signal killed.
+    // Once the guest agent is up, the signals the launch receives go to the command, as a
+    // container's go to its PID 1. Before, one ends the VM, and capsule exits 128 + the
+    // signal, as a shell reports a command the signal killed.
+    let controls = Controls::new();
     let stopped_by = Arc::new(AtomicI32::new(0));
     let forwarding = stop.forward_to({
-        let (stopped_by, stopper) = (stopped_by.clone(), machine.stopper());
+        let (stopped_by, stopper, controls) =
+            (stopped_by.clone(), machine.stopper(), controls.clone());
         move |signal| {
-            stopped_by.store(signal, Ordering::SeqCst);
-            stopper.stop();
+            if controls.connected() {
+                controls.signal(signal);
+            } else {
+                stopped_by.store(signal, Ordering::SeqCst);
+                stopper.stop();
+            }
         }
     });
+    let terminal = stdin
+        .tty
+        .then(|| HostTerminal::take(stdin.interactive, &controls))
+        .transpose()
+        .map_err(|e| Error::io("taking over the terminal on", Path::new("/dev/stdin"), e))?;
+    let session = start_session(
+        &uds,
+        workload,
+        stdin,
+        terminal.as_ref(),
+        controls,
+        // With a --timeout the machine's ends the wait first, as a timeout (124).
+        Instant::now()
+            + plan
+                .timeout
+                .map_or(AGENT_WAIT, |t| Duration::from_secs_f64(t) + AGENT_WAIT),
+        machine.stopper(),
+    )?;
     // The per-launch archive is in guest memory now; freed here, it stops counting as the
     // VMM's own memory while the guest runs. The disks hold their files open: a one-off root
     // image may go.
@@ -365,6 +428,7 @@ pub(super) fn run(
     let created = start.elapsed();
     let booted = Instant::now();
     let exit = machine.run(plan.timeout.map(Duration::from_secs_f64));
+    session.cancel();
     drop(forwarding);
     let ran = start.elapsed();
     let user_space = machine.user_space_reached();
@@ -372,15 +436,84 @@ pub(super) fn run(
     // and what is left is the VMM's own (measured while the VM still exists).
     let vmm_overhead =
         status_bytes("VmRSS:").map(|rss| rss.saturating_sub(machine.guest_memory_resident()));
+    // The vsock device goes with the machine: a session still waiting reads the end of its
+    // connection.
     drop(machine);
     let peak_rss = status_bytes("VmHWM:");
+    let session = session.wait(OUTPUT_FLUSH_TIME);
+    drop(terminal);
     // What the guest wrote last is on its way out; a reader that stopped reading gets no
     // more time than this.
     output.flush_for(Instant::now() + OUTPUT_FLUSH_TIME);
     let exit = exit?;
+    drop(launch_dir);
     let finished = start.elapsed();
 
-    let (exit_code, signal, error) = match exit {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut agent_ms = None;
+    let mut oom_killed = false;
+    let (exit_code, signal, error) = match (exit, session) {
+        (MachineExit::Timeout, _) => (
+            TIMED_OUT,
+            None,
+            Some(format!(
+                "the guest did not finish within the {}s timeout and was stopped",
+                plan.timeout.unwrap_or_default()
+            )),
+        ),
+        (_, Some(Ok(end))) => {
+            agent_ms = Some(ms(end.hello_at.saturating_duration_since(booted)));
+            oom_killed = end.report.oom_killed;
+            let error =
+                (!end.errors.is_empty()).then(|| format!("the guest: {}", end.errors.join("; ")));
+            (end.report.code, end.report.signal, error)
+        }
+        // The guest broke the protocol: its word on the status is worth nothing.
+        (_, Some(Err(e))) if e.is_from_guest() => (125, None, Some(e.to_string())),
+        // The agent is gone or never came (a guest without vsock): the exit port's status,
+        // or the signal that stopped the VM, as before the agent.
+        (exit @ MachineExit::Status(_), _) => machine_status(exit, plan, &stopped_by),
+        (MachineExit::Stopped, _) if stopped_by.load(Ordering::SeqCst) != 0 => {
+            machine_status(MachineExit::Stopped, plan, &stopped_by)
+        }
+        (_, Some(Err(e))) if !matches!(e, AgentError::Cancelled) => {
+            (125, None, Some(e.to_string()))
+        }
+        (exit, _) => machine_status(exit, plan, &stopped_by),
+    };
+    if let Some(error) = &error {
+        eprintln!("capsule: {error}");
+    }
+    Ok(Outcome {
+        id,
+        isolation: plan.isolation,
+        exit_code,
+        signal,
+        oom_killed,
+        error,
+        timings: Timings {
+            boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
+            agent_ms,
+            ..Timings::of(prepared, created, ran, finished)
+        },
+        peaks: Peaks {
+            memory_bytes: peak_rss,
+            vmm_overhead_bytes: vmm_overhead,
+            ..Default::default()
+        },
+        violations: Vec::new(),
+        disks,
+    })
+}
+
+/// The status of a launch the guest agent did not report: how the machine ended (the exit
+/// port's status, a signal that stopped it, a guest that died), as before the agent.
+fn machine_status(
+    exit: MachineExit,
+    plan: &Plan,
+    stopped_by: &AtomicI32,
+) -> (i32, Option<i32>, Option<String>) {
+    match exit {
         MachineExit::Status(status) => (i32::from(status), None, None),
         MachineExit::Timeout => (
             TIMED_OUT,
@@ -416,39 +549,69 @@ pub(super) fn run(
                 }
             )),
         ),
-    };
-    if let Some(error) = &error {
-        eprintln!("capsule: {error}");
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Outcome {
-        id,
-        isolation: plan.isolation,
-        exit_code,
-        signal,
-        oom_killed: false,
-        error,
-        timings: Timings {
-            boot_ms: user_space.map(|at| ms(at.duration_since(booted))),
-            ..Timings::of(prepared, created, ran, finished)
-        },
-        peaks: Peaks {
-            memory_bytes: peak_rss,
-            vmm_overhead_bytes: vmm_overhead,
-            ..Default::default()
-        },
-        violations: Vec::new(),
-        disks,
+}
+
+/// Starts the session with the guest agent on a thread: the workload, capsule's stdin with
+/// `-i`, a terminal of `terminal`'s size with `-t`; the machine stops when it ends.
+fn start_session(
+    uds: &Path,
+    workload: Workload,
+    stdin: Stdin,
+    terminal: Option<&HostTerminal>,
+    controls: Controls,
+    deadline: Instant,
+    stopper: kvm_core::Stopper,
+) -> Result<SessionThread, Error> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>, name: &str| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| Error::io("duplicating", Path::new(name), e))
+    };
+    let input: Option<Box<dyn std::io::Read + Send>> = if stdin.interactive {
+        Some(Box::new(dup(std::io::stdin().as_fd(), "/dev/stdin")?))
+    } else {
+        None
+    };
+    let io = SessionIo {
+        stdin: input,
+        stdout: Box::new(stdout_file()?),
+        stderr: Box::new(dup(std::io::stderr().as_fd(), "/dev/stderr")?),
+    };
+    let request = RunRequest {
+        workload,
+        stdin: stdin.interactive,
+        terminal: terminal.map(|t| t.size),
+    };
+    SessionThread::start(uds.to_owned(), request, io, controls, deadline, move || {
+        stopper.stop()
     })
+    .map_err(|source| Error::Device {
+        what: "guest agent session thread".into(),
+        source: source.into(),
+    })
+}
+
+/// The launch's state directory, removed when dropped (on every path).
+struct LaunchDir(state::Launch);
+
+impl Drop for LaunchDir {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove() {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// The virtio devices, in the order the guest enumerates them: the root disk (`/dev/vda`,
 /// read-only: the guest writes to an overlay in its RAM), the Plan's disks (`/dev/vdb`, ...),
-/// the console (`hvc0`) and the entropy source (`/dev/hwrng`).
+/// the console (`hvc0`), the entropy source (`/dev/hwrng`) and vsock (the guest agent's
+/// transport, its host side the Unix socket `uds`).
 fn virtio_devices(
     plan: &Plan,
     root: &Path,
     output: &OutputSink,
+    uds: &Path,
 ) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let disks = std::iter::once((ROOT_DEVICE.to_owned(), root, true)).chain(
@@ -472,6 +635,11 @@ fn virtio_devices(
     })?;
     devices.push(Box::new(console));
     devices.push(Box::new(Rng::new()));
+    let vsock = Vsock::new(GUEST_CID, uds).map_err(|source| Error::Device {
+        what: format!("vsock device ({})", uds.display()),
+        source: source.into(),
+    })?;
+    devices.push(Box::new(vsock));
     Ok(devices)
 }
 
@@ -500,22 +668,34 @@ pub(super) fn vcpus(plan: &Plan) -> u8 {
     })
 }
 
-/// The part of the Plan capsule-init carries out inside the guest: the
-/// process, with the same privileges, limits and seccomp filter it would
-/// have in a container.
-pub(super) fn guest_config(plan: &Plan, vm: &VmSpec, id: &str) -> Result<GuestConfig, Error> {
-    let hostname = process::hostname(plan, id);
-    let mut process = plan.process.clone();
-    process.env = process::environment(plan, &hostname)?;
-    Ok(GuestConfig {
-        process,
-        seccomp: plan.seccomp,
-        hostname: Some(hostname),
-        modules: DISK_ROOT_MODULES.iter().map(|m| m.to_string()).collect(),
+/// How capsule-init boots: the root on `/dev/vda`, the virtio console, and the guest agent
+/// (the workload comes over vsock).
+pub(super) fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
+    GuestConfig {
+        modules: DISK_ROOT_MODULES
+            .iter()
+            .chain(AGENT_MODULES)
+            .map(|m| m.to_string())
+            .collect(),
         root: GuestRoot::Disk(ROOT_DEVICE.into()),
         readonly_root: plan.root.readonly,
         console: GuestConsole::Virtio,
         quiet: !vm.kernel_log,
+        ..GuestConfig::with_agent()
+    }
+}
+
+/// The part of the Plan capsule-init carries out inside the guest: the
+/// process, with the same privileges, limits and seccomp filter it would
+/// have in a container.
+pub(super) fn workload(plan: &Plan, id: &str) -> Result<Workload, Error> {
+    let hostname = process::hostname(plan, id);
+    let mut process = plan.process.clone();
+    process.env = process::environment(plan, &hostname)?;
+    Ok(Workload {
+        process,
+        seccomp: plan.seccomp,
+        hostname: Some(hostname),
         container: None,
     })
 }
@@ -581,5 +761,22 @@ mod tests {
         let artifacts = GuestArtifacts::of(&vm);
         assert_eq!(artifacts.kernel, PathBuf::from("/k"));
         assert!(artifacts.initrd.ends_with("initramfs.cpio"));
+    }
+
+    #[test]
+    fn the_guest_boots_with_the_agent_and_the_workload_goes_to_it() {
+        let mut plan = Plan::container("/", vec!["sh".into()]);
+        plan.root.readonly = true;
+        let config = guest_config(&plan, &VmSpec::default());
+        assert!(config.agent && config.workload.is_none());
+        assert!(config.readonly_root);
+        for module in AGENT_MODULES {
+            assert!(config.modules.iter().any(|m| m == module), "{module}");
+        }
+        config.validate().unwrap();
+        let workload = workload(&plan, "launch-1").unwrap();
+        assert_eq!(workload.process.args, ["sh"]);
+        assert_eq!(workload.hostname.as_deref(), Some("launch-1"));
+        assert!(workload.process.env.iter().any(|v| v.starts_with("PATH=")));
     }
 }

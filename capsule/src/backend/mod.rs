@@ -6,17 +6,30 @@ use plan::{Host, Isolation, Outcome, Plan, Problem};
 use crate::Error;
 use crate::signals::StopHandle;
 
+pub mod agent;
 pub mod container;
 pub mod kata;
 pub mod microvm;
 
-/// Where a launch's workload reads its input from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdin {
-    /// capsule's own stdin.
-    Inherit,
-    /// `/dev/null`: the members of a group run at once, and none may own the terminal's input.
-    Null,
+/// The workload's input and terminal, as `docker run`'s `-i` and `-t` give them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stdin {
+    /// `-i`: capsule's own stdin flows to the command, and its end ends the command's input.
+    /// Without, the command's stdin is empty (at its end at once) under every isolation.
+    pub interactive: bool,
+    /// `-t`: the command runs on a terminal. A microVM's guest gives it a pseudo-terminal
+    /// of the size of capsule's (its stderr joins stdout; with `-i` capsule's terminal is
+    /// raw for the session); a container's command has capsule's own terminal.
+    pub tty: bool,
+}
+
+impl Stdin {
+    /// No input and no terminal: a group's members run at once, and none may own the
+    /// terminal's input.
+    pub const NULL: Stdin = Stdin {
+        interactive: false,
+        tty: false,
+    };
 }
 
 /// One way of isolating a Plan's process. `Sync`: the members of a group run on threads of
@@ -31,9 +44,9 @@ pub trait Backend: Sync {
     fn problems(&self, plan: &Plan, host: &Host) -> Result<Vec<Problem>, plan::Error>;
 
     /// Runs a Plan that passed [`Launcher::check`] to completion and reports how it went.
-    /// The signals delivered to `stop` while it runs go to the workload (a container's PID 1)
-    /// or end it (a microVM, with 128 + the signal). A container's command reads `stdin`; a
-    /// microVM's guest reads none of capsule's.
+    /// The signals delivered to `stop` while it runs go to the workload (a container's PID 1,
+    /// a microVM's command through the guest agent). `stdin` says whether the command reads
+    /// capsule's stdin and has a terminal.
     ///
     /// # Errors
     ///

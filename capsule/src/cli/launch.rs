@@ -21,7 +21,7 @@ pub(super) fn launch_group(
     let mut first_failure = None;
     if sequential {
         for plan in plans {
-            let (outcome, code) = launch(launcher, plan, host, &router.launch(), Stdin::Null);
+            let (outcome, code) = launch(launcher, plan, host, &router.launch(), Stdin::NULL);
             outcomes.push(outcome);
             if code != 0 {
                 first_failure = Some(code);
@@ -34,7 +34,7 @@ pub(super) fn launch_group(
                 .iter()
                 .map(|plan| {
                     let stop = router.launch();
-                    scope.spawn(move || launch(launcher, plan, host, &stop, Stdin::Null))
+                    scope.spawn(move || launch(launcher, plan, host, &stop, Stdin::NULL))
                 })
                 .collect();
             for member in members {

@@ -39,6 +39,13 @@ enum Command {
         /// Write the launch's Outcome as JSON to FILE (an array for a group of Plans).
         #[arg(long, value_name = "FILE")]
         outcome: Option<PathBuf>,
+        /// Keep stdin open: capsule's stdin flows to the command (without, the command's
+        /// stdin is empty).
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Give the command a terminal (capsule's stdin must be one).
+        #[arg(long, short = 't')]
+        tty: bool,
         #[command(flatten)]
         policy: PolicyArgs,
         #[command(flatten)]
@@ -108,6 +115,15 @@ pub fn main() -> ExitCode {
             "{flag} is for a policy script: give it after SCRIPT.rhai, e.g. capsule run job.rhai {flag} ..."
         ));
     }
+    let stdin = match &cli.command {
+        Command::Run {
+            interactive, tty, ..
+        } => match stdin(*interactive, *tty) {
+            Ok(stdin) => stdin,
+            Err(code) => return code,
+        },
+        _ => crate::Stdin::NULL,
+    };
     match cli.command {
         Command::Run {
             script: Some(script),
@@ -115,14 +131,14 @@ pub fn main() -> ExitCode {
             policy,
             launch,
             ..
-        } => run::run_script(&script, outcome.as_deref(), &policy, &launch),
+        } => run::run_script(&script, outcome.as_deref(), &policy, &launch, stdin),
         Command::Run {
             script: None,
             plan,
             outcome,
             launch,
             ..
-        } => run::run(plan.as_deref(), outcome.as_deref(), &launch),
+        } => run::run(plan.as_deref(), outcome.as_deref(), &launch, stdin),
         Command::Plan {
             script: Some(script),
             policy,
@@ -140,6 +156,18 @@ pub fn main() -> ExitCode {
         } => check::check(&script, &policy, &launch),
         Command::Gc => gc::gc(),
     }
+}
+
+/// `-i` and `-t` as a launch's [`Stdin`](crate::Stdin); `-t` needs a terminal on stdin, as
+/// `docker run -t` does with `-i`.
+fn stdin(interactive: bool, tty: bool) -> Result<crate::Stdin, ExitCode> {
+    use std::io::IsTerminal;
+    if tty && !std::io::stdin().is_terminal() {
+        return Err(fail(
+            "-t needs a terminal on stdin, and stdin is not one; drop -t, or run capsule from a terminal",
+        ));
+    }
+    Ok(crate::Stdin { interactive, tty })
 }
 
 /// Reports `message` the way every verb does and returns the runtime failure code.

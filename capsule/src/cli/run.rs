@@ -7,10 +7,13 @@ use super::launch::{failed, launch, launch_group};
 use super::{LaunchArgs, PolicyArgs, fail, fail_policy};
 use crate::{Launcher, SignalRouter, Stdin};
 
+/// `capsule run [--plan PLAN.json] [FLAGS]`: one Plan runs with `stdin` (`-i`, `-t`), a
+/// group's members without input.
 pub(super) fn run(
     plan_file: Option<&Path>,
     outcome_file: Option<&Path>,
     args: &LaunchArgs,
+    stdin: Stdin,
 ) -> ExitCode {
     let plans = match plan_file {
         Some(path) => read_plans(path),
@@ -31,7 +34,7 @@ pub(super) fn run(
             // Signals from here on reach the launch, once it has a workload to signal.
             let stop = router.launch();
             let (outcome, code) = match launcher.check(plan, &host) {
-                Ok(()) => launch(&launcher, plan, &host, &stop, Stdin::Inherit),
+                Ok(()) => launch(&launcher, plan, &host, &stop, stdin),
                 Err(e) => failed(plan, e.into()),
             };
             finish(outcome_file, &outcome, code)
@@ -88,6 +91,7 @@ pub(super) fn run_script(
     outcome_file: Option<&Path>,
     policy: &PolicyArgs,
     args: &LaunchArgs,
+    stdin: Stdin,
 ) -> ExitCode {
     let launcher = Launcher::detect();
     let (evaluation, inputs) = match policy.evaluate(script, args, &launcher, false) {
@@ -104,7 +108,7 @@ pub(super) fn run_script(
     };
     match evaluation.to_plans() {
         Plans::One(plan) => {
-            let (outcome, code) = launch(&launcher, &plan, &host, &router.launch(), Stdin::Inherit);
+            let (outcome, code) = launch(&launcher, &plan, &host, &router.launch(), stdin);
             finish(outcome_file, &outcome, code)
         }
         plans => {

@@ -16,7 +16,8 @@
 //! - [`mmio`]: the virtio-mmio transport (its register state machine builds without std);
 //! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
 //! - [`console`]: virtio-console, the guest's `hvc0`;
-//! - [`rng`]: virtio-rng, the entropy device.
+//! - [`rng`]: virtio-rng, the entropy device;
+//! - [`vsock`]: virtio-vsock, stream sockets to host processes through a Unix socket.
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
 
@@ -34,6 +35,8 @@ pub mod rng;
 pub(crate) mod test_device;
 #[cfg(test)]
 mod test_utils;
+#[cfg(feature = "std")]
+pub mod vsock;
 
 #[cfg(feature = "std")]
 use std::fmt::Debug;

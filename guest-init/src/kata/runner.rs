@@ -6,7 +6,7 @@
 //! ends, its statistics (`memory.events`' `oom_kill`) read before the cgroup and the state
 //! ns-core left in the state directory are removed.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cgroup_core::{Cgroup, Layout};
@@ -222,42 +222,91 @@ impl Sandbox {
             [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             |pid| Ok(cgroup.add_task(pid)?),
         );
-        let mut child = KataChild {
-            running: None,
+        let cleanup = |cgroup: Cgroup| {
+            // What failed is the error to report; a cgroup left over is `capsule gc`'s, but a
+            // guest ends with its launch anyway.
+            let _ = cgroup.remove();
+            let _ = clear_dir(&spec.state_dir);
+        };
+        let running = match spawned {
+            Ok(running) => running,
+            Err(e) => {
+                cleanup(cgroup);
+                return Err(e.into());
+            }
+        };
+        let signaller = match running.signaller() {
+            Ok(signaller) => signaller,
+            Err(e) => {
+                drop(running);
+                cleanup(cgroup);
+                return Err(e.into());
+            }
+        };
+        Ok(KataChild {
+            pid: running.pid(),
+            running: Some(running),
+            signaller,
             cgroup: Some(cgroup),
             state_dir: spec.state_dir.clone(),
-        };
-        child.running = Some(spawned?);
-        Ok(child)
+        })
     }
 }
 
-/// A running kata container; [`KataChild::wait`] collects it. Dropped without a wait, it
-/// kills the container and removes its cgroup and state.
+/// A running kata container; [`KataChild::wait`] collects it, or [`KataChild::try_wait`] in
+/// an event loop once [`KataChild::exit_fd`] polls readable. Dropped without either, it kills
+/// the container and removes its cgroup and state.
 #[derive(Debug)]
 pub struct KataChild {
+    pid: i32,
     running: Option<Running>,
+    /// The container PID 1's pidfd, for signals and [`KataChild::exit_fd`].
+    signaller: Signaller,
     cgroup: Option<Cgroup>,
     state_dir: PathBuf,
 }
 
 impl KataChild {
-    /// The container's PID 1 in the guest's pid namespace (signals for the container go
-    /// there; [`KataChild::signaller`] cannot reach a reused pid).
+    /// The container's PID 1 in the guest's pid namespace.
     pub fn pid(&self) -> i32 {
-        self.running.as_ref().map_or(0, Running::pid)
+        self.pid
     }
 
-    /// What sends signals to the container's PID 1 from another thread while one waits.
+    /// Sends `signal` to the container's PID 1 (capsule-init forwards it to the command, or
+    /// the command is PID 1 itself), through its pidfd: a container that has ended refuses it
+    /// (`ESRCH`) rather than a process that reused its pid receiving it.
     ///
     /// # Errors
     ///
-    /// [`KataError::Container`] when its pidfd cannot be duplicated.
-    pub fn signaller(&self) -> Result<Signaller, KataError> {
-        match &self.running {
-            Some(running) => Ok(running.signaller()?),
-            None => Err(ns_core::Error::Invalid("the container has ended".into()).into()),
+    /// `ESRCH` once the container has ended, `EINVAL` for a number that is no signal.
+    pub fn signal(&self, signal: i32) -> Result<(), Errno> {
+        self.signaller.send(signal)
+    }
+
+    /// A descriptor that polls readable once the container's PID 1 has exited (its pidfd):
+    /// [`KataChild::try_wait`] then returns at once.
+    pub fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.signaller.as_fd()
+    }
+
+    /// How the container ended, once it has ([`KataChild::wait`]'s answer, the cgroup and
+    /// state removed); `None` while it runs. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// As [`KataChild::wait`]; [`KataError::Container`] when it was already collected.
+    pub fn try_wait(&mut self) -> Result<Option<KataExit>, KataError> {
+        let mut pollfd = libc::pollfd {
+            fd: self.signaller.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes one pollfd that lives across the call; no timeout.
+        let ready = unsafe { libc::poll(&mut pollfd, 1, 0) };
+        if ready <= 0 {
+            return Ok(None);
         }
+        self.collect().map(Some)
     }
 
     /// Waits for the container to end, reads whether the OOM killer struck in its cgroup, and
@@ -269,10 +318,14 @@ impl KataChild {
     /// [`KataError::Container`] when waiting fails, [`KataError::Cgroup`] or
     /// [`KataError::Io`] when the cleanup does.
     pub fn wait(mut self) -> Result<KataExit, KataError> {
+        self.collect()
+    }
+
+    fn collect(&mut self) -> Result<KataExit, KataError> {
         let status = match self.running.take() {
             Some(running) => running.wait(),
             None => Err(ns_core::Error::Invalid(
-                "the container was not started".into(),
+                "the container was already collected".into(),
             )),
         };
         let oom_killed = self

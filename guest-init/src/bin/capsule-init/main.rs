@@ -9,9 +9,12 @@
 //!    (`disk_root.rs`: the ext4 file system on `/dev/vda`, read-only, under an overlay in RAM
 //!    unless the root is read-only), or the tree the launch brought at `ROOTFS_DIR` (read-only
 //!    if asked).
-//! 5. Sets the hostname, then forks the command, which becomes the configured user, changes
-//!    directory and executes. Meanwhile PID 1 reaps every process that exits and forwards
-//!    every signal it receives to the command (`supervise.rs`, shared with `--container`).
+//! 5. With the workload in the config: sets the hostname, then forks the command, which
+//!    becomes the configured user, changes directory and executes. Meanwhile PID 1 reaps every
+//!    process that exits and forwards every signal it receives to the command (`supervise.rs`,
+//!    shared with `--container`). With the agent instead (`agent.rs`): listens on vsock port
+//!    `AGENT_PORT`, takes the workload from the host's `Run`, runs it the same way with its
+//!    stdio on pipes or a terminal relayed to the host, and reports its exit there.
 //! 6. Flushes what the command wrote to its disks, writes the command's status to `EXIT_PORT`
 //!    (the VMM stops the VM there), else powers off.
 //!
@@ -22,12 +25,14 @@
 //! PID 1 must not panic or exit (either is a kernel panic): every failure is a value that ends
 //! in a status.
 //!
-//! With a kata container in the config, steps 4 and 5 are instead the container's (`kata.rs`):
-//! the guest stays in the initramfs, and the command runs in the container built there.
+//! With a kata container in the workload (the archive's or the agent's `Run`), the guest
+//! stays in the initramfs (its root is `Initramfs`) and step 5 is instead the container's
+//! (`kata.rs`): the command runs in the container built there, its PID 1 capsule-init again.
 //!
 //! Run as `capsule-init --container -- COMMAND ARGS...` it is instead the init of a container
 //! that ns-core has set up (see `container.rs`).
 
+mod agent;
 mod container;
 mod disk_root;
 mod kata;
@@ -79,9 +84,6 @@ fn init() -> Result<u8, Failure> {
     if config.console == GuestConsole::Virtio {
         setup::attach_virtio_console()?;
     }
-    if let Some(container) = &config.container {
-        return kata::run(container);
-    }
     match &config.root {
         GuestRoot::Disk(device) => disk_root::run(&disk_root::steps(
             disk_root::LAYERS,
@@ -91,12 +93,24 @@ fn init() -> Result<u8, Failure> {
         GuestRoot::Initramfs if Path::new(ROOTFS_DIR).is_dir() => setup::enter_rootfs(&config)?,
         GuestRoot::Initramfs => {}
     }
-    if let Some(hostname) = &config.hostname {
+    let Some(workload) = &config.workload else {
+        return agent::serve();
+    };
+    if let Some(container) = &workload.container {
+        return kata::run(container);
+    }
+    set_hostname(workload)?;
+    let command = run::Command::new(workload)?;
+    run::run_command(&command)
+}
+
+/// The workload's hostname, if it names one.
+fn set_hostname(workload: &guest_init::Workload) -> Result<(), Failure> {
+    if let Some(hostname) = &workload.hostname {
         nix::unistd::sethostname(hostname)
             .map_err(|e| Failure::new("setting the hostname to", hostname, e))?;
     }
-    let command = run::Command::new(&config)?;
-    run::run_command(&command)
+    Ok(())
 }
 
 fn read_config() -> Result<GuestConfig, Failure> {

@@ -3,7 +3,7 @@
 
 use std::ffi::{CStr, CString};
 
-use guest_init::GuestConfig;
+use guest_init::Workload;
 use nix::errno::Errno;
 use nix::unistd::{chdir, execve};
 use ns_core::Credentials;
@@ -33,11 +33,11 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn new(config: &GuestConfig) -> Result<Self, Failure> {
+    pub fn new(workload: &Workload) -> Result<Self, Failure> {
         let c_string = |s: &str| {
             CString::new(s).map_err(|_| Failure::message(format!("{s:?} contains a NUL byte")))
         };
-        let process = &config.process;
+        let process = &workload.process;
         let name = process
             .args
             .first()
@@ -57,7 +57,7 @@ impl Command {
                 .map(|e| c_string(e))
                 .collect::<Result<_, _>>()?,
             cwd: c_string(cwd)?,
-            credentials: Credentials::new(process, config.seccomp).map_err(|e| {
+            credentials: Credentials::new(process, workload.seccomp).map_err(|e| {
                 Failure::message(format!("preparing the command's credentials: {e}"))
             })?,
             name,
@@ -75,7 +75,7 @@ pub fn run_command(command: &Command) -> Result<u8, Failure> {
 
 /// The child: becomes the configured user and executes the command; exits with 125 if the
 /// setup fails, 126 or 127 if the command cannot be executed.
-fn run_child(command: &Command) -> ! {
+pub fn run_child(command: &Command) -> ! {
     let status = match become_user(command) {
         Err(failure) => {
             eprintln!("capsule-init: {failure}");

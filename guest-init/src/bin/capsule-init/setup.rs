@@ -21,6 +21,17 @@ const API_MOUNTS: &[ApiMount] = &[
         fstype: "devtmpfs",
         flags: MsFlags::MS_NOSUID,
         data: Some(c"mode=0755"),
+        always_create: false,
+        required: true,
+    },
+    // The guest agent's terminals (`-t`): /dev/ptmx finds its devpts instance at /dev/pts.
+    ApiMount {
+        dir: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some(c"mode=0620,ptmxmode=0666"),
+        always_create: true,
+        required: false,
     },
     ApiMount {
         dir: "/proc",
@@ -29,6 +40,8 @@ const API_MOUNTS: &[ApiMount] = &[
             .union(MsFlags::MS_NODEV)
             .union(MsFlags::MS_NOEXEC),
         data: None,
+        always_create: false,
+        required: true,
     },
     ApiMount {
         dir: "/sys",
@@ -37,6 +50,8 @@ const API_MOUNTS: &[ApiMount] = &[
             .union(MsFlags::MS_NODEV)
             .union(MsFlags::MS_NOEXEC),
         data: None,
+        always_create: false,
+        required: true,
     },
 ];
 
@@ -45,17 +60,25 @@ struct ApiMount {
     fstype: &'static str,
     flags: MsFlags,
     data: Option<&'static CStr>,
+    /// The mount point is inside a file system mounted just before (devtmpfs), not in the
+    /// root, so it is made whatever the root holds.
+    always_create: bool,
+    /// Without it the init cannot go on; devpts is only for `-t` sessions, which fail
+    /// without it (a kernel without Unix98 ptys).
+    required: bool,
 }
 
-/// devtmpfs, proc and sysfs in the current root, creating missing mount points when `create`.
+/// devtmpfs, devpts, proc and sysfs in the current root, creating missing mount points when
+/// `create`.
 pub fn mount_api_filesystems(create: bool) -> Result<(), Failure> {
     for m in API_MOUNTS {
-        if create {
+        if create || m.always_create {
             make_dir("creating mount point", m.dir)?;
         }
         match mount(Some(m.fstype), m.dir, Some(m.fstype), m.flags, m.data) {
             // Already there (a kernel that mounts devtmpfs itself).
             Ok(()) | Err(Errno::EBUSY) => {}
+            Err(_) if !m.required => {}
             Err(e) => {
                 return Err(Failure::new(
                     format_args!("mounting {} on", m.fstype),

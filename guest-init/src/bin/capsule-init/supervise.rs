@@ -59,7 +59,7 @@ pub fn shell_status(status: i32) -> u8 {
 
 /// Reaps every child that has exited, the command and orphans re-parented to PID 1; returns
 /// the command's raw wait status once it has exited.
-fn reap(command: libc::pid_t) -> Option<i32> {
+pub fn reap(command: libc::pid_t) -> Option<i32> {
     let mut exited = None;
     loop {
         let mut status = 0;
