@@ -35,6 +35,9 @@ pub enum Error {
         /// Why.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A shared directory's virtiofsd could not be started.
+    #[error(transparent)]
+    Virtiofsd(#[from] crate::virtiofsd::VirtiofsdError),
     /// The guest's launch archive could not be written.
     #[error("cannot pack {} for the guest: {source}", .rootfs.display())]
     GuestArchive {

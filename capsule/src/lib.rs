@@ -23,6 +23,7 @@ mod process;
 pub mod root_image;
 pub mod signals;
 pub mod state;
+pub mod virtiofsd;
 
 pub use backend::{Backend, Launcher, Stdin};
 pub use error::{Error, ExitCode};

@@ -253,10 +253,6 @@ fn microvm_validation_names_what_a_microvm_cannot_honour() {
             "job.rhai:5:3: resources.pids = 16: a microVM is sized by memory and cpus only (a container inside one, isolation \"kata\", takes limits); drop pids(), or use isolation(\"kata\") or isolation(\"container\")",
         ),
         (
-            "p.tmpfs(\"/scratch\");",
-            "job.rhai:5:3: mounts[0] = \"/scratch\": a microVM cannot share host directories yet (that needs virtio-fs); drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
-        ),
-        (
             "p.init(false);",
             "job.rhai:5:3: init = false: in a microVM capsule-init is always PID 1 (it reports the exit status); drop init(false)",
         ),
@@ -287,10 +283,18 @@ fn kata_takes_a_container_s_limits_and_refuses_what_cannot_reach_its_container()
         kata_errors("p.memory(\"32M\");\np.pids(16);\np.tmpfs(\"/scratch\");\np.init(false);"),
         Vec::<String>::new()
     );
+    // A bind mount is a virtio-fs share of the guest's, bound into the container: a
+    // microVM's mount rules hold.
     assert_eq!(
-        kata_errors("p.bind(\"/srv\", \"/data\");"),
+        kata_errors("p.bind(\"/srv\", \"/data/../etc\");"),
         [
-            "job.rhai:6:3: mounts[0] = \"/data\": a container inside a microVM cannot see host directories yet (they reach the guest through virtio-fs, which this build lacks); drop bind() (tmpfs() works) or use isolation(\"container\")"
+            "job.rhai:6:3: mounts[0] = \"/data/../etc\": a microVM's mount destination must not contain .."
+        ]
+    );
+    assert_eq!(
+        kata_errors("p.disk(\"/nonexistent.raw\");"),
+        [
+            "job.rhai:6:3: disks: a container inside a microVM sees only its own /dev (the OCI default devices), so a disk would reach the guest and not the container; drop disk() or use isolation(\"microvm\")"
         ]
     );
 }
@@ -336,16 +340,15 @@ fn a_diagnostic_quotes_the_line_with_a_caret_under_the_call() {
 
 #[test]
 fn helpers_and_module_functions_are_blamed_where_they_set_the_field() {
-    // untrusted() on a host without hardware KVM hardens a container: its /tmp tmpfs is a
-    // mount a microVM could not take, and its user namespace maps ids a microVM does not
-    // have, both reported at the untrusted() call.
+    // untrusted() on a host without hardware KVM hardens a container: its user namespace
+    // maps ids a microVM does not have, reported at the untrusted() call (its /tmp tmpfs a
+    // microVM takes).
     let script = policy(
         "p.untrusted(host);\np.isolation(\"microvm\");\np.kernel(\"/bin/sh\");\np.initrd(\"/bin/sh\");",
     );
     assert_eq!(
         errors(&script, &inputs(Kvm::Pvm), &host(Kvm::Hardware, true)),
         [
-            "job.rhai:2:3: mounts[0] = \"/tmp\": a microVM cannot share host directories yet (that needs virtio-fs); drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
             "job.rhai:2:3: userNamespace = 0:1879048192:65536: a microVM's guest has its own kernel and ids; drop map_uids()/map_gids()"
         ]
     );
@@ -627,7 +630,7 @@ fn disk_files_are_refused_before_boot_at_their_line() {
     assert_eq!(
         microvm_errors(&too_many),
         [
-            "job.rhai:5:3: disks (17 of them): a microVM attaches at most 16 disks besides its root (one I/O APIC line each); call disk() at most 16 times"
+            "job.rhai:5:3: disks and shared directories (17 and 0): a microVM attaches at most 15 disks and shared directories together besides its root (one I/O APIC line each); call disk() and bind() at most 15 times together"
         ]
     );
 }

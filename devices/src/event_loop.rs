@@ -260,11 +260,17 @@ impl VirtioSubscriber {
         Ok(Self {
             transport: Arc::clone(transport),
             device_type: locked.device_type(),
-            queue_events: locked
-                .queue_events()
-                .iter()
-                .map(EventFd::try_clone)
-                .collect::<std::io::Result<_>>()?,
+            // A device that reads them itself (a vhost-user backend does) must not lose
+            // kicks to this loop.
+            queue_events: if locked.device_reads_queue_events() {
+                Vec::new()
+            } else {
+                locked
+                    .queue_events()
+                    .iter()
+                    .map(EventFd::try_clone)
+                    .collect::<std::io::Result<_>>()?
+            },
             device,
             host_fds,
         })
@@ -314,8 +320,11 @@ impl VirtioSubscriber {
             slot.live = false;
         }
         drop(slot);
-        if !events.event_set().contains(EventSet::IN) {
-            // Hung up or failed with nothing left to read: it would be reported forever.
+        let hung_up = events.event_set().contains(EventSet::HANG_UP);
+        if !events.event_set().contains(EventSet::IN) || (hung_up && result.is_err()) {
+            // Hung up or failed with nothing left to read, or hung up and the device has no
+            // use for it any more (a vhost-user backend's socket): it would be reported
+            // forever.
             tracing::debug!(
                 device = self.device_type,
                 fd,

@@ -39,6 +39,39 @@ pub struct GuestConfig {
     /// The init prints no notes of its own (errors are always printed).
     #[serde(default)]
     pub quiet: bool,
+    /// Host directories shared over virtio-fs, mounted inside the root once it is entered.
+    #[serde(default)]
+    pub shares: Vec<Share>,
+    /// Fresh tmpfs mounts inside the root, as a container's `--tmpfs`.
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
+}
+
+/// A host directory the guest mounts from a virtio-fs device (`mount -t virtiofs TAG DST`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Share {
+    /// The device's tag (virtio 1.2 §5.11.4: at most 36 bytes).
+    pub tag: String,
+    /// Where it appears inside the root, absolute; the mount point is created if missing.
+    pub destination: String,
+    /// Mounted with MS_RDONLY (the host's daemon refuses writes too).
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// A fresh tmpfs inside the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tmpfs {
+    /// Where it appears inside the root, absolute; the mount point is created if missing.
+    pub destination: String,
+    /// Its size in bytes; `None` is the kernel's default (half of RAM).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Mounted with MS_RDONLY.
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// Where the guest's root filesystem is.
@@ -54,6 +87,10 @@ pub enum GuestRoot {
     /// RAM, so the command can write and the image never changes; alone with
     /// [`GuestConfig::readonly_root`]. JSON: `{"disk": "/dev/vda"}`.
     Disk(String),
+    /// The host directory of the virtio-fs device with this tag, as the lower layer of the
+    /// same overlay as [`GuestRoot::Disk`] (alone with [`GuestConfig::readonly_root`]).
+    /// JSON: `{"share": "root"}`.
+    Share(String),
 }
 
 /// Where the command's stdin, stdout and stderr are.
@@ -88,6 +125,8 @@ impl GuestConfig {
             readonly_root: false,
             console: GuestConsole::Serial,
             quiet: false,
+            shares: Vec::new(),
+            tmpfs: Vec::new(),
         }
     }
 
@@ -134,6 +173,16 @@ impl GuestConfig {
                 ));
             }
         }
+        if let GuestRoot::Share(tag) = &self.root {
+            check_tag(tag, || "root.share".to_owned())?;
+        }
+        for (i, share) in self.shares.iter().enumerate() {
+            check_tag(&share.tag, || format!("shares[{i}].tag"))?;
+            check_destination(&share.destination, || format!("shares[{i}].destination"))?;
+        }
+        for (i, tmpfs) in self.tmpfs.iter().enumerate() {
+            check_destination(&tmpfs.destination, || format!("tmpfs[{i}].destination"))?;
+        }
         for (i, module) in self.modules.iter().enumerate() {
             no_nul(module, || format!("modules[{i}]"))?;
             if module.is_empty() || module == "." || module == ".." || module.contains('/') {
@@ -145,6 +194,28 @@ impl GuestConfig {
         }
         Ok(())
     }
+}
+
+/// A virtio-fs tag: 1 to 36 bytes (the config space's field), no NUL.
+fn check_tag(tag: &str, field: impl Fn() -> String) -> Result<()> {
+    no_nul(tag, &field)?;
+    if tag.is_empty() || tag.len() > 36 {
+        return Err(invalid(field(), "must be 1 to 36 bytes"));
+    }
+    Ok(())
+}
+
+/// A mount's destination: absolute, not the root itself, no `..` (it is created and mounted
+/// on inside the root).
+fn check_destination(destination: &str, field: impl Fn() -> String) -> Result<()> {
+    no_nul(destination, &field)?;
+    if !destination.starts_with('/') || destination.trim_matches('/').is_empty() {
+        return Err(invalid(field(), "must be an absolute path below /"));
+    }
+    if destination.split('/').any(|part| part == "..") {
+        return Err(invalid(field(), "must not contain .."));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,6 +258,52 @@ mod tests {
             readonly_root: true,
             console: GuestConsole::Virtio,
             quiet: true,
+            shares: vec![Share {
+                tag: "share0".into(),
+                destination: "/data".into(),
+                readonly: true,
+            }],
+            tmpfs: vec![Tmpfs {
+                destination: "/scratch".into(),
+                size: Some(1 << 20),
+                readonly: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn shares_and_tmpfs_need_a_tag_that_fits_and_a_destination_below_the_root() {
+        assert!(full().validate().is_ok());
+        let bad = [
+            ("shares[0].tag", {
+                let mut c = full();
+                c.shares[0].tag = "t".repeat(37);
+                c
+            }),
+            ("shares[0].destination", {
+                let mut c = full();
+                c.shares[0].destination = "data".into();
+                c
+            }),
+            ("shares[0].destination", {
+                let mut c = full();
+                c.shares[0].destination = "/".into();
+                c
+            }),
+            ("tmpfs[0].destination", {
+                let mut c = full();
+                c.tmpfs[0].destination = "/a/../b".into();
+                c
+            }),
+            ("root.share", {
+                let mut c = full();
+                c.root = GuestRoot::Share(String::new());
+                c
+            }),
+        ];
+        for (field, config) in bad {
+            let error = config.validate().expect_err(field).to_string();
+            assert!(error.contains(field), "{field}: {error}");
         }
     }
 

@@ -25,6 +25,10 @@ pub use runner::{KataChild, KataError, KataExit, Sandbox};
 /// [`ContainerSpec::rootfs`] of every kata container.
 pub const CONTAINER_ROOTFS: &str = "/capsule/container/rootfs";
 
+/// Where the sandbox mounts the launch's virtio-fs shares (the Plan's bind mounts), each at
+/// `CONTAINER_SHARES/TAG`, the source of the container's bind mount of it.
+pub const CONTAINER_SHARES: &str = "/capsule/shares";
+
 /// The tmpfs in guest RAM that holds the container's state (its overlay's upper and work
 /// layers): the [`ContainerSpec::state_dir`] of every kata container.
 pub const CONTAINER_STATE: &str = "/capsule/container/state";
@@ -37,8 +41,9 @@ pub const CONTAINER_STATE: &str = "/capsule/container/state";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuestContainer {
     /// The container as ns-core builds it: namespaces, the process (whole environment), the
-    /// hostname, masked and read-only paths, seccomp, the init, mounts (their sources paths
-    /// in the guest). `rootfs` is [`CONTAINER_ROOTFS`] and `state_dir` [`CONTAINER_STATE`].
+    /// hostname, masked and read-only paths, seccomp, the init, mounts (a bind mount's source
+    /// is a share under [`CONTAINER_SHARES`]). `rootfs` is [`CONTAINER_ROOTFS`] and
+    /// `state_dir` [`CONTAINER_STATE`].
     pub spec: ContainerSpec,
     /// The container's limits, applied to its own cgroup of the guest's cgroup v2 hierarchy.
     #[serde(default)]

@@ -39,7 +39,7 @@ pub mod newc;
 mod workload;
 
 pub use archive::write_launch_archive;
-pub use config::{GuestConfig, GuestConsole, GuestRoot};
+pub use config::{GuestConfig, GuestConsole, GuestRoot, Share, Tmpfs};
 pub use error::Error;
 pub use workload::Workload;
 
@@ -82,11 +82,18 @@ pub const BASE_MODULES: &[&str] = &[
     "virtio_rng.ko",
     // The overlay over a disk root; Debian builds ext4 in, overlayfs as a module.
     "overlay.ko",
+    // Host directories over virtio-fs (FUSE's transport in the guest).
+    "fuse.ko",
+    "virtiofs.ko",
     // The guest agent's transport (AF_VSOCK over virtio-vsock).
     "vsock.ko",
     "vmw_vsock_virtio_transport_common.ko",
     "vmw_vsock_virtio_transport.ko",
 ];
+
+/// The modules a microVM with shared host directories (or a root on one) loads besides
+/// [`DISK_ROOT_MODULES`], in [`BASE_MODULES`]' order.
+pub const SHARE_MODULES: &[&str] = &["fuse.ko", "virtiofs.ko"];
 
 /// The modules a microVM with its root on a disk, a virtio console and an entropy device
 /// loads ([`GuestConfig::modules`]), in [`BASE_MODULES`]' order. One the kernel builds in has

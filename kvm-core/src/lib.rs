@@ -91,7 +91,7 @@ pub use flavour::{KvmFlavour, detect_flavour, require_stock_kernel_support};
 pub use io::{DeviceBuses, IrqFd};
 pub use kvm_ioctls::VcpuExit;
 pub use machine::{Machine, MachineConfig, MachineExit, MachineState, Stopper};
-pub use memory::{GuestMemory, RamMapping, create_guest_memory};
+pub use memory::{GuestMemory, MemoryBacking, RamMapping, create_guest_memory};
 pub use vcpu::{ExitAction, IoHandler, Vcpu, handle_exit, run};
 pub use vm::Vm;
 pub use x86_64::loader::{InitrdPart, KernelFormat, check_kernel};

@@ -17,6 +17,7 @@ use devices::{Bus, BusDevice, DeviceAction};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::io::{DeviceBuses, IrqFd};
+use crate::memory::MemoryBacking;
 use crate::vcpu::{ExitAction, Vcpu, VcpuThread, Wake, all_stopped, finish_all, pause_all};
 use crate::virtio::{DeviceAllocator, attach_virtio_devices};
 use crate::x86_64::acpi::{AcpiConfig, create_acpi_tables};
@@ -170,7 +171,13 @@ impl Machine {
             return Err(Error::VcpuCount(config.vcpus));
         }
         let phase = Instant::now();
-        let vm = Vm::new(config.memory)?;
+        // A device another process serves (vhost-user) maps guest memory itself.
+        let backing = if virtio_devices.iter().any(|d| d.shares_guest_memory()) {
+            MemoryBacking::Shared
+        } else {
+            MemoryBacking::Private
+        };
+        let vm = Vm::with_memory(config.memory, backing)?;
         vm.create_irqchip()?;
         tracing::debug!(ms = ms_since(phase), "VM and guest memory created");
 

@@ -4,11 +4,16 @@
 //! (virtio-mmio devices, IOAPIC, LAPIC); what does not fit below the hole
 //! continues at 4 GiB.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use devices::virtio::RegionOwner;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
+};
 
 use crate::x86_64::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::{Error, Result};
@@ -24,11 +29,37 @@ pub const PAGE_SIZE: usize = 4096;
 /// The huge page size guest RAM is aligned to.
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
+/// How guest RAM is backed on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryBacking {
+    /// Anonymous private memory, only this process maps it: the default, with transparent
+    /// huge pages where the host enables them (`/sys/kernel/mm/transparent_hugepage/enabled`).
+    #[default]
+    Private,
+    /// Each region a memfd mapped `MAP_SHARED`, so another process can map the same pages
+    /// from the fd and offset (a vhost-user backend: virtiofsd). It costs huge pages on
+    /// most hosts: shared memory gets them only where
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows, which is `never` by
+    /// default, and without them every page the guest first touches is a 4 KiB nested page
+    /// fault. So kvm-core backs RAM this way only when a device asks
+    /// ([`devices::virtio::VirtioDevice::shares_guest_memory`]). Its pages count in the
+    /// process's RSS as `RssShmem`, and in [`resident_bytes`] as before.
+    Shared,
+}
+
 /// Maps `size` bytes of anonymous guest RAM from guest-physical 0, split
 /// around the MMIO hole.
 ///
 /// `size` must be a non-zero multiple of [`PAGE_SIZE`], as KVM requires of a memslot.
 pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
+    create_guest_memory_backed(size, MemoryBacking::Private)
+}
+
+/// [`create_guest_memory`] with the RAM backed as `backing` says.
+///
+/// Errors: [`Error::MemorySize`]; [`Error::GuestMemory`] when mapping (or, for
+/// [`MemoryBacking::Shared`], creating and sizing a memfd) fails.
+pub fn create_guest_memory_backed(size: usize, backing: MemoryBacking) -> Result<GuestMemory> {
     if size == 0 || size % PAGE_SIZE != 0 {
         return Err(Error::MemorySize {
             size,
@@ -37,19 +68,29 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
     }
     let mut regions = Vec::new();
     for (start, len) in ram_ranges(size) {
-        let mapping = RamMapping::new(len).map_err(|source| Error::GuestMemory { size, source })?;
+        let memory_error = |source| Error::GuestMemory { size, source };
+        let file = match backing {
+            MemoryBacking::Private => None,
+            MemoryBacking::Shared => Some(ram_file(len).map_err(memory_error)?),
+        };
+        let mapping = RamMapping::new(len, file.as_ref()).map_err(memory_error)?;
         let addr = mapping.addr as *mut u8;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: `addr` is the start of a live, page-aligned mapping of `len` bytes that the
         // region itself owns (as its bitmap), so it outlives every access through the region.
-        let region = unsafe {
+        let builder = unsafe {
             MmapRegionBuilder::new_with_bitmap(len, RegionOwner::new(mapping))
                 .with_mmap_prot(prot)
-                .with_mmap_flags(RamMapping::FLAGS)
                 .with_raw_mmap_pointer(addr)
-        }
-        .build()
-        .map_err(|e| Error::GuestMemory {
+        };
+        let builder = match file {
+            None => builder.with_mmap_flags(RamMapping::PRIVATE),
+            // The region keeps the memfd, and a vhost-user frontend hands it out from there.
+            Some(file) => builder
+                .with_mmap_flags(RamMapping::SHARED)
+                .with_file_offset(FileOffset::new(file, 0)),
+        };
+        let region = builder.build().map_err(|e| Error::GuestMemory {
             size,
             source: std::io::Error::other(e),
         })?;
@@ -63,6 +104,19 @@ pub fn create_guest_memory(size: usize) -> Result<GuestMemory> {
         size,
         source: std::io::Error::other(e),
     })
+}
+
+/// A memfd of `len` bytes for one region of shared guest RAM.
+fn ram_file(len: usize) -> std::io::Result<File> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags, and returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c"capsule-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(len as u64)?;
+    Ok(file)
 }
 
 /// One region of guest RAM, mapped 2 MiB-aligned and marked for transparent huge pages, and
@@ -84,9 +138,12 @@ pub struct RamMapping {
 
 impl RamMapping {
     /// vm-memory's own flags for anonymous guest RAM.
-    const FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    const PRIVATE: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    /// The flags of RAM shared through a memfd ([`MemoryBacking::Shared`]).
+    const SHARED: i32 = libc::MAP_SHARED | libc::MAP_NORESERVE;
 
-    fn new(len: usize) -> std::io::Result<RamMapping> {
+    /// Maps `len` bytes 2 MiB-aligned: anonymous, or `file` from offset 0 when given.
+    fn new(len: usize, file: Option<&File>) -> std::io::Result<RamMapping> {
         let reserved = len + HUGE_PAGE_SIZE;
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses; nothing else
         // is affected.
@@ -95,7 +152,7 @@ impl RamMapping {
                 std::ptr::null_mut(),
                 reserved,
                 libc::PROT_READ | libc::PROT_WRITE,
-                Self::FLAGS,
+                Self::PRIVATE,
                 -1,
                 0,
             )
@@ -107,6 +164,26 @@ impl RamMapping {
         let addr = raw.next_multiple_of(HUGE_PAGE_SIZE);
         let head = addr - raw;
         let tail = reserved - head - len;
+        if let Some(file) = file {
+            // SAFETY: MAP_FIXED replaces the aligned middle of the reservation made above,
+            // which nothing references yet, with the file's pages.
+            let mapped = unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    Self::SHARED | libc::MAP_FIXED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if mapped == libc::MAP_FAILED {
+                let error = std::io::Error::last_os_error();
+                // SAFETY: the reservation is ours and unused.
+                unsafe { libc::munmap(raw as *mut libc::c_void, reserved) };
+                return Err(error);
+            }
+        }
         // SAFETY: both ranges are the unused ends of the mapping made above, which nothing
         // references; an empty range is skipped.
         unsafe {
@@ -117,7 +194,8 @@ impl RamMapping {
                 libc::munmap((addr + len) as *mut libc::c_void, tail);
             }
         }
-        // Without THP (or with it off), this fails and RAM simply stays in 4 KiB pages.
+        // Without THP (or with it off, or for shared memory without shmem THP), this fails
+        // and RAM simply stays in 4 KiB pages.
         // SAFETY: madvise only changes the paging policy of our own mapping.
         unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
         Ok(RamMapping { addr, len })
@@ -222,6 +300,37 @@ mod tests {
         write_bytes(&clone, 0, b"ok").expect("write through the clone");
         drop(clone);
         assert!(!is_mapped(addr), "the last clone unmaps it");
+    }
+
+    #[test]
+    fn shared_ram_is_a_memfd_another_mapping_sees_and_counts_as_resident() {
+        let memory =
+            create_guest_memory_backed(3 * HUGE_PAGE_SIZE, MemoryBacking::Shared).expect("map");
+        let region = memory.iter().next().expect("a region");
+        assert_eq!(region.as_ptr() as usize % HUGE_PAGE_SIZE, 0);
+        let file = region.file_offset().expect("a file behind the region");
+        assert_eq!(file.start(), 0);
+        assert_eq!(
+            file.file().metadata().expect("stat").len(),
+            3 * HUGE_PAGE_SIZE as u64
+        );
+        assert_eq!(resident_bytes(&memory), 0);
+        write_bytes(&memory, 5 * PAGE_SIZE as u64, b"seen").expect("write");
+        // What a vhost-user backend does: map the fd itself, and see the guest's bytes.
+        let mut other = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(file.file(), &mut other, 5 * PAGE_SIZE as u64)
+            .expect("read through the fd");
+        assert_eq!(&other, b"seen");
+        assert_eq!(resident_bytes(&memory), PAGE_SIZE as u64);
+        let private = create_guest_memory(PAGE_SIZE).expect("map");
+        assert!(
+            private
+                .iter()
+                .next()
+                .expect("region")
+                .file_offset()
+                .is_none()
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod virtio_ids {
     pub(super) const CONSOLE: u32 = 3;
     pub(super) const RNG: u32 = 4;
     pub(super) const VSOCK: u32 = 19;
+    pub(super) const FS: u32 = 26;
 }
 
 /// A device's name in logs and errors: its kind and its place in the list,
@@ -41,6 +42,7 @@ pub fn device_name(device_type: u32, index: usize) -> String {
         CONSOLE => "console",
         RNG => "rng",
         VSOCK => "vsock",
+        FS => "fs",
         _ => return format!("virtio device type {device_type} #{index}"),
     };
     format!("virtio-{kind} #{index}")

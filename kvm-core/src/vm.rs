@@ -3,7 +3,7 @@
 use kvm_bindings::{CpuId, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Kvm, VmFd};
 
-use crate::memory::{self, GuestMemory};
+use crate::memory::{self, GuestMemory, MemoryBacking};
 use crate::vcpu::Vcpu;
 use crate::{Error, Result};
 
@@ -25,8 +25,13 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Opens `/dev/kvm`, creates a VM and `mem_size` bytes of RAM at guest-physical 0.
+    /// Opens `/dev/kvm`, creates a VM and `mem_size` bytes of private RAM at guest-physical 0.
     pub fn new(mem_size: usize) -> Result<Vm> {
+        Vm::with_memory(mem_size, MemoryBacking::Private)
+    }
+
+    /// [`Vm::new`] with the RAM backed as `backing` says.
+    pub fn with_memory(mem_size: usize, backing: MemoryBacking) -> Result<Vm> {
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;
         let fd = kvm.create_vm().map_err(|source| Error::Ioctl {
             ioctl: "KVM_CREATE_VM",
@@ -37,7 +42,7 @@ impl Vm {
                 ioctl: "KVM_SET_TSS_ADDR",
                 source,
             })?;
-        let memory = memory::create_guest_memory(mem_size)?;
+        let memory = memory::create_guest_memory_backed(mem_size, backing)?;
         // SAFETY: `memory` is stored in the returned `Vm`, which drops `fd`
         // first, and every `Vcpu` keeps a clone of it: the mappings outlive
         // every KVM object that can touch them.

@@ -311,3 +311,33 @@ fn a_host_with_dev_kvm_has_a_flavour() {
     eprintln!("kvm flavour: {flavour:?}");
     assert_ne!(flavour, KvmFlavour::None);
 }
+
+/// Guest RAM shared through a memfd (what a vhost-user backend maps): KVM runs the guest on
+/// it, and a byte the guest stores is there when read through the fd, not the VMM's mapping.
+#[test]
+fn a_guest_runs_on_shared_memory_and_its_writes_show_through_the_fd() {
+    if !kvm_available() {
+        return;
+    }
+    let vm = Vm::with_memory(RAM_SIZE, kvm_core::MemoryBacking::Shared).expect("create the vm");
+    let code = [
+        0xc6, 0x06, 0x00, 0x20, 0x5a, // mov byte [0x2000], 0x5a
+        0xba, 0x01, 0x05, //             mov dx, 0x501
+        0xb0, 0x03, //                   mov al, 3
+        0xee, //                         out dx, al
+        0xf4, //                         hlt (not reached)
+    ];
+    vm.write_memory(ENTRY, &code).expect("load the guest code");
+    let vcpu = vm.create_vcpu(0).expect("create vcpu 0");
+    vcpu.setup_real_mode(ENTRY).expect("set up real mode");
+    let result = run(vcpu, Recorder::default(), RUN_TIMEOUT);
+    assert_eq!(result.expect("run"), ExitAction::Exit(3));
+    let region = vm_memory::GuestMemoryBackend::iter(vm.memory())
+        .next()
+        .expect("one region");
+    let file = region.file_offset().expect("shared memory has a file");
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(file.file(), &mut byte, 0x2000)
+        .expect("read through the memfd");
+    assert_eq!(byte, [0x5a]);
+}

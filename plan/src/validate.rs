@@ -18,10 +18,11 @@ pub const MICROVM_MIN_MEMORY: u64 = 128 << 20;
 /// I/O APIC's).
 pub const MICROVM_MAX_VCPUS: u8 = 254;
 
-/// The most disks a microVM attaches besides its root: each virtio-mmio device takes one of
-/// the I/O APIC's 19 device IRQs (5 to 23), and the root disk, the console and the entropy
-/// device take three of them.
-pub const MICROVM_MAX_DISKS: usize = 16;
+/// The most disks and shared directories (each bind mount is one virtio-fs device) a
+/// microVM attaches together besides its root: each virtio-mmio device takes one of the I/O
+/// APIC's 19 device IRQs (5 to 23), and the root disk, the console, the entropy device and
+/// the vsock device take four of them.
+pub const MICROVM_MAX_DISKS_AND_SHARES: usize = 15;
 
 /// Every problem of `plan` that its own data and the `host` facts show, in the Plan's field
 /// order; empty when there is none. Pure: it reads nothing of the machine it runs on, so a
@@ -62,19 +63,8 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     }
     machine_problems(plan, problems);
     container_only_resources(plan, problems);
-    for (i, mount) in plan.mounts.iter().enumerate() {
-        problems.push(
-            Problem::new(
-                format!("mounts[{i}]"),
-                format!("mounts {}", mount.destination.display()),
-                "a microVM cannot share host directories yet (that needs virtio-fs)",
-            )
-            .fixes(
-                "drop --volume/--tmpfs (a disk image can carry data in: --disk) or use --isolation container",
-                "drop bind()/tmpfs() (a disk image can carry data in: disk()) or use isolation(\"container\")",
-            ),
-        );
-    }
+    mount_shape_problems(plan, problems);
+    share_problems(plan, problems);
     disk_problems(plan, problems);
     if plan.user_namespace.is_some() {
         problems.push(
@@ -156,22 +146,10 @@ fn kata_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             ),
         );
     }
+    // Bind mounts are the guest's virtio-fs shares, which the sandbox binds into the
+    // container; tmpfs mounts are the container's own.
     mount_shape_problems(plan, problems);
-    for (i, mount) in plan.mounts.iter().enumerate() {
-        if mount.kind == MountType::Bind {
-            problems.push(
-                Problem::new(
-                    format!("mounts[{i}]"),
-                    format!("mounts {}", mount.destination.display()),
-                    "a container inside a microVM cannot see host directories yet (they reach the guest through virtio-fs, which this build lacks)",
-                )
-                .fixes(
-                    "drop the --volume (a --tmpfs works) or use --isolation container",
-                    "drop bind() (tmpfs() works) or use isolation(\"container\")",
-                ),
-            );
-        }
-    }
+    share_problems(plan, problems);
     if !plan.disks.is_empty() {
         problems.push(
             Problem::new(
@@ -185,6 +163,8 @@ fn kata_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             ),
         );
     }
+    // The shares take interrupt lines as disks do.
+    disk_problems(plan, problems);
     // The guest's ids are the guest's own: a rootless host launch builds its container as
     // the guest's root all the same.
     user_namespace_problems(plan, false, problems);
@@ -293,22 +273,58 @@ fn container_only_resources(plan: &Plan, problems: &mut Vec<Problem>) {
     }
 }
 
+/// What a microVM's mounts cannot be: a destination with `..` (capsule-init makes the mount
+/// point, which must stay inside the root) or a relative source (virtiofsd shares it).
+fn share_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
+        // capsule-init creates the mount point inside the root: a `..` would leave it.
+        if mount
+            .destination
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "a microVM's mount destination must not contain ..",
+            ));
+        }
+        if let Some(source) = &mount.source
+            && !source.is_absolute()
+        {
+            problems.push(Problem::new(
+                &field,
+                format!("{subject} (source {})", source.display()),
+                "expected an absolute source path (a relative one would depend on where capsule runs)",
+            ));
+        }
+    }
+}
+
 /// What the Plan's own data shows wrong with a microVM's disks; the files themselves are the
 /// backend's to check.
 fn disk_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     let disks = &plan.disks;
-    if disks.len() > MICROVM_MAX_DISKS {
+    let shares = plan
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountType::Bind)
+        .count();
+    if disks.len() + shares > MICROVM_MAX_DISKS_AND_SHARES {
+        let max = MICROVM_MAX_DISKS_AND_SHARES;
         problems.push(
             Problem::new(
                 "disks",
-                format!("disks ({} of them)", disks.len()),
+                format!("disks and shared directories ({} and {shares})", disks.len()),
                 format!(
-                    "a microVM attaches at most {MICROVM_MAX_DISKS} disks besides its root (one I/O APIC line each)"
+                    "a microVM attaches at most {max} disks and shared directories together besides its root (one I/O APIC line each)"
                 ),
             )
             .fixes(
-                format!("give --disk at most {MICROVM_MAX_DISKS} times"),
-                format!("call disk() at most {MICROVM_MAX_DISKS} times"),
+                format!("give --disk and --volume at most {max} times together"),
+                format!("call disk() and bind() at most {max} times together"),
             ),
         );
     }
@@ -349,6 +365,33 @@ fn disk_problems(plan: &Plan, problems: &mut Vec<Problem>) {
                     "give disk(path, #{ readonly: true })",
                 ),
             );
+        }
+    }
+}
+
+/// What is wrong with the shape of the Plan's mounts, for any isolation: the destination, and
+/// a source exactly for a bind mount.
+fn mount_shape_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let subject = format!("mounts {}", mount.destination.display());
+        if !mount.destination.is_absolute() || mount.destination == Path::new("/") {
+            problems.push(Problem::new(
+                &field,
+                &subject,
+                "destination must be an absolute path other than /",
+            ));
+        }
+        match (mount.kind, &mount.source) {
+            (MountType::Bind, None) => problems.push(Problem::new(
+                &field,
+                &subject,
+                "a bind mount needs a source",
+            )),
+            (MountType::Tmpfs, Some(_)) => {
+                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
+            }
+            _ => {}
         }
     }
 }
@@ -409,32 +452,6 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
                 )
                 .fix("run capsule as root or drop the limits"),
             );
-        }
-    }
-}
-
-/// Mount destinations and sources of the shape every container needs.
-fn mount_shape_problems(plan: &Plan, problems: &mut Vec<Problem>) {
-    for (i, mount) in plan.mounts.iter().enumerate() {
-        let field = format!("mounts[{i}]");
-        let subject = format!("mounts {}", mount.destination.display());
-        if !mount.destination.is_absolute() || mount.destination == Path::new("/") {
-            problems.push(Problem::new(
-                &field,
-                &subject,
-                "destination must be an absolute path other than /",
-            ));
-        }
-        match (mount.kind, &mount.source) {
-            (MountType::Bind, None) => problems.push(Problem::new(
-                &field,
-                &subject,
-                "a bind mount needs a source",
-            )),
-            (MountType::Tmpfs, Some(_)) => {
-                problems.push(Problem::new(&field, &subject, "a tmpfs takes no source"))
-            }
-            _ => {}
         }
     }
 }
@@ -616,15 +633,60 @@ mod tests {
 
     #[test]
     fn more_disks_than_the_microvm_has_lines_for_are_refused() {
-        let paths: Vec<String> = (0..=MICROVM_MAX_DISKS).map(|i| format!("/d{i}")).collect();
+        let paths: Vec<String> = (0..=MICROVM_MAX_DISKS_AND_SHARES)
+            .map(|i| format!("/d{i}"))
+            .collect();
         let disks: Vec<(&str, bool)> = paths.iter().map(|p| (p.as_str(), true)).collect();
         assert_eq!(
             lines(&microvm_with(&disks)),
             [
-                "disks: disks (17 of them): a microVM attaches at most 16 disks besides its root (one I/O APIC line each); give --disk at most 16 times"
+                "disks: disks and shared directories (16 and 0): a microVM attaches at most 15 disks and shared directories together besides its root (one I/O APIC line each); give --disk and --volume at most 15 times together"
             ]
         );
-        assert_eq!(lines(&microvm_with(&disks[..MICROVM_MAX_DISKS])).len(), 0);
+        assert_eq!(
+            lines(&microvm_with(&disks[..MICROVM_MAX_DISKS_AND_SHARES])).len(),
+            0
+        );
+        // A shared directory takes a line as a disk does.
+        let mut plan = microvm_with(&disks[..MICROVM_MAX_DISKS_AND_SHARES]);
+        plan.mounts.push(crate::Mount {
+            destination: "/data".into(),
+            kind: MountType::Bind,
+            source: Some("/srv".into()),
+            size: None,
+            readonly: false,
+        });
+        assert_eq!(lines(&plan).len(), 1, "{:?}", lines(&plan));
+    }
+
+    #[test]
+    fn a_microvm_takes_bind_and_tmpfs_mounts_with_absolute_paths_and_no_dotdot() {
+        let mount = |destination: &str, kind, source: Option<&str>| crate::Mount {
+            destination: destination.into(),
+            kind,
+            source: source.map(Into::into),
+            size: None,
+            readonly: true,
+        };
+        let mut plan = microvm_with(&[]);
+        plan.mounts = vec![
+            mount("/data", MountType::Bind, Some("/srv/data")),
+            mount("/scratch", MountType::Tmpfs, None),
+        ];
+        assert_eq!(lines(&plan), Vec::<String>::new());
+        plan.mounts = vec![
+            mount("/data/../etc", MountType::Bind, Some("/srv/data")),
+            mount("/in", MountType::Bind, Some("data")),
+            mount("/", MountType::Tmpfs, None),
+        ];
+        assert_eq!(
+            lines(&plan),
+            [
+                "mounts[2]: mounts /: destination must be an absolute path other than /",
+                "mounts[0]: mounts /data/../etc: a microVM's mount destination must not contain ..",
+                "mounts[1]: mounts /in (source data): expected an absolute source path (a relative one would depend on where capsule runs)",
+            ]
+        );
     }
 
     #[test]
@@ -668,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn kata_takes_a_container_s_limits_tmpfs_mounts_and_no_init() {
+    fn kata_takes_a_container_s_limits_mounts_and_no_init() {
         let mut plan = kata();
         plan.resources = crate::Resources {
             memory: Some(32 << 20),
@@ -686,6 +748,13 @@ mod tests {
             source: None,
             size: None,
             readonly: false,
+        });
+        plan.mounts.push(crate::Mount {
+            destination: "/data".into(),
+            kind: MountType::Bind,
+            source: Some("/srv/data".into()),
+            size: None,
+            readonly: true,
         });
         plan.init = false;
         plan.timeout = Some(5.0);
@@ -722,12 +791,12 @@ mod tests {
                     p.mounts.push(crate::Mount {
                         destination: "/data".into(),
                         kind: MountType::Bind,
-                        source: Some("/srv".into()),
+                        source: Some("srv".into()),
                         size: None,
                         readonly: false,
                     })
                 },
-                "mounts[0]: mounts /data: a container inside a microVM cannot see host directories yet",
+                "mounts[0]: mounts /data (source srv): expected an absolute source path",
             ),
             (
                 |p| {

@@ -210,7 +210,8 @@ fn to_launch(output: Output, outcome_path: &Path) -> Launch {
 }
 
 /// Every capsule cgroup below the v1 and v2 roots, every launch directory, every mount whose
-/// path names capsule and every process inside a capsule cgroup.
+/// path names capsule, every process inside a capsule cgroup and every virtiofsd serving a
+/// socket of capsule's.
 pub fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
@@ -262,6 +263,16 @@ pub fn leftovers() -> Vec<String> {
             {
                 continue;
             }
+            // A virtiofsd capsule started serves a socket in capsule's run directory.
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if status.lines().next() == Some("Name:\tvirtiofsd") && cmdline.contains("capsule") {
+                found.push(format!(
+                    "process {} (virtiofsd): {}",
+                    p.file_name().to_string_lossy(),
+                    cmdline.trim()
+                ));
+            }
             if cgroup.lines().any(|l| l.contains("/capsule/")) {
                 found.push(format!(
                     "process {} in {}",
@@ -272,6 +283,20 @@ pub fn leftovers() -> Vec<String> {
         }
     }
     found
+}
+
+/// The virtiofsd binary the tests run: `$CAPSULE_VIRTIOFSD`, else `cargo xtask virtiofsd`'s
+/// (`~/.cache/capsule/tools/bin/virtiofsd`), else `virtiofsd` on `PATH`; `None` when none
+/// is there.
+pub fn virtiofsd() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::var_os("CAPSULE_VIRTIOFSD")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([home.join(".cache/capsule/tools/bin/virtiofsd")])
+        .chain(std::env::split_paths(&path).map(|dir| dir.join("virtiofsd")))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Fails the test if any launch left anything behind.

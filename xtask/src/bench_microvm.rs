@@ -55,7 +55,7 @@ const DRIVER_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where things are inside the lab.
 const LAB_CAPSULE: &str = "/bin/capsule";
 pub(crate) const LAB_QEMU: &str = "usr/bin/qemu-system-x86_64";
-const LAB_DRIVER: &str = "bench/bench_driver";
+pub(crate) const LAB_DRIVER: &str = "bench/bench_driver";
 const LAB_PLAN: &str = "bench/plan.json";
 const LAB_INITRD: &str = "bench/qemu-initrd.cpio";
 /// capsule's Outcome of the latest run, in the lab's RAM.
@@ -79,17 +79,17 @@ const GOAL_OVERHEAD_MIB: f64 = 5.0;
 
 /// One timed run, as the driver printed it.
 #[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    tool: String,
-    round: usize,
-    ms: f64,
-    maxrss_kib: u64,
+pub(crate) struct Sample {
+    pub(crate) tool: String,
+    pub(crate) round: usize,
+    pub(crate) ms: f64,
+    pub(crate) maxrss_kib: u64,
     /// capsule's prepare and create phases: everything before the vCPUs start.
-    setup_ms: Option<f64>,
-    total_ms: Option<f64>,
-    boot_ms: Option<f64>,
-    memory_bytes: Option<u64>,
-    vmm_overhead_bytes: Option<u64>,
+    pub(crate) setup_ms: Option<f64>,
+    pub(crate) total_ms: Option<f64>,
+    pub(crate) boot_ms: Option<f64>,
+    pub(crate) memory_bytes: Option<u64>,
+    pub(crate) vmm_overhead_bytes: Option<u64>,
 }
 
 /// `cargo xtask bench microvm`'s flags.
@@ -434,7 +434,7 @@ pub(crate) fn write_qemu_initrd(
 }
 
 /// Builds the driver as a static binary for the lab.
-fn build_driver() -> Result<PathBuf> {
+pub(crate) fn build_driver() -> Result<PathBuf> {
     util::ensure_rust_target(DRIVER_TARGET)?;
     util::run(
         util::cargo().args([
@@ -491,7 +491,7 @@ pub(crate) fn qemu_files(qemu: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The timed runs on the console (round 0, the warm-up, left out).
-fn parse_samples(console: &str) -> Result<Vec<Sample>> {
+pub(crate) fn parse_samples(console: &str) -> Result<Vec<Sample>> {
     let mut samples: Vec<Sample> = Vec::new();
     // The lab's result lines repeat the end of a case's output; only the driver's own lines
     // count.
@@ -543,7 +543,7 @@ fn parse_sample(line: &str) -> Option<Sample> {
 
 /// The median of the values present, if every run has one (a figure only some runs report
 /// would be a median of a different set).
-fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+pub(crate) fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let mut sorted: Vec<f64> = values.collect::<Option<_>>()?;
     if sorted.is_empty() {
         return None;

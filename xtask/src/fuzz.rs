@@ -67,6 +67,13 @@ const TARGETS: &[Target] = &[
         what: "virtio-blk's requests from random queue contents",
         regression: "devices/src/virtio/block/tests.rs",
     },
+    Target {
+        name: "vsock",
+        dir: "devices/fuzz",
+        seeds: None,
+        what: "virtio-vsock's packets and host traffic",
+        regression: "devices/src/virtio/vsock/tests.rs",
+    },
 ];
 
 /// The names of the fuzz targets, for `--target`'s help and errors.

@@ -21,7 +21,8 @@ use crate::util::{self, progress};
 const KERNEL_META: &str = "linux-image-cloud-amd64";
 
 /// Bump when the artifacts written below change, so existing ones are rebuilt (5: the vsock
-/// modules joined the guest's, for the guest agent).
+/// modules joined the guest's, for the guest agent, and fuse and virtiofs, for shared
+/// directories).
 const LAYOUT: u32 = 5;
 
 /// Modules the lab's L1 kernel loads to offer KVM, in load order. The guest's own modules are

@@ -466,6 +466,7 @@ fn init_script(cases: &[(String, String)]) -> String {
          mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n",
     );
     s.push_str(&format!("export CAPSULE_GUEST_DIR=/{GUEST_DIR}\n"));
+    s.push_str(&format!("export CAPSULE_VIRTIOFSD=/{LAB_VIRTIOFSD}\n"));
     // The integration tests find the static capsule and the busybox rootfs here.
     s.push_str(&format!(
         "export CAPSULE_BIN=/bin/capsule CAPSULE_TEST_ROOTFS=/{BUSYBOX_ROOTFS}\n"
@@ -595,10 +596,15 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
     Ok(())
 }
 
+/// Where the lab carries virtiofsd (`cargo xtask virtiofsd`'s), exported to capsule as
+/// `$CAPSULE_VIRTIOFSD`.
+const LAB_VIRTIOFSD: &str = "usr/libexec/virtiofsd";
+
 /// The host programs every lab carries, with their libraries: `mke2fs` (as `mkfs.ext4` too)
 /// and `debugfs`, which capsule runs to build a microVM's root disk, `qemu-img`, with
-/// which the tests check the disk images a guest wrote, and `socat`, with which they speak
-/// Firecracker's vsock handshake as a user's tools would.
+/// which the tests check the disk images a guest wrote, `socat`, with which they speak
+/// Firecracker's vsock handshake as a user's tools would, and virtiofsd, which serves a
+/// microVM's shared directories.
 fn host_tools() -> Result<Vec<(String, PathBuf)>> {
     let mke2fs = util::ensure_program(
         "mke2fs",
@@ -615,6 +621,8 @@ fn host_tools() -> Result<Vec<(String, PathBuf)>> {
         "e2fsprogs",
         "capsule fixes up a microVM's root disk with it, in the lab too",
     )?;
+    // microVMs' shared directories.
+    let virtiofsd = crate::virtiofsd::install()?;
     let socat = util::ensure_program(
         "socat",
         "socat",
@@ -625,6 +633,7 @@ fn host_tools() -> Result<Vec<(String, PathBuf)>> {
     let more = [
         program_files(&debugfs, "usr/sbin/debugfs")?,
         program_files(&qemu_img, "usr/bin/qemu-img")?,
+        program_files(&virtiofsd, LAB_VIRTIOFSD)?,
         program_files(&socat, "usr/bin/socat")?,
     ];
     for file in more.into_iter().flatten() {

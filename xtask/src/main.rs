@@ -4,6 +4,7 @@
 mod apt;
 mod bench;
 mod bench_disk;
+mod bench_kata;
 mod bench_microvm;
 mod ci;
 mod demo;
@@ -13,6 +14,7 @@ mod lab;
 mod policy_doc;
 mod rootfs;
 mod util;
+mod virtiofsd;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,10 @@ enum Cmd {
     /// Download the microVM guest's kernel and modules, build the base initramfs with
     /// capsule-init, and print the directory that holds them.
     Guest,
+    /// Build virtiofsd (the Rust daemon from crates.io, the version capsule is tested with)
+    /// into ~/.cache/capsule/tools/bin, where capsule finds it for microVMs' shared
+    /// directories; skipped when it is there. Prints its path.
+    Virtiofsd,
     /// Boot the nested lab (QEMU TCG with an emulated SVM CPU, a real KVM inside) and run its
     /// cases, or only those whose name contains FILTER.
     Lab {
@@ -96,6 +102,10 @@ enum BenchKind {
     /// microVM against QEMU's microvm with virtio-blk-device, and L1's own reads as the
     /// ceiling, in one nested lab boot.
     Disk(bench_disk::Options),
+    /// Start-to-exit of /bin/true as a container, a microVM and kata; one idle kata
+    /// sandbox's memory; the guest agent's stdout throughput against the serial console's; in
+    /// one nested lab boot.
+    Kata(bench_kata::Options),
 }
 
 fn main() -> ExitCode {
@@ -114,10 +124,14 @@ fn main() -> ExitCode {
         Cmd::Bench {
             kind: BenchKind::Disk(options),
         } => bench_disk::disk(&options),
+        Cmd::Bench {
+            kind: BenchKind::Kata(options),
+        } => bench_kata::kata(&options),
         Cmd::Demo => demo::run(),
         Cmd::Guest => {
             guest::build().map(|g| println!("{}", g.kernel.parent().unwrap_or(&g.kernel).display()))
         }
+        Cmd::Virtiofsd => virtiofsd::install().map(|path| println!("{}", path.display())),
         Cmd::Lab { exec, .. } if !exec.is_empty() => lab::exec(&exec),
         Cmd::Lab { filter, .. } => lab::run(filter.as_deref()),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),

@@ -9,14 +9,18 @@
 //! The VM is sized from the Plan as Kata sizes its pods: `ceil(cpus)` vCPUs, and guest RAM the
 //! container's memory limit plus [`GUEST_OVERHEAD`] for the guest itself.
 
-use guest_init::kata::{CONTAINER_ROOTFS, CONTAINER_STATE, GuestContainer, KataRoot};
+use std::path::Path;
+
+use guest_init::kata::{
+    CONTAINER_ROOTFS, CONTAINER_SHARES, CONTAINER_STATE, GuestContainer, KataRoot,
+};
 use guest_init::{GuestRoot, ROOT_DEVICE};
 use ns_core::MountKind;
 use plan::{Host, Outcome, Plan, Problem};
 
 use super::{Backend, Stdin, container, microvm};
 use crate::signals::StopHandle;
-use crate::{Error, state};
+use crate::{Error, state, virtiofsd};
 
 /// Guest RAM added to the container's memory limit for the guest itself: its kernel (text,
 /// data, page tables and `struct page`s, about 40 MiB for Debian's cloud kernel), the unpacked
@@ -33,10 +37,14 @@ pub struct Kata;
 
 impl Backend for Kata {
     /// The microVM's problems: a host that cannot boot the guest kernel, the guest artifacts,
-    /// a root image file. What the container cannot have is [`plan::validate`]'s to say, and
-    /// what the guest kernel's cgroups cannot give is said in the guest.
+    /// a root image file, the shared directories and virtiofsd. What the container cannot
+    /// have is [`plan::validate`]'s to say, and what the guest kernel's cgroups cannot give is
+    /// said in the guest.
     fn problems(&self, plan: &Plan, host: &Host) -> Result<Vec<Problem>, plan::Error> {
-        microvm::Microvm.problems(plan, host)
+        // Disks are refused under kata as a whole; their files are no matter then.
+        let mut machine = plan.clone();
+        machine.disks.clear();
+        microvm::Microvm.problems(&machine, host)
     }
 
     fn run(
@@ -49,9 +57,11 @@ impl Backend for Kata {
         let id = state::new_id();
         let vm = plan.vm.clone().unwrap_or_default();
         let mut config = microvm::guest_config(plan, &vm);
-        // The sandbox stays in the initramfs; the root disk is the container's.
+        // The sandbox stays in the initramfs; the root disk and the tmpfs mounts are the
+        // container's.
         config.root = GuestRoot::Initramfs;
         config.readonly_root = false;
+        config.tmpfs.clear();
         let mut workload = microvm::workload(plan, &id)?;
         // The container has the Plan's hostname; the sandbox keeps the kernel's.
         workload.hostname = None;
@@ -60,6 +70,7 @@ impl Backend for Kata {
             config,
             workload,
             memory: guest_memory(plan),
+            shares_at: Some(CONTAINER_SHARES),
         };
         microvm::run(plan, stop, stdin, &id, guest)
     }
@@ -67,26 +78,22 @@ impl Backend for Kata {
 
 /// The container of `plan` (launch `id`) as the guest builds it: the container backend's
 /// conversion ([`container::plan_spec`], [`container::limits`]) with the root at
-/// [`CONTAINER_ROOTFS`], read from the root disk, and the state at [`CONTAINER_STATE`].
+/// [`CONTAINER_ROOTFS`], read from the root disk, the state at [`CONTAINER_STATE`], and each
+/// bind mount's source the virtio-fs share the sandbox mounts under [`CONTAINER_SHARES`].
 ///
 /// # Errors
 ///
-/// [`plan::Error::Invalid`] for a bind mount ([`plan::validate`] refuses them under kata: a
-/// host directory does not reach the guest), and what [`container::plan_spec`] fails with.
+/// What [`container::plan_spec`] fails with.
 pub fn guest_container(plan: &Plan, id: &str) -> Result<GuestContainer, Error> {
     let mut spec = container::plan_spec(plan, id)?;
     spec.rootfs = CONTAINER_ROOTFS.into();
     spec.state_dir = CONTAINER_STATE.into();
-    if let Some(i) = spec
-        .mounts
-        .iter()
-        .position(|m| matches!(m.kind, MountKind::Bind { .. }))
-    {
-        return Err(Error::invalid(vec![Problem::new(
-            format!("mounts[{i}]"),
-            format!("mounts {}", spec.mounts[i].destination.display()),
-            "a host directory does not reach a kata guest in this build",
-        )]));
+    let binds = spec.mounts.iter_mut().filter_map(|m| match &mut m.kind {
+        MountKind::Bind { source } => Some(source),
+        _ => None,
+    });
+    for (i, source) in binds.enumerate() {
+        *source = Path::new(CONTAINER_SHARES).join(virtiofsd::tag(i));
     }
     Ok(GuestContainer {
         spec,

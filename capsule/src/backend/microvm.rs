@@ -161,6 +161,7 @@ impl Backend for Microvm {
         for (i, disk) in plan.disks.iter().enumerate() {
             problems.extend(disk_problem(i, disk));
         }
+        problems.extend(crate::virtiofsd::problems(plan));
         Ok(problems)
     }
 
@@ -177,6 +178,7 @@ impl Backend for Microvm {
             config: guest_config(plan, &vm),
             workload: workload(plan, &id)?,
             memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
+            shares_at: None,
         };
         run(plan, stop, stdin, &id, guest)
     }
@@ -191,6 +193,10 @@ pub(super) struct Guest {
     pub workload: Workload,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// Where the guest mounts the shared directories (the Plan's bind mounts): `None` at
+    /// their destinations inside its root, `Some(dir)` at `dir/TAG` (a kata sandbox, whose
+    /// container binds them in from there).
+    pub shares_at: Option<&'static str>,
 }
 
 /// ext4's superblock: 1024 bytes into the disk, its magic 0xEF53 (little-endian) at byte 0x38
@@ -327,9 +333,10 @@ pub(super) fn run(
     let start = Instant::now();
     let id = id.to_owned();
     let Guest {
-        config: guest,
+        config: mut guest,
         workload,
         memory,
+        shares_at,
     } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
@@ -340,6 +347,9 @@ pub(super) fn run(
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
     let root = root_image::for_plan(plan)?;
+    // The shared directories' daemons, stopped when this goes (after the machine).
+    let virtiofsd = crate::virtiofsd::Daemons::start(plan, &id)?;
+    virtiofsd.add_to(&mut guest, shares_at);
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
         Error::GuestArchive {
@@ -382,7 +392,8 @@ pub(super) fn run(
             source: source.into(),
         }
     })?;
-    let devices = virtio_devices(plan, root.path(), &output, &uds)?;
+    let mut devices = virtio_devices(plan, root.path(), &output, &uds)?;
+    devices.extend(virtiofsd.devices()?);
     let mut machine =
         Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
     // Once the guest agent is up, the signals the launch receives go to the command, as a
@@ -681,6 +692,7 @@ pub(super) fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
         readonly_root: plan.root.readonly,
         console: GuestConsole::Virtio,
         quiet: !vm.kernel_log,
+        tmpfs: crate::virtiofsd::guest_tmpfs(plan),
         ..GuestConfig::with_agent()
     }
 }

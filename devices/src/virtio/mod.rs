@@ -17,6 +17,8 @@
 //! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
 //! - [`console`]: virtio-console, the guest's `hvc0`;
 //! - [`rng`]: virtio-rng, the entropy device;
+//! - [`fs`]: virtio-fs, a host directory served by a vhost-user backend (virtiofsd), over
+//!   [`vhost_user`], the frontend side of the vhost-user protocol;
 //! - [`vsock`]: virtio-vsock, stream sockets to host processes through a Unix socket.
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
@@ -27,6 +29,8 @@ mod chain;
 #[cfg(feature = "std")]
 pub mod console;
 #[cfg(feature = "std")]
+pub mod fs;
+#[cfg(feature = "std")]
 mod memory;
 pub mod mmio;
 #[cfg(feature = "std")]
@@ -35,6 +39,8 @@ pub mod rng;
 pub(crate) mod test_device;
 #[cfg(test)]
 mod test_utils;
+#[cfg(feature = "std")]
+pub mod vhost_user;
 #[cfg(feature = "std")]
 pub mod vsock;
 
@@ -49,6 +55,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(feature = "std")]
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+#[cfg(feature = "std")]
+use vmm_sys_util::eventfd::EventFd;
 
 #[cfg(feature = "std")]
 pub use memory::RegionOwner;
@@ -126,8 +134,8 @@ pub trait VirtioDevice: Send + Debug {
     /// event-loop thread, whether the device is live or not (before DRIVER_OK, after a
     /// reset): the device must consume the readiness (read the fd, drop what it cannot use
     /// yet), else the level-triggered loop reports the fd again at once. An fd that hung up
-    /// with nothing left to read is no longer watched after this call. An error puts a live
-    /// device in DEVICE_NEEDS_RESET.
+    /// with nothing left to read, or hung up and made this call fail, is no longer watched
+    /// after it. An error puts a live device in DEVICE_NEEDS_RESET.
     fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
         let _ = fd;
         Ok(())
@@ -135,6 +143,39 @@ pub trait VirtioDevice: Send + Debug {
 
     /// The driver reset the device: drop the queues and whatever the activation gave.
     fn reset(&mut self);
+
+    /// Offered once, when the device is attached: the queues' notification eventfds, one per
+    /// queue in index order (KVM signals queue `i`'s on the driver's QueueNotify write of
+    /// `i`). A device whose queues are served outside the VMM (a vhost-user frontend hands
+    /// them to its backend as each ring's kick, VHOST_USER_SET_VRING_KICK: no hop through
+    /// the VMM) keeps clones and returns `true`; the event loop then leaves them alone and
+    /// [`VirtioDevice::queue_notified`] is never called. The default leaves them to the event
+    /// loop.
+    ///
+    /// Errors: cloning an eventfd failed; the device is not attached.
+    fn adopt_queue_events(&mut self, events: &[EventFd]) -> std::io::Result<bool> {
+        let _ = events;
+        Ok(false)
+    }
+
+    /// Whether another process maps guest memory for this device (a vhost-user backend):
+    /// then the VMM maps all guest RAM shared, from files it can hand over (kvm-core's
+    /// `MemoryBacking::Shared`). The default: no.
+    fn shares_guest_memory(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "std")]
+/// [`VirtioDevice::read_config`] over a configuration space held as bytes: `data.len()`
+/// bytes from `offset`, those past the end (or all, for an offset past it) read as 0.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    if let Some(bytes) = config.get(start..) {
+        let n = bytes.len().min(data.len());
+        data[..n].copy_from_slice(&bytes[..n]);
+    }
 }
 
 #[cfg(feature = "std")]

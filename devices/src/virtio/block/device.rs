@@ -151,12 +151,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        if let Some(bytes) = self.config.get(start..) {
-            let n = bytes.len().min(data.len());
-            data[..n].copy_from_slice(&bytes[..n]);
-        }
+        crate::virtio::read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {

@@ -44,15 +44,19 @@ pub struct MmioTransport {
     memory: GuestMemory,
     interrupt: VirtioInterrupt,
     queue_events: Vec<EventFd>,
+    /// The device took the queue eventfds ([`VirtioDevice::adopt_queue_events`]): the event
+    /// loop does not watch them.
+    device_reads_queue_events: bool,
 }
 
 impl MmioTransport {
     /// A transport for `device` in its reset state, interrupting on `line`, with one
-    /// non-blocking eventfd per queue.
+    /// non-blocking eventfd per queue (offered to the device:
+    /// [`VirtioDevice::adopt_queue_events`]).
     ///
-    /// Errors: creating an eventfd failed.
+    /// Errors: creating an eventfd failed, or the device's `adopt_queue_events`.
     pub fn new(
-        device: Box<dyn VirtioDevice>,
+        mut device: Box<dyn VirtioDevice>,
         memory: GuestMemory,
         line: Arc<dyn Interrupt>,
     ) -> std::io::Result<Self> {
@@ -61,7 +65,8 @@ impl MmioTransport {
         let queue_events = queue_sizes
             .iter()
             .map(|_| EventFd::new(EFD_NONBLOCK))
-            .collect::<std::io::Result<_>>()?;
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let device_reads_queue_events = device.adopt_queue_events(&queue_events)?;
         Ok(Self {
             state,
             device_type: device.device_type(),
@@ -72,6 +77,7 @@ impl MmioTransport {
             memory,
             interrupt: VirtioInterrupt::new(line),
             queue_events,
+            device_reads_queue_events,
         })
     }
 
@@ -85,6 +91,12 @@ impl MmioTransport {
     /// `i`; the event loop reads them.
     pub fn queue_events(&self) -> &[EventFd] {
         &self.queue_events
+    }
+
+    /// Whether the device reads its queue eventfds itself
+    /// ([`VirtioDevice::adopt_queue_events`]), so the event loop must not.
+    pub fn device_reads_queue_events(&self) -> bool {
+        self.device_reads_queue_events
     }
 
     /// The register state, for tests and diagnostics.

@@ -11,10 +11,10 @@ use virtio_vsock::packet::{PKT_HEADER_SIZE, VsockPacket};
 use super::muxer::Muxer;
 use super::packet::HOST_CID;
 use super::{EVQ, MAX_PKT_DATA, NAME, QUEUE_SIZE, RXQ, TXQ, VsockError};
-use crate::virtio::chain;
 use crate::virtio::{
     ActivateError, Activation, GuestMemory, Queue, QueueError, VirtioDevice, VirtioInterrupt,
 };
+use crate::virtio::{chain, read_config_bytes};
 
 /// VIRTIO_RING_F_EVENT_IDX: `used_event` and `avail_event` (§2.7.10).
 const EVENT_IDX: u64 = 1 << VIRTIO_RING_F_EVENT_IDX;
@@ -218,15 +218,7 @@ impl VirtioDevice for Vsock {
 
     /// §5.10.4: `guest_cid`, le64 at offset 0; past it reads as 0.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| offset.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {

@@ -13,6 +13,7 @@ pub const MAX_LINE: usize = 32;
 /// A host connection that has not finished its connect line.
 #[derive(Debug)]
 pub struct Handshake {
+    /// The host process's connection; the connection's own once the line is read.
     pub stream: UnixStream,
     line: Vec<u8>,
 }

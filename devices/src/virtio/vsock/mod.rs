@@ -29,7 +29,6 @@ use std::path::PathBuf;
 
 pub use connection::BUF_ALLOC;
 pub use device::Vsock;
-pub use handshake::MAX_LINE;
 
 /// rx: host to guest.
 pub const RXQ: usize = 0;

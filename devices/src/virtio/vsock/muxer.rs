@@ -105,7 +105,10 @@ impl Muxer {
         muxer
             .listener
             .set_nonblocking(true)
-            .map_err(VsockError::Epoll)?;
+            .map_err(|source| VsockError::Bind {
+                path: muxer.uds_path.clone(),
+                source,
+            })?;
         watch(
             &muxer.epoll,
             ControlOperation::Add,

@@ -1046,3 +1046,40 @@ fn which(tool: &str) -> Result<PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// On the real event loop (behind the virtio-mmio transport, before any driver): the
+/// muxer's epoll is the fd it watches, so host processes are served on the loop's thread.
+#[test]
+fn the_event_loop_serves_the_host_side_through_the_one_fd() {
+    use crate::event_loop::EventLoop;
+    use crate::virtio::mmio::MmioTransport;
+
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let device = Vsock::new(GUEST_CID, &uds).unwrap();
+    let transport = MmioTransport::new(Box::new(device), memory(), Arc::new(Counter::default()));
+    let transport = Arc::new(std::sync::Mutex::new(transport.unwrap()));
+    let mut event_loop = EventLoop::new().unwrap();
+    event_loop.add_virtio(&transport).unwrap();
+    let running = event_loop.start(|| {}).unwrap();
+    // No driver yet: a complete connect line is answered by closing, as when nothing in the
+    // guest listens; a host process that has not finished its line is left waiting.
+    let mut waiting = UnixStream::connect(&uds).unwrap();
+    waiting.write_all(b"CONNECT").unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.write_all(b"CONNECT 1024\n").unwrap();
+    assert_eq!(read_to_eof(&mut host), b"");
+    let mut byte = [0u8];
+    let error = waiting.read(&mut byte).unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{error}"
+    );
+    running.stop().unwrap();
+    drop(transport);
+    assert!(!uds.exists());
+}

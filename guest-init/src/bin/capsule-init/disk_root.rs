@@ -1,5 +1,5 @@
-//! A root filesystem on a disk: the ext4 file system on the root device, mounted read-only,
-//! under an overlay whose upper layer is a tmpfs in guest RAM, so the command can write and
+//! A root filesystem on a disk: the ext4 file system on the root device (or a host directory
+//! over virtio-fs: `GuestRoot::Share`), mounted read-only, under an overlay whose upper layer is a tmpfs in guest RAM, so the command can write and
 //! the image never changes (the container's semantics); a read-only root is the disk alone.
 //!
 //! The steps are data ([`steps`]), so what is mounted where is tested without a guest; [`run`]
@@ -52,22 +52,38 @@ pub enum Step {
     SwitchRoot(String),
 }
 
-/// The steps that make the ext4 file system on `device` the root, its layers mounted under
-/// `layers` ([`LAYERS`] in the guest): read-only alone when `readonly`, else under a
-/// writable overlay in RAM.
-pub fn steps(layers: &str, device: &str, readonly: bool) -> Vec<Step> {
+/// What the root's read-only lower layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lower<'a> {
+    /// The ext4 file system on this block device.
+    Disk(&'a str),
+    /// The host directory of the virtio-fs device with this tag.
+    Share(&'a str),
+}
+
+/// The steps that make `lower` the root, its layers mounted under `layers` ([`LAYERS`] in
+/// the guest): read-only alone when `readonly`, else under a writable overlay in RAM.
+pub fn steps(layers: &str, lower: Lower<'_>, readonly: bool) -> Vec<Step> {
     let at = |dir: &str| format!("{layers}/{dir}");
-    let mut steps = vec![
-        Step::WaitFor(device.to_owned()),
+    let (source, fstype, wait) = match lower {
+        Lower::Disk(device) => (device, "ext4", true),
+        // The virtiofs driver registers its tags as it loads: nothing to wait for.
+        Lower::Share(tag) => (tag, "virtiofs", false),
+    };
+    let mut steps = Vec::new();
+    if wait {
+        steps.push(Step::WaitFor(source.to_owned()));
+    }
+    steps.extend([
         Step::Mkdir(at(LOWER)),
         Step::Mount {
-            source: device.to_owned(),
+            source: source.to_owned(),
             target: at(LOWER),
-            fstype: "ext4",
+            fstype,
             flags: MsFlags::MS_RDONLY,
             data: String::new(),
         },
-    ];
+    ]);
     if readonly {
         steps.push(Step::SwitchRoot(at(LOWER)));
         return steps;
@@ -95,12 +111,14 @@ pub fn steps(layers: &str, device: &str, readonly: bool) -> Vec<Step> {
             flags: MsFlags::empty(),
             // index=on: copying up one name of a hard-linked file copies up the inode, so the
             // other names see the write (without it the link is split, the fault the root
-            // disk exists to fix). The lower ext4 has file handles, the tmpfs upper xattrs.
+            // disk exists to fix). The lower ext4 has file handles, the tmpfs upper xattrs;
+            // virtiofs has no file handles, and overlayfs would refuse index=on over it.
             data: format!(
-                "lowerdir={},upperdir={},workdir={},index=on",
+                "lowerdir={},upperdir={},workdir={}{}",
                 at(LOWER),
                 at(UPPER),
-                at(WORK)
+                at(WORK),
+                if fstype == "ext4" { ",index=on" } else { "" }
             ),
         },
         Step::SwitchRoot(at(MERGED)),
@@ -200,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_writable_root_is_an_overlay_over_the_read_only_disk() {
-        let steps = steps(LAYERS, "/dev/vda", false);
+        let steps = steps(LAYERS, Lower::Disk("/dev/vda"), false);
         assert_eq!(steps[0], Step::WaitFor("/dev/vda".into()));
         assert_eq!(
             mounts(&steps),
@@ -239,9 +257,33 @@ mod tests {
     }
 
     #[test]
+    fn a_root_on_a_share_is_the_same_overlay_over_virtiofs_without_index() {
+        let steps = steps(LAYERS, Lower::Share("root"), false);
+        assert!(!steps.iter().any(|s| matches!(s, Step::WaitFor(_))));
+        assert_eq!(
+            mounts(&steps),
+            [
+                ("root", "/capsule/lower", "virtiofs", true, ""),
+                ("tmpfs", "/capsule/rw", "tmpfs", false, "mode=0755"),
+                (
+                    "overlay",
+                    "/capsule/root",
+                    "overlay",
+                    false,
+                    "lowerdir=/capsule/lower,upperdir=/capsule/rw/upper,workdir=/capsule/rw/work"
+                ),
+            ]
+        );
+        assert_eq!(
+            steps.last(),
+            Some(&Step::SwitchRoot("/capsule/root".into()))
+        );
+    }
+
+    #[test]
     fn a_read_only_root_is_the_disk_alone() {
         assert_eq!(
-            steps(LAYERS, "/dev/vda", true),
+            steps(LAYERS, Lower::Disk("/dev/vda"), true),
             [
                 Step::WaitFor("/dev/vda".into()),
                 Step::Mkdir("/capsule/lower".into()),
@@ -359,7 +401,7 @@ mod tests {
     fn steps_in_a_mount_namespace() {
         let device = std::env::var("CAPSULE_TEST_DEVICE").unwrap();
         let layers = std::env::var("CAPSULE_TEST_LAYERS").unwrap();
-        let mut all = steps(&layers, &device, false);
+        let mut all = steps(&layers, Lower::Disk(&device), false);
         assert_eq!(all.pop(), Some(Step::SwitchRoot(format!("{layers}/root"))));
         run(&all).unwrap();
         let root = Path::new(&layers).join("root");
@@ -381,7 +423,7 @@ mod tests {
 
         // Read-only: the disk alone, and writes fail.
         let ro = Path::new(&layers).join("ro");
-        let mut all = steps(ro.to_str().unwrap(), &device, true);
+        let mut all = steps(ro.to_str().unwrap(), Lower::Disk(&device), true);
         all.pop();
         std::fs::create_dir(&ro).unwrap();
         run(&all).unwrap();

@@ -9,6 +9,7 @@
 //!    (`disk_root.rs`: the ext4 file system on `/dev/vda`, read-only, under an overlay in RAM
 //!    unless the root is read-only), or the tree the launch brought at `ROOTFS_DIR` (read-only
 //!    if asked).
+//!    Then mounts the launch's virtio-fs shares and tmpfs inside it (`mounts.rs`).
 //! 5. With the workload in the config: sets the hostname, then forks the command, which
 //!    becomes the configured user, changes directory and executes. Meanwhile PID 1 reaps every
 //!    process that exits and forwards every signal it receives to the command (`supervise.rs`,
@@ -36,6 +37,7 @@ mod agent;
 mod container;
 mod disk_root;
 mod kata;
+mod mounts;
 mod port;
 mod run;
 mod setup;
@@ -87,12 +89,18 @@ fn init() -> Result<u8, Failure> {
     match &config.root {
         GuestRoot::Disk(device) => disk_root::run(&disk_root::steps(
             disk_root::LAYERS,
-            device,
+            disk_root::Lower::Disk(device),
+            config.readonly_root,
+        ))?,
+        GuestRoot::Share(tag) => disk_root::run(&disk_root::steps(
+            disk_root::LAYERS,
+            disk_root::Lower::Share(tag),
             config.readonly_root,
         ))?,
         GuestRoot::Initramfs if Path::new(ROOTFS_DIR).is_dir() => setup::enter_rootfs(&config)?,
         GuestRoot::Initramfs => {}
     }
+    mounts::run(&config)?;
     let Some(workload) = &config.workload else {
         return agent::serve();
     };

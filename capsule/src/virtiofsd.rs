@@ -1,0 +1,367 @@
+//! virtiofsd, the daemon that serves a microVM's shared host directories (the Plan's bind
+//! mounts) over vhost-user: one per directory, per launch.
+//!
+//! Each runs in its own sandbox, virtiofsd's default `--sandbox namespace`: as root it
+//! enters new mount, PID and network namespaces and pivots into the shared directory, so
+//! whatever the guest asks (a symlink to `/etc`, `..` from the share's root) resolves inside
+//! it; its seccomp filter (`--seccomp kill`) ends it on any other system call. A read-only
+//! share is `--readonly` in the daemon too: it answers every write with EROFS whatever the
+//! guest's mount says.
+//!
+//! The daemons start before the VM is built (the device connects and negotiates then), their
+//! sockets in the launch's own directory under capsule's run directory, and stop on every
+//! path: [`Daemons`]' drop kills each by its PID, reaps it and removes the directory with the
+//! sockets. Each is started with PR_SET_PDEATHSIG, so a capsule killed with SIGKILL leaves no
+//! daemon either (virtiofsd's sandboxed child has its own, on its parent).
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devices::virtio::VirtioDevice;
+use devices::virtio::fs::Fs;
+use guest_init::GuestConfig;
+use plan::{MountType, Plan, Problem};
+
+use crate::state;
+
+/// The command that installs virtiofsd where capsule looks for it.
+pub const INSTALL: &str = "cargo xtask virtiofsd";
+
+/// How long a daemon may take to create its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemons could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtiofsdError {
+    /// No virtiofsd binary where capsule looks.
+    #[error(
+        "virtiofsd is not installed (looked at $CAPSULE_VIRTIOFSD, {} and PATH): run `{INSTALL}`",
+        tools_dir().join("virtiofsd").display()
+    )]
+    Missing,
+    /// Spawning it failed.
+    #[error("starting {} for {share}: {source}", .binary.display())]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The shared directory.
+        share: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It exited, or made no socket in time.
+    #[error("virtiofsd for {}: {reason}", .share.display())]
+    Start {
+        /// The shared directory.
+        share: PathBuf,
+        /// What happened, with its log's last lines.
+        reason: String,
+    },
+}
+
+/// Where `cargo xtask virtiofsd` installs tools: `~/.cache/capsule/tools/bin`.
+pub fn tools_dir() -> PathBuf {
+    tools_dir_in(&|name| std::env::var_os(name))
+}
+
+fn tools_dir_in(env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    let home = env("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/capsule/tools/bin")
+}
+
+/// The virtiofsd to run: `$CAPSULE_VIRTIOFSD`, else [`tools_dir`]'s, else `virtiofsd` on
+/// `PATH`.
+///
+/// Errors: [`VirtiofsdError::Missing`].
+pub fn find() -> Result<PathBuf, VirtiofsdError> {
+    find_in(&|name| std::env::var_os(name))
+}
+
+/// [`find`] with the environment read through `env`.
+fn find_in(env: &dyn Fn(&str) -> Option<OsString>) -> Result<PathBuf, VirtiofsdError> {
+    if let Some(path) = env("CAPSULE_VIRTIOFSD").filter(|p| !p.is_empty()) {
+        // Given explicitly: that one or none.
+        let path = PathBuf::from(path);
+        return path
+            .is_file()
+            .then_some(path)
+            .ok_or(VirtiofsdError::Missing);
+    }
+    let path = env("PATH").unwrap_or_default();
+    std::iter::once(tools_dir_in(env).join("virtiofsd"))
+        .chain(std::env::split_paths(&path).map(|dir| dir.join("virtiofsd")))
+        .find(|candidate| candidate.is_file())
+        .ok_or(VirtiofsdError::Missing)
+}
+
+/// The Plan's tmpfs mounts, as capsule-init makes them in the guest.
+pub fn guest_tmpfs(plan: &Plan) -> Vec<guest_init::Tmpfs> {
+    plan.mounts
+        .iter()
+        .filter(|m| m.kind == MountType::Tmpfs)
+        .map(|m| guest_init::Tmpfs {
+            destination: m.destination.to_string_lossy().into_owned(),
+            size: m.size,
+            readonly: m.readonly,
+        })
+        .collect()
+}
+
+/// The virtio-fs tag of the Plan's `index`-th bind mount (counting bind mounts only).
+pub fn tag(index: usize) -> String {
+    format!("share{index}")
+}
+
+/// What is wrong with the Plan's shared directories on this host: each bind source must be a
+/// directory (virtiofsd shares directories, not files), and virtiofsd must be installed.
+pub fn problems(plan: &Plan) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut binds = 0;
+    for (i, mount) in plan.mounts.iter().enumerate() {
+        let (MountType::Bind, Some(source)) = (mount.kind, &mount.source) else {
+            continue;
+        };
+        binds += 1;
+        let why = match std::fs::metadata(source) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                "is not a directory: a microVM shares directories over virtio-fs, not single files"
+                    .to_owned()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        problems.push(
+            Problem::new(
+                format!("mounts[{i}]"),
+                format!(
+                    "mounts {} (source {})",
+                    mount.destination.display(),
+                    source.display()
+                ),
+                why,
+            )
+            .fixes(
+                "share an existing directory (its parent, for a file)",
+                "bind() an existing directory (its parent, for a file)",
+            ),
+        );
+    }
+    if binds > 0
+        && let Err(error) = find()
+    {
+        problems.push(Problem::new("mounts", "mounts", error.to_string()).fixes(
+            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or drop --volume"),
+            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or drop bind()"),
+        ));
+    }
+    problems
+}
+
+/// One running daemon.
+#[derive(Debug)]
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    share: guest_init::Share,
+}
+
+/// The daemons of one launch, one per bind mount of its Plan, and the directory of their
+/// sockets; all stopped and removed on drop.
+#[derive(Debug)]
+pub struct Daemons {
+    daemons: Vec<Daemon>,
+    dir: Option<state::Launch>,
+}
+
+impl Daemons {
+    /// Starts one virtiofsd per bind mount of `plan` (none, and no directory, without any),
+    /// each sharing its source at tag `share<i>`, and waits for their sockets.
+    ///
+    /// Errors: [`VirtiofsdError`] (what was started is stopped again); the launch directory
+    /// ([`crate::Error::Io`]).
+    pub fn start(plan: &Plan, id: &str) -> Result<Daemons, crate::Error> {
+        let binds: Vec<_> = plan
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountType::Bind)
+            .collect();
+        let mut daemons = Daemons {
+            daemons: Vec::new(),
+            dir: None,
+        };
+        if binds.is_empty() {
+            return Ok(daemons);
+        }
+        let binary = find()?;
+        // Its own directory, apart from a container's state: `<run dir>/<id>-fs`.
+        let dir = state::Launch::create(&format!("{id}-fs"), false)?;
+        let dir_path = dir.dir.clone();
+        daemons.dir = Some(dir);
+        for (i, mount) in binds.into_iter().enumerate() {
+            let Some(source) = &mount.source else {
+                continue;
+            };
+            let share = guest_init::Share {
+                tag: tag(i),
+                destination: mount.destination.to_string_lossy().into_owned(),
+                readonly: mount.readonly,
+            };
+            let daemon = Daemon::start(&binary, &dir_path, source, share)?;
+            daemons.daemons.push(daemon);
+        }
+        Ok(daemons)
+    }
+
+    /// What the guest mounts, in the order of the devices.
+    pub fn shares(&self) -> Vec<guest_init::Share> {
+        self.daemons.iter().map(|d| d.share.clone()).collect()
+    }
+
+    /// Tells the guest to load virtio-fs's modules and mount the shares: at their
+    /// destinations inside its root, or with `at`, at `at/TAG` (a kata sandbox's, which binds
+    /// them into its container).
+    pub fn add_to(&self, guest: &mut GuestConfig, at: Option<&str>) {
+        if self.daemons.is_empty() {
+            return;
+        }
+        guest.shares = self.shares();
+        if let Some(dir) = at {
+            for share in &mut guest.shares {
+                share.destination = format!("{dir}/{}", share.tag);
+            }
+        }
+        guest
+            .modules
+            .extend(guest_init::SHARE_MODULES.iter().map(|m| m.to_string()));
+    }
+
+    /// One virtio-fs device per daemon, connected and negotiated.
+    ///
+    /// Errors: [`crate::Error::Device`] naming the share.
+    pub fn devices(&self) -> Result<Vec<Box<dyn VirtioDevice>>, crate::Error> {
+        self.daemons
+            .iter()
+            .map(|daemon| {
+                Fs::new(&daemon.share.tag, &daemon.socket)
+                    .map(|fs| Box::new(fs) as Box<dyn VirtioDevice>)
+                    .map_err(|source| crate::Error::Device {
+                        what: format!("shared directory {}", daemon.share.destination),
+                        source: source.into(),
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for daemon in &mut self.daemons {
+            daemon.stop();
+        }
+        if let Some(dir) = self.dir.take()
+            && let Err(error) = dir.remove()
+        {
+            tracing::warn!(%error, "cannot remove virtiofsd's launch directory");
+        }
+    }
+}
+
+impl Daemon {
+    fn start(
+        binary: &Path,
+        dir: &Path,
+        source: &Path,
+        share: guest_init::Share,
+    ) -> Result<Daemon, VirtiofsdError> {
+        let socket = dir.join(format!("{}.sock", share.tag));
+        let log_path = dir.join(format!("{}.log", share.tag));
+        let log =
+            std::fs::File::create(&log_path).map_err(|source_error| VirtiofsdError::Spawn {
+                binary: binary.to_owned(),
+                share: source.to_owned(),
+                source: source_error,
+            })?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(source)
+            .args(["--sandbox", "namespace", "--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if share.readonly {
+            command.arg("--readonly");
+        }
+        // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+        // async-signal-safe and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                // A capsule that dies, however, takes its daemons with it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|source_error| VirtiofsdError::Spawn {
+                binary: binary.to_owned(),
+                share: source.to_owned(),
+                source: source_error,
+            })?;
+        let mut daemon = Daemon {
+            child,
+            socket,
+            share,
+        };
+        let failed = |daemon: &mut Daemon, what: String| {
+            daemon.stop();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last: Vec<&str> = log.lines().rev().take(3).collect();
+            let reason = if last.is_empty() {
+                what
+            } else {
+                let last: Vec<&str> = last.into_iter().rev().collect();
+                format!("{what}: {}", last.join(" / "))
+            };
+            VirtiofsdError::Start {
+                share: source.to_owned(),
+                reason,
+            }
+        };
+        let started = Instant::now();
+        while !daemon.socket.exists() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                return Err(failed(
+                    &mut daemon,
+                    format!("it exited at start ({status})"),
+                ));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(failed(
+                    &mut daemon,
+                    format!("it made no socket within {START_TIMEOUT:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(daemon)
+    }
+
+    /// Kills the daemon by its PID (a no-op once reaped), reaps it and removes its socket.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests;
