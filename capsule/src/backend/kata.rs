@@ -55,23 +55,17 @@ impl Backend for Kata {
         stdin: Stdin,
     ) -> Result<Outcome, Error> {
         let id = state::new_id();
-        let vm = plan.vm.clone().unwrap_or_default();
-        let mut config = microvm::guest_config(plan, &vm);
+        let mut guest = microvm::Guest::of(plan, &id)?;
         // The sandbox stays in the initramfs; the root disk and the tmpfs mounts are the
-        // container's.
-        config.root = GuestRoot::Initramfs;
-        config.readonly_root = false;
-        config.tmpfs.clear();
-        let mut workload = microvm::workload(plan, &id)?;
+        // container's, the shares are bound into it from CONTAINER_SHARES.
+        guest.config.root = GuestRoot::Initramfs;
+        guest.config.readonly_root = false;
+        guest.config.tmpfs.clear();
+        guest.shares_at = Some(CONTAINER_SHARES);
         // The container has the Plan's hostname; the sandbox keeps the kernel's.
-        workload.hostname = None;
-        workload.container = Some(guest_container(plan, &id)?);
-        let guest = microvm::Guest {
-            config,
-            workload,
-            memory: guest_memory(plan),
-            shares_at: Some(CONTAINER_SHARES),
-        };
+        guest.workload.hostname = None;
+        guest.workload.container = Some(guest_container(plan, &id)?);
+        guest.memory = guest_memory(plan);
         microvm::run(plan, stop, stdin, &id, guest)
     }
 }

@@ -173,14 +173,7 @@ impl Backend for Microvm {
         stdin: Stdin,
     ) -> Result<Outcome, Error> {
         let id = state::new_id();
-        let vm = plan.vm.clone().unwrap_or_default();
-        let guest = Guest {
-            config: guest_config(plan, &vm),
-            workload: workload(plan, &id)?,
-            memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
-            shares_at: None,
-        };
-        run(plan, stop, stdin, &id, guest)
+        run(plan, stop, stdin, &id, Guest::of(plan, &id)?)
     }
 }
 
@@ -197,6 +190,24 @@ pub(super) struct Guest {
     /// their destinations inside its root, `Some(dir)` at `dir/TAG` (a kata sandbox, whose
     /// container binds them in from there).
     pub shares_at: Option<&'static str>,
+}
+
+impl Guest {
+    /// The microVM's guest for launch `id` of `plan`: [`guest_config`], [`workload`], the
+    /// Plan's memory (else [`DEFAULT_MEMORY`]), the shares at their destinations.
+    ///
+    /// # Errors
+    ///
+    /// As [`workload`].
+    pub(super) fn of(plan: &Plan, id: &str) -> Result<Guest, Error> {
+        let vm = plan.vm.clone().unwrap_or_default();
+        Ok(Guest {
+            config: guest_config(plan, &vm),
+            workload: workload(plan, id)?,
+            memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
+            shares_at: None,
+        })
+    }
 }
 
 /// ext4's superblock: 1024 bytes into the disk, its magic 0xEF53 (little-endian) at byte 0x38
@@ -681,7 +692,7 @@ pub(super) fn vcpus(plan: &Plan) -> u8 {
 
 /// How capsule-init boots: the root on `/dev/vda`, the virtio console, and the guest agent
 /// (the workload comes over vsock).
-pub(super) fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
+fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
     GuestConfig {
         modules: DISK_ROOT_MODULES
             .iter()
@@ -700,7 +711,7 @@ pub(super) fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
 /// The part of the Plan capsule-init carries out inside the guest: the
 /// process, with the same privileges, limits and seccomp filter it would
 /// have in a container.
-pub(super) fn workload(plan: &Plan, id: &str) -> Result<Workload, Error> {
+fn workload(plan: &Plan, id: &str) -> Result<Workload, Error> {
     let hostname = process::hostname(plan, id);
     let mut process = plan.process.clone();
     process.env = process::environment(plan, &hostname)?;
