@@ -348,3 +348,26 @@ fn limits_the_host_cannot_give_are_refused_and_leave_nothing() {
     assert!(err.contains("cpuset"), "{err}");
     h.assert_nothing_left(&container);
 }
+
+#[test]
+fn an_event_loop_waits_on_the_exit_descriptor_and_collects_without_blocking() {
+    let Some(h) = harness() else { return };
+    let container = h.container(&["sh", "-c", "sleep 0.3; exit 4"]);
+    let (mut child, _output) = h.start(&container);
+    assert_eq!(child.try_wait().unwrap(), None, "it sleeps yet");
+    let mut pollfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&child.exit_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd that lives across the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, 10_000) };
+    assert_eq!(
+        ready, 1,
+        "the pidfd polls readable once the container exits"
+    );
+    assert_eq!(child.try_wait().unwrap(), Some(exited(4)));
+    h.assert_nothing_left(&container);
+    // Collected once: the cgroup and state are gone, and so is the container.
+    assert!(child.try_wait().is_err());
+}
