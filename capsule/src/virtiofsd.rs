@@ -108,6 +108,11 @@ pub fn guest_tmpfs(plan: &Plan) -> Vec<guest_init::Tmpfs> {
         .collect()
 }
 
+/// The virtio-fs tag of the Plan's `index`-th bind mount (counting bind mounts only).
+pub fn tag(index: usize) -> String {
+    format!("share{index}")
+}
+
 /// What is wrong with the Plan's shared directories on this host: each bind source must be a
 /// directory (virtiofsd shares directories, not files), and virtiofsd must be installed.
 pub fn problems(plan: &Plan) -> Vec<Problem> {
@@ -194,7 +199,7 @@ impl Daemons {
                 continue;
             };
             let share = guest_init::Share {
-                tag: format!("share{i}"),
+                tag: tag(i),
                 destination: mount.destination.to_string_lossy().into_owned(),
                 readonly: mount.readonly,
             };
@@ -209,12 +214,19 @@ impl Daemons {
         self.daemons.iter().map(|d| d.share.clone()).collect()
     }
 
-    /// Tells the guest to load virtio-fs's modules and mount the shares.
-    pub fn add_to(&self, guest: &mut GuestConfig) {
+    /// Tells the guest to load virtio-fs's modules and mount the shares: at their
+    /// destinations inside its root, or with `at`, at `at/TAG` (a kata sandbox's, which binds
+    /// them into its container).
+    pub fn add_to(&self, guest: &mut GuestConfig, at: Option<&str>) {
         if self.daemons.is_empty() {
             return;
         }
         guest.shares = self.shares();
+        if let Some(dir) = at {
+            for share in &mut guest.shares {
+                share.destination = format!("{dir}/{}", share.tag);
+            }
+        }
         guest
             .modules
             .extend(guest_init::SHARE_MODULES.iter().map(|m| m.to_string()));

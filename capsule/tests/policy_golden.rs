@@ -36,6 +36,18 @@ const CASES: &[Case] = &[
         set: &[],
     },
     Case {
+        name: "kata.hardware",
+        script: "kata.rhai",
+        host_facts: HARDWARE,
+        set: &[],
+    },
+    Case {
+        name: "kata.pvm",
+        script: "kata.rhai",
+        host_facts: SMALL,
+        set: &[],
+    },
+    Case {
         name: "resources",
         script: "resources.rhai",
         host_facts: HARDWARE,

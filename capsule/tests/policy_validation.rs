@@ -250,7 +250,7 @@ fn microvm_validation_names_what_a_microvm_cannot_honour() {
         ),
         (
             "p.pids(16);",
-            "job.rhai:5:3: resources.pids = 16: a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\"); drop pids() or use isolation(\"container\")",
+            "job.rhai:5:3: resources.pids = 16: a microVM is sized by memory and cpus only (a container inside one, isolation \"kata\", takes limits); drop pids(), or use isolation(\"kata\") or isolation(\"container\")",
         ),
         (
             "p.init(false);",
@@ -272,14 +272,44 @@ fn microvm_validation_names_what_a_microvm_cannot_honour() {
     assert_eq!(microvm_errors("p.memory(\"64K\");\np.pids(16);").len(), 2);
 }
 
+/// A kata Plan whose kernel and initrd exist, on a host with hardware KVM.
+fn kata_errors(body: &str) -> Vec<String> {
+    microvm_errors(&format!("p.isolation(\"kata\");\n{body}"))
+}
+
+#[test]
+fn kata_takes_a_container_s_limits_and_refuses_what_cannot_reach_its_container() {
+    assert_eq!(
+        kata_errors("p.memory(\"32M\");\np.pids(16);\np.tmpfs(\"/scratch\");\np.init(false);"),
+        Vec::<String>::new()
+    );
+    // A bind mount is a virtio-fs share of the guest's, bound into the container: a
+    // microVM's mount rules hold.
+    assert_eq!(
+        kata_errors("p.bind(\"/srv\", \"/data/../etc\");"),
+        [
+            "job.rhai:6:3: mounts[0] = \"/data/../etc\": a microVM's mount destination must not contain .."
+        ]
+    );
+    assert_eq!(
+        kata_errors("p.disk(\"/nonexistent.raw\");"),
+        [
+            "job.rhai:6:3: disks: a container inside a microVM sees only its own /dev (the OCI default devices), so a disk would reach the guest and not the container; drop disk() or use isolation(\"microvm\")"
+        ]
+    );
+}
+
 #[test]
 fn isolation_refusals_point_at_the_isolation() {
-    let kata = policy("p.isolation(\"kata\");");
-    assert_eq!(
-        errors(&kata, &inputs(Kvm::Hardware), &host(Kvm::Hardware, true)),
-        [
-            "job.rhai:2:3: isolation = \"kata\": a container inside a microVM needs the microVM's virtio devices, which this build does not have yet; use isolation(\"microvm\") or isolation(\"container\")"
-        ]
+    let kata_on_pvm = errors(
+        &policy("p.isolation(\"kata\");"),
+        &inputs(Kvm::Pvm),
+        &host(Kvm::Pvm, true),
+    );
+    assert_eq!(kata_on_pvm.len(), 1);
+    assert!(
+        kata_on_pvm[0].starts_with("job.rhai:2:3: isolation \"kata\" cannot boot the stock guest kernel here: this host's KVM is PVM"),
+        "{kata_on_pvm:?}"
     );
     let on_pvm = errors(
         &policy("p.isolation(\"microvm\");"),

@@ -93,6 +93,9 @@ impl Workload {
                 ));
             }
         }
+        if let Some(container) = &self.container {
+            container.validate()?;
+        }
         Ok(())
     }
 }

@@ -49,5 +49,5 @@ pub use plan::{
     CapMask, Capabilities, DEFAULT_PATH, IdMap, IdMaps, SeccompProfile, User, parse_capability,
 };
 pub use rlimits::Rlimit;
-pub use spawn::{ExitStatus, Running, Signaller, spawn};
+pub use spawn::{ExitStatus, Running, Signaller, spawn, spawn_with_stdio};
 pub use spec::{ContainerSpec, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, Mount, MountKind};

@@ -21,7 +21,7 @@
 //! never allocates.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -104,6 +104,9 @@ struct Prepared {
     idmap_socket: RawFd,
     /// `/dev/null`, opened by the parent, for the command's stdin; -1 to keep the caller's.
     null_stdin: RawFd,
+    /// The parent's close-on-exec copies of the descriptors that become the command's stdin,
+    /// stdout and stderr; -1 each to keep the caller's.
+    stdio: [RawFd; 3],
 }
 
 /// How the child executes the init: its descriptor (or -1 until it arrives on `socket`, the
@@ -173,7 +176,7 @@ const STAGES: &[(Stage, &str)] = &[
     (Stage::Cwd, "change to the working directory"),
     (Stage::Seccomp, "install the seccomp filter"),
     (Stage::Init, "execute the init program"),
-    (Stage::Stdin, "put /dev/null on stdin"),
+    (Stage::Stdin, "put in place the standard stream number"),
 ];
 
 /// Creates the container and starts its command. With `spec.init`, `init` is the program
@@ -187,6 +190,37 @@ const STAGES: &[(Stage, &str)] = &[
 /// asked for but not given); [`Error::Host`] when a kernel call in the parent fails;
 /// [`Error::Attach`] with the message of a failing `attach`.
 pub fn spawn<F>(spec: &ContainerSpec, init: Option<&Init>, attach: F) -> Result<Running, Error>
+where
+    F: FnOnce(i32) -> Result<(), AttachError>,
+{
+    spawn_inner(spec, init, None, attach)
+}
+
+/// [`spawn`] with `stdio` (stdin, stdout, stderr, in that order) as the command's standard
+/// streams instead of the caller's own: for a caller that serves several streams at once (a
+/// guest agent relaying each over its own connection) and cannot lend its own descriptors.
+/// `spec.null_stdin` still puts `/dev/null` on stdin.
+///
+/// # Errors
+/// As [`spawn`]; [`Error::Host`] when a descriptor cannot be duplicated.
+pub fn spawn_with_stdio<F>(
+    spec: &ContainerSpec,
+    init: Option<&Init>,
+    stdio: [BorrowedFd<'_>; 3],
+    attach: F,
+) -> Result<Running, Error>
+where
+    F: FnOnce(i32) -> Result<(), AttachError>,
+{
+    spawn_inner(spec, init, Some(stdio), attach)
+}
+
+fn spawn_inner<F>(
+    spec: &ContainerSpec,
+    init: Option<&Init>,
+    stdio: Option<[BorrowedFd<'_>; 3]>,
+    attach: F,
+) -> Result<Running, Error>
 where
     F: FnOnce(i32) -> Result<(), AttachError>,
 {
@@ -224,6 +258,26 @@ where
             )
         })?;
     prepared.null_stdin = null_stdin.as_ref().map_or(-1, |f| f.as_raw_fd());
+    // Copies above the report pipe's REPORT_FD, so that placing the pipe there in the child
+    // cannot overwrite one; close-on-exec, so none outlives the execve but as 0, 1 or 2.
+    let stdio = stdio
+        .map(|fds| {
+            fds.map(|fd| {
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(REPORT_FD + 1))
+                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+                    .map(|copy| unsafe { OwnedFd::from_raw_fd(copy) })
+                    .map_err(|e| {
+                        Error::host("cannot duplicate a standard stream for the command", e)
+                    })
+            })
+        })
+        .map(|copies| copies.into_iter().collect::<Result<Vec<_>, _>>())
+        .transpose()?;
+    if let Some(copies) = &stdio {
+        for (slot, fd) in prepared.stdio.iter_mut().zip(copies) {
+            *slot = fd.as_raw_fd();
+        }
+    }
 
     let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::host("cannot create a pipe", e))?;
@@ -499,6 +553,7 @@ fn prepare(
         userns,
         idmap_socket: -1,
         null_stdin: -1,
+        stdio: [-1; 3],
     };
     Ok((prepared, explain))
 }
@@ -586,6 +641,11 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         // The credential change above cleared any earlier death signal; if capsule dies, the
         // container's PID 1 dies, and with it the whole pid namespace.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        for (number, &fd) in p.stdio.iter().enumerate() {
+            if fd >= 0 && libc::dup2(fd, number as i32) < 0 {
+                fail(Stage::Stdin, number as u32, errno());
+            }
+        }
         if p.null_stdin >= 0 && libc::dup2(p.null_stdin, 0) < 0 {
             fail(Stage::Stdin, 0, errno());
         }
@@ -716,6 +776,15 @@ impl Signaller {
     }
 }
 
+/// The pidfd: it polls readable once the container's PID 1 has exited (pidfd_open(2)), so an
+/// event loop can wait for the container beside other descriptors and call [`Running::wait`]
+/// only when it will not block.
+impl AsFd for Signaller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Running {
     /// The container's PID 1, as the host sees it.
     pub fn pid(&self) -> i32 {
@@ -826,7 +895,10 @@ impl Explain {
             s if s == Stage::Uid as u32 || s == Stage::Gid as u32 => {
                 (step, format!("{}:{}", self.user.uid, self.user.gid))
             }
-            s if s == Stage::BoundingSet as u32 || s == Stage::Capabilities as u32 => {
+            s if s == Stage::BoundingSet as u32
+                || s == Stage::Capabilities as u32
+                || s == Stage::Stdin as u32 =>
+            {
                 (step, r.index.to_string())
             }
             _ => (step, String::new()),

@@ -91,3 +91,37 @@ fn an_init_asked_for_but_not_given_is_refused_before_anything_starts() {
         "{err}"
     );
 }
+
+#[test]
+fn spawn_with_stdio_gives_the_command_the_caller_s_streams() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    let Some(rootfs) = rootfs() else { return };
+    let (spec, _state) = spec(
+        &rootfs,
+        &["sh", "-c", "read line; echo out $line; echo err >&2"],
+    );
+    let pipe = || {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        (std::fs::File::from(read), std::fs::File::from(write))
+    };
+    let ((stdin_read, mut stdin_write), (mut out_read, out_write), (mut err_read, err_write)) =
+        (pipe(), pipe(), pipe());
+    stdin_write.write_all(b"hi\n").unwrap();
+    drop(stdin_write);
+    let running = ns_core::spawn_with_stdio(
+        &spec,
+        None,
+        [stdin_read.as_fd(), out_write.as_fd(), err_write.as_fd()],
+        |_| Ok(()),
+    )
+    .unwrap();
+    // The container holds its own copies: ours may go at once.
+    drop((stdin_read, out_write, err_write));
+    assert_eq!(running.wait().unwrap(), ExitStatus::Exited(0));
+    let (mut out, mut err) = (String::new(), String::new());
+    out_read.read_to_string(&mut out).unwrap();
+    err_read.read_to_string(&mut err).unwrap();
+    assert_eq!((out.as_str(), err.as_str()), ("out hi\n", "err\n"));
+}

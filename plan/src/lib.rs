@@ -49,5 +49,5 @@ pub use subid::SubIdRange;
 pub use units::{parse_cpus, parse_duration, parse_size};
 pub use users::{ImageFiles, home_of, resolve_group, resolve_user};
 pub use validate::{
-    KATA_WHY, MICROVM_MAX_DISKS_AND_SHARES, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate,
+    KATA_MIN_MEMORY, MICROVM_MAX_DISKS_AND_SHARES, MICROVM_MAX_VCPUS, MICROVM_MIN_MEMORY, validate,
 };

@@ -34,14 +34,14 @@ pub fn validate(plan: &Plan, host: &Host) -> Vec<Problem> {
     match plan.isolation {
         Isolation::Container => container_problems(plan, host, &mut problems),
         Isolation::Microvm => microvm_problems(plan, &mut problems),
-        // A container inside a microVM: the launcher refuses the isolation as a whole.
-        Isolation::Kata => {}
+        Isolation::Kata => kata_problems(plan, &mut problems),
     }
     problems
 }
 
-/// Why `kata` is refused, for the flags and for scripts alike.
-pub const KATA_WHY: &str = "needs the microVM's virtio devices, which this build does not have yet";
+/// The least memory a kata container is given: docker's smallest limit (`linuxMinMemory`),
+/// below which the workload cannot even start. The guest's own memory comes on top.
+pub const KATA_MIN_MEMORY: u64 = 6 << 20;
 
 /// What a microVM cannot do yet.
 fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
@@ -61,7 +61,133 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             ),
         );
     }
-    if let Some(cpus) = r.cpus
+    machine_problems(plan, problems);
+    container_only_resources(plan, problems);
+    mount_shape_problems(plan, problems);
+    share_problems(plan, problems);
+    disk_problems(plan, problems);
+    if plan.user_namespace.is_some() {
+        problems.push(
+            Problem::new(
+                "userNamespace",
+                "userNamespace",
+                "a microVM's guest has its own kernel and ids",
+            )
+            .fixes("drop --uidmap/--gidmap", "drop map_uids()/map_gids()"),
+        );
+    }
+    if !plan.init {
+        problems.push(
+            Problem::new(
+                "init",
+                "init",
+                "in a microVM capsule-init is always PID 1 (it reports the exit status)",
+            )
+            .fixes("drop --no-init", "drop init(false)"),
+        );
+    }
+}
+
+/// What a container inside a microVM cannot have: the machine's limits (vCPUs, timeout),
+/// then what has no way into the guest's container yet.
+fn kata_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    let r = &plan.resources;
+    if let Some(memory) = r.memory
+        && memory < KATA_MIN_MEMORY
+    {
+        problems.push(
+            Problem::new(
+                "resources.memory",
+                format!("resources.memory {memory}"),
+                "a container needs at least 6M (docker's least; the guest's own memory comes on top)",
+            )
+            .fixes("give --memory 6M or more", "give memory(\"6M\") or more"),
+        );
+    }
+    machine_problems(plan, problems);
+    // The guest has ceil(cpus) vCPUs, numbered from 0, and one memory node, 0.
+    let vcpus = r.cpus.map_or(1.0, f64::ceil).max(1.0);
+    if let Some(list) = &r.cpuset_cpus {
+        match highest_in_list(list) {
+            Some(highest) if f64::from(highest) < vcpus => {}
+            Some(highest) => problems.push(
+                Problem::new(
+                    "resources.cpusetCpus",
+                    format!("resources.cpusetCpus {list}"),
+                    format!(
+                        "names CPU {highest}, and the guest has CPUs 0 to {} only (--cpus sizes it)",
+                        vcpus - 1.0
+                    ),
+                )
+                .fixes(
+                    format!("give --cpus {} or more", highest + 1),
+                    format!("give cpus({}) or more", highest + 1),
+                ),
+            ),
+            None => problems.push(Problem::new(
+                "resources.cpusetCpus",
+                format!("resources.cpusetCpus {list}"),
+                "expected a cpuset(7) list such as 0-2,4",
+            )),
+        }
+    }
+    if let Some(list) = &r.cpuset_mems
+        && highest_in_list(list) != Some(0)
+    {
+        problems.push(
+            Problem::new(
+                "resources.cpusetMems",
+                format!("resources.cpusetMems {list}"),
+                "the guest has one memory node, 0",
+            )
+            .fixes(
+                "give --cpuset-mems 0 or drop it",
+                "give cpuset_mems(\"0\") or drop it",
+            ),
+        );
+    }
+    // Bind mounts are the guest's virtio-fs shares, which the sandbox binds into the
+    // container; tmpfs mounts are the container's own.
+    mount_shape_problems(plan, problems);
+    share_problems(plan, problems);
+    if !plan.disks.is_empty() {
+        problems.push(
+            Problem::new(
+                "disks",
+                "disks",
+                "a container inside a microVM sees only its own /dev (the OCI default devices), so a disk would reach the guest and not the container",
+            )
+            .fixes(
+                "drop --disk or use --isolation microvm",
+                "drop disk() or use isolation(\"microvm\")",
+            ),
+        );
+    }
+    // The shares take interrupt lines as disks do.
+    disk_problems(plan, problems);
+    // The guest's ids are the guest's own: a rootless host launch builds its container as
+    // the guest's root all the same.
+    user_namespace_problems(plan, false, problems);
+}
+
+/// The highest number of a cpuset(7) list (`0-2,4` -> 4); `None` when it is not one.
+fn highest_in_list(list: &str) -> Option<u32> {
+    let mut highest = None;
+    for part in list.split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (u32, u32) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+        if first > last {
+            return None;
+        }
+        highest = highest.max(Some(last));
+    }
+    highest
+}
+
+/// What a microVM's machine cannot be, for the microVM and for kata alike: more vCPUs than
+/// it has, a timeout that fits no duration.
+fn machine_problems(plan: &Plan, problems: &mut Vec<Problem>) {
+    if let Some(cpus) = plan.resources.cpus
         && cpus.ceil() > f64::from(MICROVM_MAX_VCPUS)
     {
         problems.push(
@@ -90,6 +216,12 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
             ),
         );
     }
+}
+
+/// The limits a plain microVM has no place for (inside a kata guest they are the container's
+/// cgroup's).
+fn container_only_resources(plan: &Plan, problems: &mut Vec<Problem>) {
+    let r = &plan.resources;
     let container_only = [
         (
             "memorySwap",
@@ -130,16 +262,20 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
                 Problem::new(
                     &field,
                     &field,
-                    "a microVM is sized by memory and cpus only (limits inside it come with isolation \"kata\")",
+                    "a microVM is sized by memory and cpus only (a container inside one, isolation \"kata\", takes limits)",
                 )
                 .fixes(
-                    format!("drop {flag} or use --isolation container"),
-                    format!("drop {function}() or use isolation(\"container\")"),
+                    format!("drop {flag}, or use --isolation kata or container"),
+                    format!("drop {function}(), or use isolation(\"kata\") or isolation(\"container\")"),
                 ),
             );
         }
     }
-    mount_shape_problems(plan, problems);
+}
+
+/// What a microVM's mounts cannot be: a destination with `..` (capsule-init makes the mount
+/// point, which must stay inside the root) or a relative source (virtiofsd shares it).
+fn share_problems(plan: &Plan, problems: &mut Vec<Problem>) {
     for (i, mount) in plan.mounts.iter().enumerate() {
         let field = format!("mounts[{i}]");
         let subject = format!("mounts {}", mount.destination.display());
@@ -164,27 +300,6 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
                 "expected an absolute source path (a relative one would depend on where capsule runs)",
             ));
         }
-    }
-    disk_problems(plan, problems);
-    if plan.user_namespace.is_some() {
-        problems.push(
-            Problem::new(
-                "userNamespace",
-                "userNamespace",
-                "a microVM's guest has its own kernel and ids",
-            )
-            .fixes("drop --uidmap/--gidmap", "drop map_uids()/map_gids()"),
-        );
-    }
-    if !plan.init {
-        problems.push(
-            Problem::new(
-                "init",
-                "init",
-                "in a microVM capsule-init is always PID 1 (it reports the exit status)",
-            )
-            .fixes("drop --no-init", "drop init(false)"),
-        );
     }
 }
 
@@ -313,6 +428,37 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
         );
     }
     mount_shape_problems(plan, problems);
+    user_namespace_problems(plan, host.rootless, problems);
+    if host.rootless {
+        if plan.process.user.uid != 0 || plan.process.user.gid != 0 {
+            problems.push(
+                Problem::new(
+                    "process.user",
+                    format!(
+                        "process.user {}:{}",
+                        plan.process.user.uid, plan.process.user.gid
+                    ),
+                    "a rootless container maps only your own user, as root inside",
+                )
+                .fix("run capsule as root to use other users"),
+            );
+        }
+        if !plan.resources.is_empty() {
+            problems.push(
+                Problem::new(
+                    "resources",
+                    "resources",
+                    "limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none",
+                )
+                .fix("run capsule as root or drop the limits"),
+            );
+        }
+    }
+}
+
+/// uid and gid maps that a container can be built with: both given, the process's user
+/// mapped; a rootless launch maps only its own ids.
+fn user_namespace_problems(plan: &Plan, rootless: bool, problems: &mut Vec<Problem>) {
     if let Some(maps) = &plan.user_namespace {
         if maps.uids.is_empty() || maps.gids.is_empty() {
             problems.push(
@@ -323,7 +469,7 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
                 )
                 .fixes("use --uidmap and --gidmap", "use map_uids() and map_gids()"),
             );
-        } else if host.rootless {
+        } else if rootless {
             problems.push(
                 Problem::new(
                     "userNamespace",
@@ -350,31 +496,6 @@ fn container_problems(plan: &Plan, host: &Host, problems: &mut Vec<Problem>) {
                     ),
                 );
             }
-        }
-    }
-    if host.rootless {
-        if plan.process.user.uid != 0 || plan.process.user.gid != 0 {
-            problems.push(
-                Problem::new(
-                    "process.user",
-                    format!(
-                        "process.user {}:{}",
-                        plan.process.user.uid, plan.process.user.gid
-                    ),
-                    "a rootless container maps only your own user, as root inside",
-                )
-                .fix("run capsule as root to use other users"),
-            );
-        }
-        if !plan.resources.is_empty() {
-            problems.push(
-                Problem::new(
-                    "resources",
-                    "resources",
-                    "limits need cgroups, which an unprivileged user can only use through a delegated cgroup v2 subtree, and this host delegates none",
-                )
-                .fix("run capsule as root or drop the limits"),
-            );
         }
     }
 }
@@ -600,5 +721,129 @@ mod tests {
         );
         plan.disks[0].read_only = true;
         assert_eq!(lines(&plan).len(), 0);
+    }
+
+    fn kata() -> Plan {
+        let mut plan = Plan::container("/srv/root", vec!["true".into()]);
+        plan.isolation = Isolation::Kata;
+        plan
+    }
+
+    #[test]
+    fn kata_takes_a_container_s_limits_mounts_and_no_init() {
+        let mut plan = kata();
+        plan.resources = crate::Resources {
+            memory: Some(32 << 20),
+            memory_swap: Some(64 << 20),
+            cpus: Some(2.0),
+            cpu_shares: Some(512),
+            pids: Some(16),
+            io_weight: Some(100),
+            cpuset_cpus: Some("0-1".into()),
+            cpuset_mems: Some("0".into()),
+        };
+        plan.mounts.push(crate::Mount {
+            destination: "/scratch".into(),
+            kind: MountType::Tmpfs,
+            source: None,
+            size: None,
+            readonly: false,
+        });
+        plan.mounts.push(crate::Mount {
+            destination: "/data".into(),
+            kind: MountType::Bind,
+            source: Some("/srv/data".into()),
+            size: None,
+            readonly: true,
+        });
+        plan.init = false;
+        plan.timeout = Some(5.0);
+        // Rootless or not: the container is built by the guest's root.
+        assert_eq!(lines(&plan), Vec::<String>::new());
+    }
+
+    #[test]
+    fn kata_refuses_what_cannot_reach_the_guest_s_container() {
+        type Change = fn(&mut Plan);
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                |p| p.resources.memory = Some(1 << 20),
+                "resources.memory: resources.memory 1048576: a container needs at least 6M",
+            ),
+            (
+                |p| p.resources.cpuset_cpus = Some("0,3".into()),
+                "resources.cpusetCpus: resources.cpusetCpus 0,3: names CPU 3, and the guest has CPUs 0 to 0 only (--cpus sizes it); give --cpus 4 or more",
+            ),
+            (
+                |p| p.resources.cpuset_cpus = Some("1-0".into()),
+                "resources.cpusetCpus: resources.cpusetCpus 1-0: expected a cpuset(7) list",
+            ),
+            (
+                |p| p.resources.cpuset_mems = Some("1".into()),
+                "resources.cpusetMems: resources.cpusetMems 1: the guest has one memory node, 0",
+            ),
+            (
+                |p| p.resources.cpus = Some(255.0),
+                "resources.cpus: resources.cpus 255: a microVM has at most 254 vCPUs",
+            ),
+            (
+                |p| {
+                    p.mounts.push(crate::Mount {
+                        destination: "/data".into(),
+                        kind: MountType::Bind,
+                        source: Some("srv".into()),
+                        size: None,
+                        readonly: false,
+                    })
+                },
+                "mounts[0]: mounts /data (source srv): expected an absolute source path",
+            ),
+            (
+                |p| {
+                    p.disks.push(Disk {
+                        path: "/d.raw".into(),
+                        read_only: true,
+                    })
+                },
+                "disks: disks: a container inside a microVM sees only its own /dev",
+            ),
+            (
+                |p| {
+                    let map = vec![crate::IdMap {
+                        container_id: 0,
+                        host_id: 100_000,
+                        size: 10,
+                    }];
+                    p.user_namespace = Some(crate::IdMaps {
+                        uids: map.clone(),
+                        gids: map,
+                    });
+                    p.process.user.uid = 1000;
+                },
+                "process.user: process.user 1000:0: not mapped by userNamespace",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut plan = kata();
+            change(&mut plan);
+            let lines = lines(&plan);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].starts_with(expected),
+                "{lines:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_microvm_s_container_limits_point_at_kata() {
+        let mut plan = microvm_with(&[]);
+        plan.resources.pids = Some(16);
+        assert_eq!(
+            lines(&plan),
+            [
+                "resources.pids: resources.pids: a microVM is sized by memory and cpus only (a container inside one, isolation \"kata\", takes limits); drop --pids, or use --isolation kata or container"
+            ]
+        );
     }
 }

@@ -13,7 +13,7 @@ use super::limits::MAX_SOURCE_BYTES;
 use super::resolver::{FolderResolver, read_limited};
 use super::script_plan::{Group, ScriptPlan};
 use super::{Diagnostic, Inputs, PolicyError};
-use plan::{Error, Isolation, KATA_WHY, Plan, Plans};
+use plan::{Error, Plan, Plans};
 
 /// The Plans a script computed, with what is needed to point back into it.
 #[derive(Debug, Clone)]
@@ -193,12 +193,6 @@ impl Evaluation {
                         let text = problem.script_text(written);
                         diagnostics.push(self.at(p, &problem.field, text));
                     }
-                }
-                Err(Error::Unsupported(_)) if p.plan.isolation == Isolation::Kata => {
-                    let text = format!(
-                        "isolation = \"kata\": a container inside a microVM {KATA_WHY}; use isolation(\"microvm\") or isolation(\"container\")"
-                    );
-                    diagnostics.push(self.at(p, "isolation", text));
                 }
                 Err(other) => diagnostics.push(self.at(p, "isolation", other.to_string())),
             }

@@ -61,6 +61,8 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "microvm_disks",
         "--test",
         "microvm_agent",
+        "--test",
+        "kata",
     ],
 ];
 

@@ -210,8 +210,23 @@ impl Drop for Resources {
     }
 }
 
-/// The container part of a Plan as `ns-core` wants it.
+/// The container part of a Plan as `ns-core` wants it, on this host.
 fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
+    let mut spec = plan_spec(plan, id)?;
+    if host.rootless {
+        spec.user_namespace = Some(IdMaps::rootless(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ));
+    }
+    Ok(spec)
+}
+
+/// The container part of a Plan as `ns-core` wants it, wherever it is built (here, or in a
+/// kata guest, which then puts its root and state where the guest has them): the root, the
+/// process with its defaults, hostname, seccomp, mounts (bind sources as the Plan gives them),
+/// the init and the Plan's user namespace.
+pub(super) fn plan_spec(plan: &Plan, id: &str) -> Result<ContainerSpec, Error> {
     let p = &plan.process;
     let mut spec = ContainerSpec::new(id, &plan.root.path, p.args.clone());
     spec.readonly_rootfs = plan.root.readonly;
@@ -236,12 +251,6 @@ fn to_spec(plan: &Plan, id: &str, host: &Host) -> Result<ContainerSpec, Error> {
         .collect();
     spec.init = plan.init;
     spec.user_namespace = plan.user_namespace.clone();
-    if host.rootless {
-        spec.user_namespace = Some(IdMaps::rootless(
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        ));
-    }
     Ok(spec)
 }
 
@@ -298,8 +307,8 @@ fn cgroup_view(layout: &Layout, userns: bool, own: &[PathBuf]) -> Vec<ns_core::M
 /// The period docker uses to turn `--cpus` into a CFS quota.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Translates the Plan's resources into cgroup limits.
-fn limits(plan: &Plan) -> Limits {
+/// Translates the Plan's resources into cgroup limits (the host's, or a kata guest's).
+pub(super) fn limits(plan: &Plan) -> Limits {
     let r = &plan.resources;
     Limits {
         memory: r.memory,

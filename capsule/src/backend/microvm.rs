@@ -27,8 +27,8 @@ use guest_init::{
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
 use plan::{
-    AttachedDisk, Disk, DiskFormat, Host, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan, Problem,
-    Timings, VmSpec, disk_device,
+    AttachedDisk, Disk, DiskFormat, Host, Isolation, MICROVM_MAX_VCPUS, Outcome, Peaks, Plan,
+    Problem, Timings, VmSpec, disk_device,
 };
 
 use super::agent::{AgentError, Controls, HostTerminal, SessionIo, SessionThread};
@@ -111,8 +111,13 @@ impl Backend for Microvm {
         let vm = plan.vm.clone().unwrap_or_default();
         let flavour = host::flavour(host.kvm);
         if vm.kernel.is_none() && !flavour.boots_stock_kernels() {
+            let isolation = if plan.isolation == Isolation::Kata {
+                "kata"
+            } else {
+                "microvm"
+            };
             return Err(plan::Error::Unsupported(format!(
-                "isolation \"microvm\" cannot boot the stock guest kernel here: {}",
+                "isolation \"{isolation}\" cannot boot the stock guest kernel here: {}",
                 flavour.stock_kernel_refusal()
             )));
         }
@@ -167,7 +172,41 @@ impl Backend for Microvm {
         stop: &StopHandle,
         stdin: Stdin,
     ) -> Result<Outcome, Error> {
-        run(plan, stop, stdin)
+        let id = state::new_id();
+        run(plan, stop, stdin, &id, Guest::of(plan, &id)?)
+    }
+}
+
+/// What one launch's guest is: how capsule-init boots, what it runs, and its RAM.
+#[derive(Debug)]
+pub(super) struct Guest {
+    /// How capsule-init boots ([`guest_config`]).
+    pub config: GuestConfig,
+    /// What the agent's `Run` brings ([`workload`]).
+    pub workload: Workload,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// Where the guest mounts the shared directories (the Plan's bind mounts): `None` at
+    /// their destinations inside its root, `Some(dir)` at `dir/TAG` (a kata sandbox, whose
+    /// container binds them in from there).
+    pub shares_at: Option<&'static str>,
+}
+
+impl Guest {
+    /// The microVM's guest for launch `id` of `plan`: [`guest_config`], [`workload`], the
+    /// Plan's memory (else [`DEFAULT_MEMORY`]), the shares at their destinations.
+    ///
+    /// # Errors
+    ///
+    /// As [`workload`].
+    pub(super) fn of(plan: &Plan, id: &str) -> Result<Guest, Error> {
+        let vm = plan.vm.clone().unwrap_or_default();
+        Ok(Guest {
+            config: guest_config(plan, &vm),
+            workload: workload(plan, id)?,
+            memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
+            shares_at: None,
+        })
     }
 }
 
@@ -293,11 +332,23 @@ pub fn attached_disks(plan: &Plan) -> Result<Vec<AttachedDisk>, Error> {
         .collect()
 }
 
-/// Boots the Plan's microVM, runs its command through the guest agent and reports how it
-/// ended.
-fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
+/// Boots the Plan's microVM as `guest` says, runs its workload through the guest agent and
+/// reports how launch `id` ended.
+pub(super) fn run(
+    plan: &Plan,
+    stop: &StopHandle,
+    stdin: Stdin,
+    id: &str,
+    guest: Guest,
+) -> Result<Outcome, Error> {
     let start = Instant::now();
-    let id = state::new_id();
+    let id = id.to_owned();
+    let Guest {
+        config: mut guest,
+        workload,
+        memory,
+        shares_at,
+    } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
     let launch_dir = LaunchDir(state::Launch::create(&id, false)?);
@@ -310,9 +361,7 @@ fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
     // The shared directories' daemons, stopped when this goes (after the machine, before
     // the launch directory that holds their sockets).
     let virtiofsd = crate::virtiofsd::Daemons::start(plan, &launch_dir.0.dir)?;
-    let mut guest = guest_config(plan, &vm);
-    virtiofsd.add_to(&mut guest);
-    let workload = workload(plan, &id)?;
+    virtiofsd.add_to(&mut guest, shares_at);
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
         Error::GuestArchive {
@@ -333,7 +382,9 @@ fn run(plan: &Plan, stop: &StopHandle, stdin: Stdin) -> Result<Outcome, Error> {
         cmdline = format!("{cmdline} {extra}");
     }
     let config = MachineConfig {
-        memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY) as usize,
+        memory: usize::try_from(memory).map_err(|_| {
+            plan::Error::Unsupported(format!("{memory} bytes of guest RAM do not fit this host"))
+        })?,
         vcpus: vcpus(plan),
         kernel: artifacts.kernel,
         initrd: vec![
@@ -643,7 +694,7 @@ fn status_bytes(field: &str) -> Option<u64> {
 }
 
 /// `resources.cpus` rounded up: 1.5 CPUs of time need 2 vCPUs.
-fn vcpus(plan: &Plan) -> u8 {
+pub(super) fn vcpus(plan: &Plan) -> u8 {
     plan.resources.cpus.map_or(1, |cpus| {
         cpus.ceil().clamp(1.0, f64::from(MICROVM_MAX_VCPUS)) as u8
     })

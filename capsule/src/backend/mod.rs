@@ -1,13 +1,14 @@
 //! The backends that carry out a Plan, one per isolation, behind one trait, and the
 //! [`Launcher`] that picks the backend of a Plan, checks the Plan and runs it.
 
-use plan::{Host, Isolation, KATA_WHY, Outcome, Plan, Problem};
+use plan::{Host, Isolation, Outcome, Plan, Problem};
 
 use crate::Error;
 use crate::signals::StopHandle;
 
 pub mod agent;
 pub mod container;
+pub mod kata;
 pub mod microvm;
 
 /// The workload's input and terminal, as `docker run`'s `-i` and `-t` give them.
@@ -65,6 +66,7 @@ pub trait Backend: Sync {
 pub struct Launcher {
     container: container::Container,
     microvm: microvm::Microvm,
+    kata: kata::Kata,
 }
 
 impl Launcher {
@@ -78,6 +80,7 @@ impl Launcher {
         Launcher {
             container: container::Container::new(cgroups),
             microvm: microvm::Microvm,
+            kata: kata::Kata,
         }
     }
 
@@ -88,17 +91,11 @@ impl Launcher {
     }
 
     /// The backend of `isolation`.
-    ///
-    /// # Errors
-    ///
-    /// [`plan::Error::Unsupported`] for an isolation this build has no backend for.
-    pub fn backend(&self, isolation: Isolation) -> Result<&dyn Backend, plan::Error> {
+    pub fn backend(&self, isolation: Isolation) -> &dyn Backend {
         match isolation {
-            Isolation::Container => Ok(&self.container),
-            Isolation::Microvm => Ok(&self.microvm),
-            Isolation::Kata => Err(plan::Error::Unsupported(format!(
-                "isolation \"kata\" (a container inside a microVM) {KATA_WHY}; use --isolation microvm or container"
-            ))),
+            Isolation::Container => &self.container,
+            Isolation::Microvm => &self.microvm,
+            Isolation::Kata => &self.kata,
         }
     }
 
@@ -110,7 +107,7 @@ impl Launcher {
     /// [`plan::Error::Invalid`] listing the problems, [`plan::Error::Unsupported`] when the
     /// Plan's isolation cannot run here at all.
     pub fn check(&self, plan: &Plan, host: &Host) -> Result<(), plan::Error> {
-        let backend_problems = self.backend(plan.isolation)?.problems(plan, host)?;
+        let backend_problems = self.backend(plan.isolation).problems(plan, host)?;
         let mut problems = root_problems(plan);
         problems.extend(plan::validate(plan, host));
         problems.extend(backend_problems);
@@ -127,7 +124,7 @@ impl Launcher {
     ///
     /// # Errors
     ///
-    /// As [`Backend::run`]; [`plan::Error::Unsupported`] for an isolation without a backend.
+    /// As [`Backend::run`].
     pub fn run(
         &self,
         plan: &Plan,
@@ -135,7 +132,7 @@ impl Launcher {
         stop: &StopHandle,
         stdin: Stdin,
     ) -> Result<Outcome, Error> {
-        self.backend(plan.isolation)?.run(plan, host, stop, stdin)
+        self.backend(plan.isolation).run(plan, host, stop, stdin)
     }
 }
 

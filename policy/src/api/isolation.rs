@@ -17,7 +17,8 @@ pub mod isolation {
     use plan::{Network, VmSpec};
 
     /// `"container"` (namespaces and cgroups on this kernel), `"microvm"` (its own kernel on
-    /// KVM) or `"kata"` (a container inside a microVM; not in this build yet).
+    /// KVM) or `"kata"` (a container inside a microVM: the container's namespaces and limits
+    /// built in a guest of its own, sized by `memory` and `cpus`).
     #[rhai_fn(return_raw)]
     pub fn isolation(
         ctx: NativeCallContext,

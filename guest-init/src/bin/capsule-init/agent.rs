@@ -11,7 +11,7 @@ use guest_init::{AGENT_PORT, Workload};
 use nix::errno::Errno;
 
 use crate::supervise::{reap, shell_status};
-use crate::{Failure, SETUP_FAILED, run, set_hostname};
+use crate::{Failure, SETUP_FAILED, kata, run, set_hostname};
 
 /// How many connections may wait to be accepted: the host makes one.
 const BACKLOG: libc::c_int = 1;
@@ -42,11 +42,14 @@ pub fn serve() -> Result<u8, Failure> {
 struct GuestRunner;
 
 impl Runner for GuestRunner {
-    type Running = GuestCommand;
+    /// The command, or a kata launch's container (`kata.rs`).
+    type Running = Box<dyn Running>;
 
-    fn spawn(&mut self, workload: &Workload, stdio: ChildStdio) -> Result<GuestCommand, String> {
-        if workload.container.is_some() {
-            return Err("this guest init cannot build a kata container yet".into());
+    fn spawn(&mut self, workload: &Workload, stdio: ChildStdio) -> Result<Self::Running, String> {
+        if let Some(container) = &workload.container {
+            return Ok(Box::new(
+                kata::Container::spawn(container, stdio).map_err(|f| f.to_string())?,
+            ));
         }
         set_hostname(workload).map_err(|f| f.to_string())?;
         let command = run::Command::new(workload).map_err(|f| f.to_string())?;
@@ -65,11 +68,11 @@ impl Runner for GuestRunner {
             }
             run::run_child(&command);
         }
-        Ok(GuestCommand {
+        Ok(Box::new(GuestCommand {
             pid,
             sigchld,
             status: None,
-        })
+        }))
     }
 
     fn before_exit_report(&mut self) {

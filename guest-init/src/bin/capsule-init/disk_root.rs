@@ -156,7 +156,7 @@ pub fn run(steps: &[Step]) -> Result<(), Failure> {
 }
 
 /// Polls for `device` for up to `timeout`: its driver creates it while the init waits.
-fn wait_for(device: &str, timeout: Duration) -> Result<(), Failure> {
+pub fn wait_for(device: &str, timeout: Duration) -> Result<(), Failure> {
     let start = Instant::now();
     while !Path::new(device).exists() {
         if start.elapsed() > timeout {

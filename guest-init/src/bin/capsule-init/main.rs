@@ -26,12 +26,17 @@
 //! PID 1 must not panic or exit (either is a kernel panic): every failure is a value that ends
 //! in a status.
 //!
+//! With a kata container in the workload (the archive's or the agent's `Run`), the guest
+//! stays in the initramfs (its root is `Initramfs`) and step 5 is instead the container's
+//! (`kata.rs`): the command runs in the container built there, its PID 1 capsule-init again.
+//!
 //! Run as `capsule-init --container -- COMMAND ARGS...` it is instead the init of a container
 //! that ns-core has set up (see `container.rs`).
 
 mod agent;
 mod container;
 mod disk_root;
+mod kata;
 mod mounts;
 mod port;
 mod run;
@@ -99,6 +104,9 @@ fn init() -> Result<u8, Failure> {
     let Some(workload) = &config.workload else {
         return agent::serve();
     };
+    if let Some(container) = &workload.container {
+        return kata::run(container);
+    }
     set_hostname(workload)?;
     let command = run::Command::new(workload)?;
     run::run_command(&command)
