@@ -62,6 +62,8 @@ const TEST_PACKAGES: &[&[&str]] = &[
         "--test",
         "microvm_agent",
         "--test",
+        "microvm_virtiofs",
+        "--test",
         "kata",
     ],
 ];
