@@ -242,7 +242,11 @@ impl Daemons {
                 Fs::new(&daemon.share.tag, &daemon.socket)
                     .map(|fs| Box::new(fs) as Box<dyn VirtioDevice>)
                     .map_err(|source| crate::Error::Device {
-                        what: format!("shared directory {}", daemon.share.destination),
+                        what: format!(
+                            "shared directory {}{}",
+                            daemon.share.destination,
+                            daemon.last_words()
+                        ),
                         source: source.into(),
                     })
             })
@@ -345,6 +349,18 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(daemon)
+    }
+
+    /// The end of the daemon's log, as `(virtiofsd said: ...)`, or nothing when it said
+    /// nothing: why a daemon that started went away.
+    fn last_words(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let last: Vec<&str> = log.lines().rev().take(3).collect();
+        if last.is_empty() {
+            return String::new();
+        }
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        format!(" (virtiofsd said: {})", last.join(" / "))
     }
 
     /// Kills the daemon and its sandboxed child by their process group (not once reaped), reaps

@@ -91,6 +91,10 @@ pub enum GuestRoot {
     /// same overlay as [`GuestRoot::Disk`] (alone with [`GuestConfig::readonly_root`]).
     /// JSON: `{"share": "root"}`.
     Share(String),
+    /// A fresh, empty tmpfs: the root of a sandbox that builds containers rather than running
+    /// a command in its root (kata), since pivot_root(2) refuses to move the initramfs, and
+    /// a container's mount namespace must be able to. JSON: `"sandbox"`.
+    Sandbox,
 }
 
 /// Where the command's stdin, stdout and stderr are.

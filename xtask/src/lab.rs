@@ -93,10 +93,37 @@ const CASES: &[(&str, &str)] = &[
 
 /// Applets the lab's init uses.
 const APPLETS: &[&str] = &[
-    "sh", "mount", "insmod", "poweroff", "echo", "cat", "grep", "nproc", "mkdir", "sed", "head",
-    "tr", "timeout", "tail", "tee",
+    "sh",
+    "mount",
+    "insmod",
+    "poweroff",
+    "echo",
+    "cat",
+    "grep",
+    "nproc",
+    "mkdir",
+    "sed",
+    "head",
+    "tr",
+    "timeout",
+    "tail",
+    "tee",
     // What the tests run on the lab's side: copies of the rootfs, images, special files.
-    "cp", "dd", "ln", "mkfifo", "mknod", "chmod", "touch", "printf", "rm", "ls", "stat",
+    "cp",
+    "dd",
+    "ln",
+    "mkfifo",
+    "mknod",
+    "chmod",
+    "touch",
+    "printf",
+    "rm",
+    "ls",
+    "stat",
+    // The move out of the initramfs (init_script), and the benchmarks' cases.
+    "switch_root",
+    "mountpoint",
+    "sleep",
 ];
 
 /// One case's verdict.
@@ -463,8 +490,17 @@ fn parse_result(line: &str) -> Option<CaseResult> {
 /// The lab's PID 1: mounts, loads KVM, runs the cases that match the filter on the kernel
 /// command line, and powers off.
 fn init_script(cases: &[(String, String)]) -> String {
+    // First the lab moves itself out of the initramfs into a tmpfs of its own: pivot_root(2)
+    // refuses to move the initramfs, and virtiofsd's namespace sandbox pivots (on a user's
+    // machine the root is a disk). switch_root frees the initramfs's copy.
     let mut s = String::from(
         "#!/bin/sh\n\
+         if [ \"$$\" = 1 ] && [ -z \"$LAB_ON_TMPFS\" ]; then\n\
+           mkdir -p /newroot && mount -t tmpfs -o mode=0755 lab /newroot\n\
+           for d in /*; do case $d in /newroot|/proc|/sys|/dev) ;; *) cp -a $d /newroot/ ;; esac; done\n\
+           mkdir -p /newroot/proc /newroot/sys /newroot/dev\n\
+           export LAB_ON_TMPFS=1; exec switch_root /newroot /init\n\
+         fi\n\
          mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n\
          mkdir -p /dev/pts; mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts\n",
     );

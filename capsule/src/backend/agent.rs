@@ -71,17 +71,26 @@ pub enum AgentError {
     Cancelled,
 }
 
+/// How long a session whose connection was lost (no exit report) waits for the machine to end
+/// by itself before it ends the launch.
+const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
 impl AgentError {
-    /// Whether the guest sent what the protocol does not allow (rather than the connection
-    /// failing, which a VM that ends does to it too).
-    pub fn is_from_guest(&self) -> bool {
+    /// Whether the connection broke or closed mid-session without the guest breaking the
+    /// protocol: what a guest kernel that panics, halts or powers off does to it.
+    pub fn is_lost_connection(&self) -> bool {
         matches!(
             self,
-            AgentError::Protocol(e) if !matches!(
-                e,
+            AgentError::Protocol(
                 ProtocolError::Io(_) | ProtocolError::Closed | ProtocolError::Truncated { .. }
             )
         )
+    }
+
+    /// Whether the guest sent what the protocol does not allow (rather than the connection
+    /// failing, which a VM that ends does to it too).
+    pub fn is_from_guest(&self) -> bool {
+        matches!(self, AgentError::Protocol(_)) && !self.is_lost_connection()
     }
 }
 
@@ -618,6 +627,15 @@ impl SessionThread {
                     stop.load(Ordering::SeqCst)
                 })
                 .and_then(|conn| run_session(conn, request, io, &controls, deadline));
+                if result.as_ref().is_err_and(AgentError::is_lost_connection) {
+                    // The guest's kernel closed the connection without a report: it is
+                    // panicking, halting or powering off, which the machine reports better
+                    // than "closed" once it sees it. Give it the time to.
+                    let until = Instant::now() + LOST_CONNECTION_GRACE;
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 on_end();
                 let _ = tx.send(result);
             })?;

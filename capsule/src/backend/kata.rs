@@ -56,9 +56,10 @@ impl Backend for Kata {
     ) -> Result<Outcome, Error> {
         let id = state::new_id();
         let mut guest = microvm::Guest::of(plan, &id)?;
-        // The sandbox stays in the initramfs; the root disk and the tmpfs mounts are the
-        // container's, the shares are bound into it from CONTAINER_SHARES.
-        guest.config.root = GuestRoot::Initramfs;
+        // The sandbox's root is a tmpfs of its own (the container's pivot_root cannot move
+        // the initramfs); the root disk and the tmpfs mounts are the container's, the shares
+        // are bound into it from CONTAINER_SHARES.
+        guest.config.root = GuestRoot::Sandbox;
         guest.config.readonly_root = false;
         guest.config.tmpfs.clear();
         guest.shares_at = Some(CONTAINER_SHARES);

@@ -97,6 +97,7 @@ fn init() -> Result<u8, Failure> {
             disk_root::Lower::Share(tag),
             config.readonly_root,
         ))?,
+        GuestRoot::Sandbox => setup::enter_sandbox()?,
         GuestRoot::Initramfs if Path::new(ROOTFS_DIR).is_dir() => setup::enter_rootfs(&config)?,
         GuestRoot::Initramfs => {}
     }

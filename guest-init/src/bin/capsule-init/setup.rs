@@ -241,6 +241,25 @@ fn make_mount_points(root: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where the sandbox's tmpfs is mounted before it becomes the root.
+const SANDBOX_DIR: &str = "/capsule/sandbox";
+
+/// Makes a fresh tmpfs the root ([`GuestRoot::Sandbox`](guest_init::GuestRoot::Sandbox)),
+/// with its own /dev, /proc and /sys: a root that is a mount of its own, which a container's
+/// pivot_root(2) can move (the initramfs cannot be).
+pub fn enter_sandbox() -> Result<(), Failure> {
+    make_dir("creating", SANDBOX_DIR)?;
+    mount(
+        Some("tmpfs"),
+        SANDBOX_DIR,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
+    .map_err(|e| Failure::new("mounting tmpfs on", SANDBOX_DIR, e))?;
+    switch_root(SANDBOX_DIR)
+}
+
 /// Makes the mount at `dir` the root the way switch_root does it from an initramfs (which
 /// cannot be pivot_root'ed): moves it over `/` and chroots into it. Then mounts /dev, /proc
 /// and /sys inside it.
