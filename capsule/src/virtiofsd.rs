@@ -113,6 +113,9 @@ pub fn tag(index: usize) -> String {
     format!("share{index}")
 }
 
+/// The virtio-fs tag of a root directory shared over virtio-fs.
+pub const ROOT_TAG: &str = "root";
+
 /// What is wrong with the Plan's shared directories on this host: each bind source must be a
 /// directory (virtiofsd shares directories, not files), and virtiofsd must be installed.
 pub fn problems(plan: &Plan) -> Vec<Problem> {
@@ -172,28 +175,41 @@ struct Daemon {
 /// and logs removed, on drop.
 #[derive(Debug)]
 pub struct Daemons {
+    /// The root directory's, shared read-only as [`ROOT_TAG`] (a kata container's root with
+    /// `vm.rootVia` virtio-fs); the guest mounts it itself, not as a share.
+    root: Option<Daemon>,
     daemons: Vec<Daemon>,
 }
 
 impl Daemons {
     /// Starts one virtiofsd per bind mount of `plan`, each sharing its source at tag
-    /// `share<i>` with its socket and log in `dir` (the launch's directory, which the caller
-    /// removes after dropping these), and waits for their sockets.
+    /// `share<i>`, and with `root` one more sharing that directory read-only at [`ROOT_TAG`],
+    /// their sockets and logs in `dir` (the launch's directory, which the caller removes after
+    /// dropping these), and waits for their sockets.
     ///
     /// Errors: [`VirtiofsdError`] (what was started is stopped again).
-    pub fn start(plan: &Plan, dir: &Path) -> Result<Daemons, crate::Error> {
+    pub fn start(plan: &Plan, dir: &Path, root: Option<&Path>) -> Result<Daemons, crate::Error> {
         let binds: Vec<_> = plan
             .mounts
             .iter()
             .filter(|m| m.kind == MountType::Bind)
             .collect();
         let mut daemons = Daemons {
+            root: None,
             daemons: Vec::new(),
         };
-        if binds.is_empty() {
+        if binds.is_empty() && root.is_none() {
             return Ok(daemons);
         }
         let binary = find()?;
+        if let Some(source) = root {
+            let share = guest_init::Share {
+                tag: ROOT_TAG.to_owned(),
+                destination: "/".to_owned(),
+                readonly: true,
+            };
+            daemons.root = Some(Daemon::start(&binary, dir, source, share)?);
+        }
         for (i, mount) in binds.into_iter().enumerate() {
             let Some(source) = &mount.source else {
                 continue;
@@ -218,7 +234,7 @@ impl Daemons {
     /// destinations inside its root, or with `at`, at `at/TAG` (a kata sandbox's, which binds
     /// them into its container).
     pub fn add_to(&self, guest: &mut GuestConfig, at: Option<&str>) {
-        if self.daemons.is_empty() {
+        if self.daemons.is_empty() && self.root.is_none() {
             return;
         }
         guest.shares = self.shares();
@@ -236,8 +252,9 @@ impl Daemons {
     ///
     /// Errors: [`crate::Error::Device`] naming the share.
     pub fn devices(&self) -> Result<Vec<Box<dyn VirtioDevice>>, crate::Error> {
-        self.daemons
+        self.root
             .iter()
+            .chain(&self.daemons)
             .map(|daemon| {
                 Fs::new(&daemon.share.tag, &daemon.socket)
                     .map(|fs| Box::new(fs) as Box<dyn VirtioDevice>)
@@ -256,7 +273,7 @@ impl Daemons {
 
 impl Drop for Daemons {
     fn drop(&mut self) {
-        for daemon in &mut self.daemons {
+        for daemon in self.root.iter_mut().chain(&mut self.daemons) {
             daemon.stop();
         }
     }

@@ -35,7 +35,7 @@ pub use host::{Host, Kvm, SUBID_OWNER, SubIds};
 pub use idmap::{IdMap, IdMaps};
 pub use outcome::{AttachedDisk, DiskFormat, Outcome, Peaks, Timings};
 pub use plan::{
-    Disk, Isolation, Mount, MountType, Network, Plan, Resources, Root, VmSpec, disk_device,
+    Disk, Isolation, Mount, MountType, Network, Plan, Resources, Root, RootVia, VmSpec, disk_device,
 };
 pub use plans::Plans;
 pub use problem::Problem;

@@ -70,6 +70,27 @@ pub struct VmSpec {
     /// Show the guest kernel's log on the console (a verbose boot is slower).
     #[serde(default)]
     pub kernel_log: bool,
+    /// How the root directory reaches a kata container: on the ext4 disk image capsule builds
+    /// of it (the default), or shared over virtio-fs.
+    #[serde(default, skip_serializing_if = "RootVia::is_disk")]
+    pub root_via: RootVia,
+}
+
+/// How a kata container's root directory reaches the guest (`vm.rootVia`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootVia {
+    /// An ext4 image of the directory on a read-only virtio-blk disk (built once, cached).
+    #[default]
+    Disk,
+    /// The directory itself, shared read-only over virtio-fs by a virtiofsd.
+    Virtiofs,
+}
+
+impl RootVia {
+    fn is_disk(&self) -> bool {
+        *self == RootVia::Disk
+    }
 }
 
 fn yes() -> bool {

@@ -62,6 +62,23 @@ fn microvm_problems(plan: &Plan, problems: &mut Vec<Problem>) {
         );
     }
     machine_problems(plan, problems);
+    if plan
+        .vm
+        .as_ref()
+        .is_some_and(|vm| vm.root_via == crate::RootVia::Virtiofs)
+    {
+        problems.push(
+            Problem::new(
+                "vm.rootVia",
+                "vm.rootVia virtiofs",
+                "only a kata container's root comes over virtio-fs; a microVM boots from its root disk",
+            )
+            .fixes(
+                "drop --root-via or use --isolation kata",
+                "drop root_via() or use isolation(\"kata\")",
+            ),
+        );
+    }
     container_only_resources(plan, problems);
     mount_shape_problems(plan, problems);
     share_problems(plan, problems);
@@ -599,6 +616,23 @@ mod tests {
             })
             .collect();
         plan
+    }
+
+    #[test]
+    fn only_a_kata_container_takes_its_root_over_virtio_fs() {
+        let mut plan = microvm_with(&[]);
+        plan.vm = Some(crate::VmSpec {
+            root_via: crate::RootVia::Virtiofs,
+            ..Default::default()
+        });
+        assert_eq!(
+            lines(&plan),
+            [
+                "vm.rootVia: vm.rootVia virtiofs: only a kata container's root comes over virtio-fs; a microVM boots from its root disk; drop --root-via or use --isolation kata"
+            ]
+        );
+        plan.isolation = Isolation::Kata;
+        assert_eq!(lines(&plan), Vec::<String>::new());
     }
 
     fn lines(plan: &Plan) -> Vec<String> {

@@ -61,9 +61,18 @@ const GOAL_THROUGHPUT_RATIO: f64 = 10.0;
 const CONTAINER: &str = "container";
 const MICROVM: &str = "microvm";
 const KATA: &str = "kata";
+/// kata with the container's root shared over virtio-fs instead of the ext4 disk.
+const KATA_VIRTIOFS_ROOT: &str = "kata-virtiofs-root";
 const AGENT_STDOUT: &str = "agent-stdout";
 const SERIAL_CONSOLE: &str = "serial-console";
-const TOOLS: [&str; 5] = [CONTAINER, MICROVM, KATA, AGENT_STDOUT, SERIAL_CONSOLE];
+const TOOLS: [&str; 6] = [
+    CONTAINER,
+    MICROVM,
+    KATA,
+    KATA_VIRTIOFS_ROOT,
+    AGENT_STDOUT,
+    SERIAL_CONSOLE,
+];
 
 /// `cargo xtask bench kata`.
 pub fn kata(options: &Options) -> Result<()> {
@@ -145,11 +154,18 @@ pub fn kata(options: &Options) -> Result<()> {
 /// `capsule run` of `command` under `isolation` on the busybox rootfs, its Outcome written
 /// where the driver reads it.
 fn capsule_argv(isolation: &str, command: &[&str]) -> Vec<String> {
+    let (isolation, root_via) = match isolation {
+        KATA_VIRTIOFS_ROOT => (KATA, Some("virtiofs")),
+        other => (other, None),
+    };
     let mut argv: Vec<String> = [LAB_CAPSULE, "run", "--isolation", isolation]
         .map(str::to_owned)
         .to_vec();
     if isolation == MICROVM {
         argv.extend(["--memory".to_owned(), MICROVM_MEMORY.to_owned()]);
+    }
+    if let Some(how) = root_via {
+        argv.extend(["--root-via".to_owned(), how.to_owned()]);
     }
     argv.extend([
         "--rootfs".to_owned(),
@@ -173,6 +189,7 @@ fn driver_plan() -> serde_json::Value {
             tool(CONTAINER, capsule_argv(CONTAINER, &["/bin/true"])),
             tool(MICROVM, capsule_argv(MICROVM, &["/bin/true"])),
             tool(KATA, capsule_argv(KATA, &["/bin/true"])),
+            tool(KATA_VIRTIOFS_ROOT, capsule_argv(KATA_VIRTIOFS_ROOT, &["/bin/true"])),
             tool(AGENT_STDOUT, capsule_argv(MICROVM, &["/bin/dd", "if=/dev/zero", "bs=64k", &agent_count])),
             tool(SERIAL_CONSOLE, capsule_argv(MICROVM, &["/bin/dd", "if=/dev/zero", "of=/dev/ttyS0", "bs=1k", &serial_count])),
         ],
@@ -223,7 +240,7 @@ fn report(
         ms.sort_by(f64::total_cmp);
         quantile(&ms, 0.5)
     };
-    let [container, microvm, kata, agent, serial] = TOOLS.map(median);
+    let [container, microvm, kata, kata_virtiofs, agent, serial] = TOOLS.map(median);
     let kata_ratio = kata / microvm;
     // What the bytes took: the run less the same VM's run of /bin/true.
     let rate = |bytes: u64, ms: f64| bytes as f64 / MIB / ((ms - microvm) / 1000.0);
@@ -242,12 +259,21 @@ fn report(
         "start-to-exit of /bin/true in the nested lab, {runs} runs each after 1 warm-up (ms; {kernel})"
     );
     println!("{:<16} {:>10} {:>14}", "isolation", "median", "vs microvm");
-    for (tool, ms) in [(CONTAINER, container), (MICROVM, microvm), (KATA, kata)] {
+    for (tool, ms) in [
+        (CONTAINER, container),
+        (MICROVM, microvm),
+        (KATA, kata),
+        (KATA_VIRTIOFS_ROOT, kata_virtiofs),
+    ] {
         println!("{tool:<16} {ms:>10.1} {:>13.2}x", ms / microvm);
     }
     println!(
         "kata/microvm: {kata_ratio:.2}x (goal: at most {GOAL_KATA_RATIO}x); kata's VMM overhead {}",
         vmm_overhead_mib.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2} MiB"))
+    );
+    println!(
+        "kata's container root: ext4 disk {kata:.1} ms, virtio-fs {kata_virtiofs:.1} ms ({:.2}x the disk)",
+        kata_virtiofs / kata
     );
     println!(
         "one idle kata sandbox: {idle_mib:.1} MiB resident (VMM + guest pages touched + virtiofsd; goal: under {GOAL_SANDBOX_MIB} MiB)"
@@ -264,6 +290,7 @@ fn report(
             CONTAINER: container,
             MICROVM: microvm,
             KATA: kata,
+            KATA_VIRTIOFS_ROOT: kata_virtiofs,
             AGENT_STDOUT: agent,
             SERIAL_CONSOLE: serial,
         },
@@ -296,7 +323,7 @@ mod tests {
         assert_eq!(names, TOOLS);
         for (tool, isolation) in tools
             .iter()
-            .zip([CONTAINER, MICROVM, KATA, MICROVM, MICROVM])
+            .zip([CONTAINER, MICROVM, KATA, KATA, MICROVM, MICROVM])
         {
             let argv: Vec<&str> = tool["argv"]
                 .as_array()
@@ -307,9 +334,14 @@ mod tests {
             assert_eq!(argv[..4], [LAB_CAPSULE, "run", "--isolation", isolation]);
             assert!(argv.contains(&LAB_OUTCOME));
         }
-        let serial = tools[4]["argv"].to_string();
+        assert!(
+            tools[3]["argv"]
+                .to_string()
+                .contains(r#""--root-via","virtiofs""#)
+        );
+        let serial = tools[5]["argv"].to_string();
         assert!(serial.contains("of=/dev/ttyS0") && serial.contains("count=64"));
-        assert!(tools[3]["argv"].to_string().contains("count=1024"));
+        assert!(tools[4]["argv"].to_string().contains("count=1024"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use guest_init::kata::{
 };
 use guest_init::{GuestRoot, ROOT_DEVICE};
 use ns_core::MountKind;
-use plan::{Host, Outcome, Plan, Problem};
+use plan::{Host, Outcome, Plan, Problem, RootVia};
 
 use super::{Backend, Stdin, container, microvm};
 use crate::signals::StopHandle;
@@ -44,7 +44,34 @@ impl Backend for Kata {
         // Disks are refused under kata as a whole; their files are no matter then.
         let mut machine = plan.clone();
         machine.disks.clear();
-        microvm::Microvm.problems(&machine, host)
+        let mut problems = microvm::Microvm.problems(&machine, host)?;
+        if root_via(plan) == RootVia::Virtiofs {
+            let root = &plan.root.path;
+            if !root.is_dir() {
+                problems.push(
+                    Problem::new(
+                        "vm.rootVia",
+                        format!("vm.rootVia virtiofs (root.path {})", root.display()),
+                        "virtio-fs shares a directory, and the root is not one",
+                    )
+                    .fixes(
+                        "give --rootfs a directory, or drop --root-via virtiofs",
+                        "give rootfs() a directory, or drop root_via(\"virtiofs\")",
+                    ),
+                );
+            } else if let Err(error) = virtiofsd::find() {
+                problems.push(
+                    Problem::new("vm.rootVia", "vm.rootVia virtiofs", error.to_string()).fixes(
+                        format!("run `{}`, or drop --root-via virtiofs", virtiofsd::INSTALL),
+                        format!(
+                            "run `{}`, or drop root_via(\"virtiofs\")",
+                            virtiofsd::INSTALL
+                        ),
+                    ),
+                );
+            }
+        }
+        Ok(problems)
     }
 
     fn run(
@@ -66,6 +93,9 @@ impl Backend for Kata {
         // The container has the Plan's hostname; the sandbox keeps the kernel's.
         guest.workload.hostname = None;
         guest.workload.container = Some(guest_container(plan, &id)?);
+        if root_via(plan) == RootVia::Virtiofs {
+            guest.root_share = Some(plan.root.path.clone());
+        }
         guest.memory = guest_memory(plan);
         microvm::run(plan, stop, stdin, &id, guest)
     }
@@ -93,8 +123,16 @@ pub fn guest_container(plan: &Plan, id: &str) -> Result<GuestContainer, Error> {
     Ok(GuestContainer {
         spec,
         limits: container::limits(plan),
-        root: KataRoot::Disk(ROOT_DEVICE.into()),
+        root: match root_via(plan) {
+            RootVia::Disk => KataRoot::Disk(ROOT_DEVICE.into()),
+            RootVia::Virtiofs => KataRoot::Virtiofs(virtiofsd::ROOT_TAG.into()),
+        },
     })
+}
+
+/// How `plan`'s root directory reaches the container (`vm.rootVia`).
+fn root_via(plan: &Plan) -> RootVia {
+    plan.vm.as_ref().map_or(RootVia::Disk, |vm| vm.root_via)
 }
 
 /// The guest RAM of `plan`'s VM in bytes: the container's memory limit plus

@@ -190,6 +190,9 @@ pub(super) struct Guest {
     /// their destinations inside its root, `Some(dir)` at `dir/TAG` (a kata sandbox, whose
     /// container binds them in from there).
     pub shares_at: Option<&'static str>,
+    /// The root directory, shared over virtio-fs as `virtiofsd::ROOT_TAG` instead of an
+    /// ext4 image of it on the root disk (`None`: the disk).
+    pub root_share: Option<std::path::PathBuf>,
 }
 
 impl Guest {
@@ -206,6 +209,7 @@ impl Guest {
             workload: workload(plan, id)?,
             memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
             shares_at: None,
+            root_share: None,
         })
     }
 }
@@ -348,6 +352,7 @@ pub(super) fn run(
         workload,
         memory,
         shares_at,
+        root_share,
     } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
@@ -357,10 +362,14 @@ pub(super) fn run(
     // The root travels on a disk (/dev/vda), so the launch archive holds only the config:
     // a root of any size boots in any guest RAM, and the source is never changed (the guest
     // mounts the image read-only under an overlay in its RAM).
-    let root = root_image::for_plan(plan)?;
+    let root = match root_share {
+        None => Some(root_image::for_plan(plan)?),
+        Some(_) => None,
+    };
     // The shared directories' daemons, stopped when this goes (after the machine, before
     // the launch directory that holds their sockets).
-    let virtiofsd = crate::virtiofsd::Daemons::start(plan, &launch_dir.0.dir)?;
+    let virtiofsd =
+        crate::virtiofsd::Daemons::start(plan, &launch_dir.0.dir, root_share.as_deref())?;
     virtiofsd.add_to(&mut guest, shares_at);
     let mut archive = Vec::new();
     guest_init::write_launch_archive(&mut archive, &guest, None).map_err(|source| {
@@ -404,7 +413,12 @@ pub(super) fn run(
             source: source.into(),
         }
     })?;
-    let mut devices = virtio_devices(plan, root.path(), &output, &uds)?;
+    let mut devices = virtio_devices(
+        plan,
+        root.as_ref().map(root_image::RootDisk::path),
+        &output,
+        &uds,
+    )?;
     devices.extend(virtiofsd.devices()?);
     let mut machine =
         Machine::build_with_devices(&config, Box::new(output.lossy_writer()), devices)?;
@@ -641,12 +655,13 @@ impl Drop for LaunchDir {
 /// transport, its host side the Unix socket `uds`).
 fn virtio_devices(
     plan: &Plan,
-    root: &Path,
+    root: Option<&Path>,
     output: &OutputSink,
     uds: &Path,
 ) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    let disks = std::iter::once((ROOT_DEVICE.to_owned(), root, true)).chain(
+    let root = root.map(|root| (ROOT_DEVICE.to_owned(), root, true));
+    let disks = root.into_iter().chain(
         plan.disks
             .iter()
             .enumerate()

@@ -102,6 +102,10 @@ pub struct LaunchArgs {
     /// microVM: parameters appended to capsule's guest kernel command line (QEMU's -append).
     #[arg(long, value_name = "PARAMS")]
     kernel_cmdline: Option<String>,
+    /// kata: how the root directory reaches the container: `disk` (an ext4 image of it on a
+    /// read-only virtio-blk disk, the default) or `virtiofs` (shared by a virtiofsd).
+    #[arg(long, value_name = "HOW")]
+    root_via: Option<RootViaArg>,
     /// microVM: attach a disk image (raw or qcow2) as /dev/vdb, /dev/vdc, ... in the order
     /// given; `:ro` makes it read-only. A path that itself ends in `:ro` or `:rw` is written
     /// with its mode after it: `--disk 'backup:ro:rw'`.
@@ -250,12 +254,17 @@ impl LaunchArgs {
             || self.initrd.is_some()
             || self.kernel_log
             || self.kernel_cmdline.is_some()
+            || self.root_via.is_some()
         {
             plan.vm = Some(VmSpec {
                 kernel: self.kernel.clone().map(absolute),
                 initrd: self.initrd.clone().map(absolute),
                 cmdline: self.kernel_cmdline.clone(),
                 kernel_log: self.kernel_log,
+                root_via: match self.root_via {
+                    Some(RootViaArg::Virtiofs) => plan::RootVia::Virtiofs,
+                    Some(RootViaArg::Disk) | None => plan::RootVia::Disk,
+                },
             });
         }
         let r = &mut plan.resources;
@@ -333,6 +342,7 @@ impl LaunchArgs {
             ("--initrd", self.initrd.is_some()),
             ("--kernel-log", self.kernel_log),
             ("--kernel-cmdline", self.kernel_cmdline.is_some()),
+            ("--root-via", self.root_via.is_some()),
             ("--disk", !self.disk.is_empty()),
             ("--timeout", self.timeout.is_some()),
         ];
@@ -598,4 +608,13 @@ mod tests {
         let err = parse_ulimit("core=-2").unwrap_err();
         assert!(err.contains("-1, infinity or unlimited"), "{err}");
     }
+}
+
+/// `--root-via`'s values (`plan::RootVia`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RootViaArg {
+    /// An ext4 image of the root directory on a read-only virtio-blk disk.
+    Disk,
+    /// The root directory shared over virtio-fs.
+    Virtiofs,
 }

@@ -47,7 +47,7 @@ fn daemons_serve_their_sockets_and_leave_nothing_when_dropped() {
     let plan = plan_sharing(&[(data.path(), "/data", false), (input.path(), "/in", true)]);
     let launch = tempfile::tempdir().unwrap();
     let dir = launch.path().to_owned();
-    let daemons = Daemons::start(&plan, &dir).expect("started");
+    let daemons = Daemons::start(&plan, &dir, None).expect("started");
     let pids: Vec<u32> = daemons.daemons.iter().map(|d| d.child.id()).collect();
     assert_eq!(
         daemons.shares(),
@@ -97,7 +97,7 @@ fn a_daemon_that_cannot_start_is_an_error_from_its_log_and_leaves_nothing() {
     let missing = data.path().join("missing");
     let plan = plan_sharing(&[(data.path(), "/data", false), (&missing, "/gone", false)]);
     let launch = tempfile::tempdir().unwrap();
-    let error = Daemons::start(&plan, launch.path())
+    let error = Daemons::start(&plan, launch.path(), None)
         .expect_err("no such directory")
         .to_string();
     assert!(error.contains(&missing.display().to_string()), "{error}");
@@ -162,7 +162,7 @@ fn a_plan_without_binds_starts_nothing() {
         readonly: false,
     });
     let launch = tempfile::tempdir().unwrap();
-    let daemons = Daemons::start(&plan, launch.path()).expect("nothing to start");
+    let daemons = Daemons::start(&plan, launch.path(), None).expect("nothing to start");
     assert!(daemons.shares().is_empty());
     assert_eq!(std::fs::read_dir(launch.path()).unwrap().count(), 0);
 }

@@ -150,6 +150,17 @@ pub mod isolation {
         p.record(&ctx, "vm.cmdline", format!("{parameters:?}"));
     }
 
+    /// kata: how the root directory reaches the container: `"disk"` (an ext4 image on a
+    /// read-only virtio-blk disk, the default) or `"virtiofs"`.
+    #[rhai_fn(return_raw)]
+    pub fn root_via(ctx: NativeCallContext, p: &mut ScriptPlan, how: &str) -> Result<(), Refusal> {
+        let kinds = [plan::RootVia::Disk, plan::RootVia::Virtiofs];
+        p.plan.vm.get_or_insert_with(VmSpec::default).root_via =
+            kinds[choice("root_via", how, &["disk", "virtiofs"])?];
+        p.record(&ctx, "vm.rootVia", format!("{how:?}"));
+        Ok(())
+    }
+
     /// microVM: show the guest kernel's boot log (a verbose boot is slower).
     pub fn kernel_log(ctx: NativeCallContext, p: &mut ScriptPlan, on: bool) {
         p.plan.vm.get_or_insert_with(VmSpec::default).kernel_log = on;

@@ -88,6 +88,7 @@ fn full_plan(root: &std::path::Path) -> Plan {
         initrd: Some("/i".into()),
         cmdline: Some("x=1".into()),
         kernel_log: true,
+        root_via: plan::RootVia::Virtiofs,
     });
     plan.timeout = Some(30.0);
     plan
@@ -109,9 +110,14 @@ fn fates() -> Vec<(&'static str, Fate)> {
         ("isolation", Machine(|p| p.isolation == Isolation::Kata)),
         (
             "root.path",
-            Container(|c, _| {
+            // The full Plan shares its root over virtio-fs (vm.rootVia); without, the disk.
+            Container(|c, p| {
+                let mut on_disk = p.clone();
+                on_disk.vm.as_mut().unwrap().root_via = plan::RootVia::Disk;
                 c.spec.rootfs == std::path::Path::new(CONTAINER_ROOTFS)
-                    && c.root == KataRoot::Disk("/dev/vda".into())
+                    && c.root == KataRoot::Virtiofs(crate::virtiofsd::ROOT_TAG.into())
+                    && guest_container(&on_disk, "k1").unwrap().root
+                        == KataRoot::Disk("/dev/vda".into())
             }),
         ),
         ("root.readonly", Container(|c, _| c.spec.readonly_rootfs)),
