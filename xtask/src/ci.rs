@@ -60,8 +60,9 @@ pub fn run() -> Result<()> {
         "a std-only item reached the no_std part of `devices`; put it behind `#[cfg(feature = \"std\")]` (see devices/src/lib.rs, \"no_std\")",
     )?;
 
-    step(5, "busybox rootfs for the tests");
+    step(5, "busybox rootfs and virtiofsd for the tests");
     let rootfs = rootfs::busybox().context("building the busybox test rootfs")?;
+    let virtiofsd = crate::virtiofsd::install().context("building virtiofsd for the tests")?;
 
     step(6, "tests (unit, integration and doc tests)");
     // CI itself (the `CI` variable and the rest of the environment) is passed on untouched.
@@ -69,7 +70,8 @@ pub fn run() -> Result<()> {
         util::cargo()
             .args(["test", "--workspace"])
             .env("CAPSULE_BIN", &capsule_bin)
-            .env("CAPSULE_TEST_ROOTFS", &rootfs),
+            .env("CAPSULE_TEST_ROOTFS", &rootfs)
+            .env("CAPSULE_VIRTIOFSD", &virtiofsd),
         "a test failed; rerun it with `CAPSULE_BIN=target/debug/capsule CAPSULE_TEST_ROOTFS=$(cargo xtask rootfs busybox) cargo test -p <crate> <name>`",
     )?;
 
