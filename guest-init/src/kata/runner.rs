@@ -162,7 +162,9 @@ impl Sandbox {
                 CONTAINER_STATE,
                 "tmpfs",
                 MsFlags::empty(),
-                "mode=0700",
+                // Traversable, not listable: the root the container's user namespace maps
+                // (a guest uid other than 0) must reach the layers ns-core attaches below it.
+                "mode=0711",
             ),
         ];
         for (source, target, fstype, flags, data) in mounts {
