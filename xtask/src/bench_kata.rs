@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::bench::{quantile, write_results};
 use crate::bench_microvm::{LAB_DRIVER, Sample, build_driver, median_of, parse_samples};
-use crate::lab::{self, BUSYBOX_ROOTFS, Extra, case_output};
+use crate::lab::{self, BUSYBOX_ROOTFS, Extra};
 use crate::util::{self, progress};
 use crate::{guest, rootfs};
 
@@ -111,21 +111,7 @@ pub fn kata(options: &Options) -> Result<()> {
         TOOLS.join(", ")
     );
     let lab = lab::run_extra(&Extra { files, cases })?;
-    let consoles = lab.console_text()?;
-    if let Some(failed) = lab.results.iter().find(|r| !r.passed) {
-        bail!(
-            "lab case {} failed; its output:\n{}\n(the whole console is in {})",
-            failed.name,
-            case_output(&consoles, &failed.name),
-            lab.last_console().display()
-        );
-    }
-    let console = lab
-        .results
-        .iter()
-        .map(|r| case_output(&consoles, &r.name))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let console = lab.passed_output()?;
     let samples = parse_samples(&console)?;
     for tool in TOOLS {
         let n = samples.iter().filter(|s| s.tool == tool).count();

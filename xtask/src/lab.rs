@@ -30,14 +30,16 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// console line by line, and no single test takes this long): it is killed and booted again.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Boots before a lab that never finishes counts as failed.
-const MAX_BOOTS: u32 = 5;
+/// Boots before a lab that never finishes counts as failed: QEMU's TCG freezes about once
+/// in 10 minutes of heavy nested work, and the suites take 20.
+const MAX_BOOTS: u32 = 8;
 
 /// One case may take this long; a hung case then fails instead of hanging the whole boot.
 const CASE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Modules the lab's kernel loads, in order, to offer `/dev/kvm`.
-const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+/// Modules the lab's kernel loads, in order: to offer `/dev/kvm`, and overlayfs for the
+/// containers the benchmarks run in L1 itself.
+const L1_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd", "overlay"];
 
 /// Test binaries that also run inside the lab, on its real (nested) KVM, built as static musl
 /// executables since the lab has no C library. kvm-core's `tier1`, tiny guests for the
@@ -170,6 +172,28 @@ impl LabRun {
         self.consoles
             .last()
             .map_or(Path::new("-"), PathBuf::as_path)
+    }
+
+    /// What the cases printed, each from its last run (a case QEMU froze in runs again on
+    /// the next boot and must not count twice), one after the other: a benchmark's samples.
+    ///
+    /// Errors: a case failed (its output is in the message), or a console cannot be read.
+    pub fn passed_output(&self) -> Result<String> {
+        let consoles = self.console_text()?;
+        if let Some(failed) = self.results.iter().find(|r| !r.passed) {
+            bail!(
+                "lab case {} failed; its output:\n{}\n(the whole console is in {})",
+                failed.name,
+                case_output(&consoles, &failed.name),
+                self.last_console().display()
+            );
+        }
+        Ok(self
+            .results
+            .iter()
+            .map(|r| case_output(&consoles, &r.name))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 }
 
@@ -510,7 +534,7 @@ fn init_script(cases: &[(String, String)]) -> String {
     s.push_str(&format!(
         "export CAPSULE_BIN=/bin/capsule CAPSULE_TEST_ROOTFS=/{BUSYBOX_ROOTFS}\n"
     ));
-    for module in KVM_MODULES {
+    for module in L1_MODULES {
         s.push_str(&format!("insmod /lib/modules/{module}.ko\n"));
     }
     s.push_str(
@@ -593,7 +617,7 @@ fn write_initramfs(path: &Path, files: &LabFiles<'_>, cases: &[(String, String)]
         archive.symlink(format!("bin/{applet}"), Meta::root(0o777), "busybox")?;
     }
     archive.file_from_path("bin/capsule", Meta::root(0o755), files.capsule)?;
-    for module in KVM_MODULES {
+    for module in L1_MODULES {
         let file = format!("{module}.ko");
         archive.file_from_path(
             format!("lib/modules/{file}"),
