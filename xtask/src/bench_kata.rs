@@ -189,12 +189,12 @@ fn idle_command() -> String {
     format!(
         "{argv} > /dev/null & pid=$!; sleep {IDLE_READ_AFTER_S}; kib=0; \
          for p in /proc/[0-9]*; do case $(cat $p/comm 2>/dev/null) in capsule|virtiofsd) \
-         k=$(sed -n 's/^VmRSS: *\\([0-9]*\\) kB/\\1/p' $p/status); kib=$((kib + ${{k:-0}}));; esac; done; \
+         k=$(sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\) kB/\\1/p' $p/status); kib=$((kib + ${{k:-0}}));; esac; done; \
          echo \"{IDLE_MARKER} rss_kib=$kib\"; wait $pid"
     )
 }
 
-/// The idle sandbox's resident KiB from the console.
+/// The idle sandbox's resident KiB from the console; none when no process was found (0).
 fn parse_idle(console: &str) -> Option<u64> {
     console
         .lines()
@@ -205,6 +205,7 @@ fn parse_idle(console: &str) -> Option<u64> {
                 .trim()
                 .parse()
                 .ok()
+                .filter(|kib| *kib > 0)
         })
 }
 
@@ -337,5 +338,8 @@ mod tests {
         );
         assert_eq!(parse_idle(&console), Some(40960));
         assert_eq!(parse_idle("nothing"), None);
+        assert_eq!(parse_idle(&format!("{IDLE_MARKER} rss_kib=0")), None);
+        // /proc/PID/status separates the field from its value with a tab.
+        assert!(idle_command().contains("VmRSS:[^0-9]*"));
     }
 }
