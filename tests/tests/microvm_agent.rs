@@ -119,8 +119,15 @@ fn two_hundred_megabytes_of_output_arrive_whole() {
         }
         at += n;
     }
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
     let status = child.wait().expect("capsule ends");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(at, LEN);
     assert_nothing_left();
 }

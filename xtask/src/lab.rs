@@ -367,6 +367,37 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         attempt += 1;
     };
 
+    if done && attempt < MAX_BOOTS {
+        let console = consoles
+            .iter()
+            .map(std::fs::read_to_string)
+            .collect::<std::io::Result<String>>()
+            .context("reading the lab's consoles")?;
+        let faulted: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed && shows_an_emulator_fault(&case_output(&console, &r.name)))
+            .map(|r| r.name.clone())
+            .collect();
+        if !faulted.is_empty() {
+            eprintln!(
+                "xtask: WARNING: an L2 guest triple-faulted or hung in {} (TCG's nested SVM, see shows_an_emulator_fault); running them once more on a fresh boot",
+                faulted.join(", ")
+            );
+            attempt += 1;
+            let log = lab_dir.join(format!("console-{attempt}.log"));
+            let append = format!("{append} capsule.only={}", faulted.join(","));
+            let (again, _) = boot(
+                &mut qemu_command(&qemu, &guest.kernel, &initramfs, &append),
+                &log,
+            )?;
+            consoles.push(log);
+            for result in again {
+                if let Some(earlier) = results.iter_mut().find(|r| r.name == result.name) {
+                    *earlier = result;
+                }
+            }
+        }
+    }
     // The lab's own cases print here; extra cases are their callers' to show (the demo's
     // JSON Outcome, say, is no line for a person).
     if extra.is_none() {
@@ -388,7 +419,9 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         );
     }
     if attempt > 1 {
-        eprintln!("xtask: WARNING: the lab needed {attempt} boots (QEMU froze)");
+        eprintln!(
+            "xtask: WARNING: the lab needed {attempt} boots (QEMU froze, or a case ran again)"
+        );
     }
     if results.is_empty() {
         bail!("no lab case matched {filter:?}");
@@ -504,6 +537,17 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
     Ok((results, done))
 }
 
+/// Whether a failed case's output shows an L2 guest that the emulator broke rather than a
+/// fault of capsule's: under TCG's emulated SVM, L2 kernels triple-fault or stop during boot
+/// or while streaming now and then (in one lab boot on 2026-12-01, 4 of 14 launches of the
+/// 200 MB agent test: 3 triple faults, two of them during the guest's boot, and one guest
+/// that never reached its init in 120 s), as L1's own kernel panics now and then. Such a
+/// case runs once more on a fresh boot; a real fault of ours fails there again.
+fn shows_an_emulator_fault(output: &str) -> bool {
+    output.contains("the guest kernel triple-faulted")
+        || output.contains("the guest agent did not accept a connection")
+}
+
 /// Whether `line` is the L1 kernel saying one of its CPUs is stuck. When QEMU freezes one
 /// vCPU, the other repeats this every half minute, which is no sign of progress: it must not
 /// keep the silence timeout from firing (one freeze ran into the 30-minute limit so). An RCU
@@ -567,8 +611,10 @@ fn init_script(cases: &[(String, String)]) -> String {
     s.push_str(
         &"filter=$(sed -n 's/.*capsule.filter=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
          skip=$(sed -n 's/.*capsule.skip=\\([0-9]*\\).*/\\1/p' /proc/cmdline)\n\
+         only=$(sed -n 's/.*capsule.only=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
          n=0\n\
          case_() {\n  case \"$1\" in *\"$filter\"*) ;; *) return ;; esac\n  \
+         [ -n \"$only\" ] && case \",$only,\" in *\",$1,\"*) ;; *) return ;; esac\n  \
          n=$((n + 1)); [ $n -le \"${skip:-0}\" ] && return\n  \
          echo \"CAPSULE-LAB start $1\"\n  \
          { timeout {CASE_TIMEOUT_S} sh -c \"$2\" 2>&1; echo $? > /tmp/rc; } | tee /tmp/out; rc=$(cat /tmp/rc)\n  \
