@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use devices::virtio::VirtioDevice;
 use devices::virtio::fs::Fs;
 use guest_init::GuestConfig;
-use plan::{MountType, Plan, Problem};
+use plan::{MountType, Plan, Problem, RootVia};
 
 /// The command that installs virtiofsd where capsule looks for it.
 pub const INSTALL: &str = "cargo xtask virtiofsd";
@@ -119,6 +119,11 @@ pub const ROOT_TAG: &str = "root";
 /// What is wrong with the Plan's shared directories on this host: each bind source must be a
 /// directory (virtiofsd shares directories, not files), and virtiofsd must be installed.
 pub fn problems(plan: &Plan) -> Vec<Problem> {
+    problems_with(plan, &find)
+}
+
+/// [`problems`] with virtiofsd looked for through `find`.
+fn problems_with(plan: &Plan, find: &dyn Fn() -> Result<PathBuf, VirtiofsdError>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut binds = 0;
     for (i, mount) in plan.mounts.iter().enumerate() {
@@ -151,12 +156,28 @@ pub fn problems(plan: &Plan) -> Vec<Problem> {
             ),
         );
     }
-    if binds > 0
+    // One problem for a missing virtiofsd, whichever shares need it: kata's root over
+    // virtio-fs (validation refuses `vm.rootVia` elsewhere) and the bind mounts.
+    let root_shared = plan
+        .vm
+        .as_ref()
+        .is_some_and(|vm| vm.root_via == RootVia::Virtiofs);
+    if (binds > 0 || root_shared)
         && let Err(error) = find()
     {
-        problems.push(Problem::new("mounts", "mounts", error.to_string()).fixes(
-            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or drop --volume"),
-            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or drop bind()"),
+        let (field, subject, flag, call) = if binds > 0 {
+            ("mounts", "mounts", "drop --volume", "drop bind()")
+        } else {
+            (
+                "vm.rootVia",
+                "vm.rootVia virtiofs",
+                "drop --root-via virtiofs",
+                "drop root_via(\"virtiofs\")",
+            )
+        };
+        problems.push(Problem::new(field, subject, error.to_string()).fixes(
+            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or {flag}"),
+            format!("run `{INSTALL}`, set CAPSULE_VIRTIOFSD, or {call}"),
         ));
     }
     problems

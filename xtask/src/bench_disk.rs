@@ -198,8 +198,7 @@ pub fn disk(options: &Options) -> Result<()> {
         seconds
     );
     let lab = lab::run_extra(&Extra { files, cases })?;
-    lab.passed_output()?;
-    let consoles = lab.console_text()?;
+    let consoles = lab.passed_console()?;
     let mut samples: Vec<(&str, &str, f64)> = Vec::new();
     let mut overheads = Vec::new();
     for round in 1..=runs {

@@ -201,10 +201,10 @@ pub fn microvm(options: &Options) -> Result<()> {
         tools.join(", ")
     );
     let lab = lab::run_extra(&Extra { files, cases })?;
-    let console = lab.passed_output()?;
+    let consoles = lab.passed_console()?;
+    let console = lab.outputs(&consoles);
 
     if kernel_log {
-        let consoles = lab.console_text()?;
         for tool in KERNEL_LOG_TOOLS {
             let path = bench_dir.join(format!("kernel-log-{tool}.txt"));
             let log = case_output(&consoles, &format!("{KERNEL_LOG_CASE}-{tool}"));

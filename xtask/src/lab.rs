@@ -176,12 +176,7 @@ impl LabRun {
     /// Every boot's console, one after the other, for callers that parse more than the
     /// results.
     pub fn console_text(&self) -> Result<String> {
-        let mut text = String::new();
-        for console in &self.consoles {
-            text += &std::fs::read_to_string(console)
-                .with_context(|| format!("reading {}", console.display()))?;
-        }
-        Ok(text)
+        read_consoles(&self.consoles)
     }
 
     /// The last boot's console, to point a reader at.
@@ -191,11 +186,10 @@ impl LabRun {
             .map_or(Path::new("-"), PathBuf::as_path)
     }
 
-    /// What the cases printed, each from its last run (a case QEMU froze in runs again on
-    /// the next boot and must not count twice), one after the other: a benchmark's samples.
+    /// The consoles' text, once every case passed: for [`case_output`].
     ///
     /// Errors: a case failed (its output is in the message), or a console cannot be read.
-    pub fn passed_output(&self) -> Result<String> {
+    pub fn passed_console(&self) -> Result<String> {
         let consoles = self.console_text()?;
         if let Some(failed) = self.results.iter().find(|r| !r.passed) {
             bail!(
@@ -205,12 +199,25 @@ impl LabRun {
                 self.last_console().display()
             );
         }
-        Ok(self
-            .results
+        Ok(consoles)
+    }
+
+    /// What the cases printed in `consoles`, each from its last run (a case QEMU froze in
+    /// runs again on the next boot and must not count twice), one after the other: a
+    /// benchmark's samples.
+    pub fn outputs(&self, consoles: &str) -> String {
+        self.results
             .iter()
-            .map(|r| case_output(&consoles, &r.name))
+            .map(|r| case_output(consoles, &r.name))
             .collect::<Vec<_>>()
-            .join("\n"))
+            .join("\n")
+    }
+
+    /// [`Self::outputs`] once every case passed.
+    ///
+    /// Errors: as [`Self::passed_console`].
+    pub fn passed_output(&self) -> Result<String> {
+        Ok(self.outputs(&self.passed_console()?))
     }
 }
 
@@ -368,11 +375,7 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
     };
 
     if done && attempt < MAX_BOOTS {
-        let console = consoles
-            .iter()
-            .map(std::fs::read_to_string)
-            .collect::<std::io::Result<String>>()
-            .context("reading the lab's consoles")?;
+        let console = read_consoles(&consoles)?;
         let faulted: Vec<String> = results
             .iter()
             .filter(|r| !r.passed && shows_an_emulator_fault(&case_output(&console, &r.name)))
@@ -427,6 +430,16 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         bail!("no lab case matched {filter:?}");
     }
     Ok(LabRun { results, consoles })
+}
+
+/// The boots' consoles, one after the other.
+fn read_consoles(consoles: &[PathBuf]) -> Result<String> {
+    let mut text = String::new();
+    for console in consoles {
+        text += &std::fs::read_to_string(console)
+            .with_context(|| format!("reading {}", console.display()))?;
+    }
+    Ok(text)
 }
 
 /// QEMU booting the lab's kernel and initramfs with `append` as its command line.

@@ -45,31 +45,19 @@ impl Backend for Kata {
         let mut machine = plan.clone();
         machine.disks.clear();
         let mut problems = microvm::Microvm.problems(&machine, host)?;
-        if root_via(plan) == RootVia::Virtiofs {
-            let root = &plan.root.path;
-            if !root.is_dir() {
-                problems.push(
-                    Problem::new(
-                        "vm.rootVia",
-                        format!("vm.rootVia virtiofs (root.path {})", root.display()),
-                        "virtio-fs shares a directory, and the root is not one",
-                    )
-                    .fixes(
-                        "give --rootfs a directory, or drop --root-via virtiofs",
-                        "give rootfs() a directory, or drop root_via(\"virtiofs\")",
-                    ),
-                );
-            } else if let Err(error) = virtiofsd::find() {
-                problems.push(
-                    Problem::new("vm.rootVia", "vm.rootVia virtiofs", error.to_string()).fixes(
-                        format!("run `{}`, or drop --root-via virtiofs", virtiofsd::INSTALL),
-                        format!(
-                            "run `{}`, or drop root_via(\"virtiofs\")",
-                            virtiofsd::INSTALL
-                        ),
-                    ),
-                );
-            }
+        let root = &plan.root.path;
+        if root_via(plan) == RootVia::Virtiofs && !root.is_dir() {
+            problems.push(
+                Problem::new(
+                    "vm.rootVia",
+                    format!("vm.rootVia virtiofs (root.path {})", root.display()),
+                    "virtio-fs shares a directory, and the root is not one",
+                )
+                .fixes(
+                    "give --rootfs a directory, or drop --root-via virtiofs",
+                    "give rootfs() a directory, or drop root_via(\"virtiofs\")",
+                ),
+            );
         }
         Ok(problems)
     }

@@ -166,3 +166,30 @@ fn a_plan_without_binds_starts_nothing() {
     assert!(daemons.shares().is_empty());
     assert_eq!(std::fs::read_dir(launch.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_missing_virtiofsd_is_one_problem_whichever_shares_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = || Err(VirtiofsdError::Missing);
+    let fields = |plan: &Plan| -> Vec<String> {
+        problems_with(plan, &missing)
+            .iter()
+            .map(|p| p.field.clone())
+            .collect()
+    };
+    let mut plan = plan_sharing(&[(dir.path(), "/data", false)]);
+    assert_eq!(fields(&plan), ["mounts"]);
+    plan.vm = Some(plan::VmSpec {
+        root_via: RootVia::Virtiofs,
+        ..Default::default()
+    });
+    assert_eq!(
+        fields(&plan),
+        ["mounts"],
+        "the bind mounts and the root, once"
+    );
+    plan.mounts.clear();
+    assert_eq!(fields(&plan), ["vm.rootVia"]);
+    plan.vm = None;
+    assert!(fields(&plan).is_empty(), "no share needs virtiofsd");
+}
