@@ -177,6 +177,28 @@ impl Env {
         args.extend(flags.iter().map(|s| s.to_string()));
         self.run_raw(&args, cmd)
     }
+
+    /// [`Env::run_on`] with `--isolation ISOLATION` first, the Launch printed to the test's
+    /// output: the lab's console shows it when the test fails.
+    pub fn run_isolated_on(
+        &self,
+        rootfs: &Path,
+        isolation: &str,
+        flags: &[&str],
+        cmd: &[&str],
+    ) -> Launch {
+        let mut all = vec!["--isolation", isolation];
+        all.extend_from_slice(flags);
+        let launch = self.run_on(rootfs, &all, cmd);
+        eprintln!("{launch:?}");
+        launch
+    }
+}
+
+/// [`env`] in the nested lab, which always provides capsule, the rootfs and the guest: a lab
+/// test without them fails rather than skips.
+pub fn lab_env() -> Env {
+    env().expect("the lab provides capsule, the rootfs and the guest")
 }
 
 /// A root filesystem of a test's own, removed with the value; `dir()` holds it at `rootfs` and

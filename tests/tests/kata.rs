@@ -10,23 +10,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use tests::{Env, Launch, elf, env};
-
-fn kata_env() -> Env {
-    env().expect("the lab provides capsule, the rootfs and the guest")
-}
+use tests::{Env, Launch, elf, lab_env};
 
 fn kata_on(env: &Env, rootfs: &std::path::Path, flags: &[&str], cmd: &[&str]) -> Launch {
-    let mut all = vec!["--isolation", "kata"];
-    all.extend_from_slice(flags);
-    let launch = env.run_on(rootfs, &all, cmd);
-    eprintln!("{launch:?}");
+    let launch = env.run_isolated_on(rootfs, "kata", flags, cmd);
     assert_eq!(launch.outcome["isolation"], "kata", "{}", launch.outcome);
     launch
 }
 
 fn kata(flags: &[&str], cmd: &[&str]) -> Launch {
-    let env = kata_env();
+    let env = lab_env();
     kata_on(&env, &env.rootfs.clone(), flags, cmd)
 }
 
@@ -222,7 +215,7 @@ fn the_cgroup_filesystem_shows_the_container_s_own_limits_read_only() {
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn overlay_writes_do_not_reach_the_source_directory() {
-    let env = kata_env();
+    let env = lab_env();
     let launch = kata_on(
         &env,
         &env.rootfs,
@@ -286,7 +279,7 @@ fn uid_and_gid_maps_put_root_inside_on_a_guest_range() {
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn sigterm_to_capsule_ends_the_launch_with_143() {
-    let env = kata_env();
+    let env = lab_env();
     let mut child = env
         .command()
         .args(["run", "--isolation", "kata", "--rootfs"])
@@ -307,7 +300,7 @@ fn sigterm_to_capsule_ends_the_launch_with_143() {
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn the_kata_example_launches_a_container_in_a_microvm() {
-    let env = kata_env();
+    let env = lab_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("kata.rhai");
     // Embedded, so that the test binary needs no checkout inside the lab.

@@ -6,19 +6,11 @@
 //! the lab's nested hardware KVM, with `CAPSULE_BIN`, `CAPSULE_TEST_ROOTFS`
 //! and `CAPSULE_GUEST_DIR` pointing into its initramfs.
 
-use tests::{Env, Launch, env, env_or_skip};
+use tests::{Launch, env_or_skip, lab_env};
 
 fn microvm(flags: &[&str], cmd: &[&str]) -> Launch {
-    let env = env_or_skip_inner();
-    let mut all = vec!["--isolation", "microvm"];
-    all.extend_from_slice(flags);
-    let launch = env.run(&all, cmd);
-    eprintln!("{launch:?}");
-    launch
-}
-
-fn env_or_skip_inner() -> Env {
-    env().expect("the lab provides capsule, the rootfs and the guest")
+    let env = lab_env();
+    env.run_isolated_on(&env.rootfs, "microvm", flags, cmd)
 }
 
 #[test]
@@ -254,7 +246,7 @@ fn the_plan_s_privileges_limits_and_seccomp_hold_in_the_guest_too() {
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn sigterm_to_capsule_stops_the_vm_and_exits_143() {
-    let env = env_or_skip_inner();
+    let env = lab_env();
     let mut child = env
         .command()
         .args(["run", "--isolation", "microvm", "--rootfs"])
@@ -284,7 +276,7 @@ fn sigterm_to_capsule_stops_the_vm_and_exits_143() {
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn the_untrusted_code_example_launches_a_microvm() {
-    let env = env_or_skip_inner();
+    let env = lab_env();
     // Embedded, so that the test binary needs no checkout inside the lab.
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("untrusted.rhai");

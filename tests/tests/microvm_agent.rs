@@ -13,18 +13,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Env, Launch, assert_nothing_left, env};
-
-fn lab_env() -> Env {
-    env().expect("the lab provides capsule, the rootfs and the guest")
-}
+use tests::{Env, Launch, assert_nothing_left, lab_env};
 
 fn microvm(env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
-    let mut all = vec!["--isolation", "microvm"];
-    all.extend_from_slice(flags);
-    let launch = env.run(&all, cmd);
-    eprintln!("{launch:?}");
-    launch
+    env.run_isolated_on(&env.rootfs, "microvm", flags, cmd)
 }
 
 /// `capsule run --isolation microvm FLAGS -- CMD` with its stdio as given, not waited for.

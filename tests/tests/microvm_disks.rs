@@ -9,27 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{Env, Launch, env};
-
-fn lab_env() -> Env {
-    env().expect("the lab provides capsule, the rootfs and the guest")
-}
+use tests::{Env, Launch, lab_env};
 
 fn microvm(env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
-    let mut all = vec!["--isolation", "microvm"];
-    all.extend_from_slice(flags);
-    let launch = env.run(&all, cmd);
-    eprintln!("{launch:?}");
-    launch
+    env.run_isolated_on(&env.rootfs, "microvm", flags, cmd)
 }
 
 /// [`microvm`] on a root of the test's own (a directory or an image).
 fn microvm_on(env: &Env, root: &Path, flags: &[&str], cmd: &[&str]) -> Launch {
-    let mut all = vec!["--isolation", "microvm"];
-    all.extend_from_slice(flags);
-    let launch = env.run_on(root, &all, cmd);
-    eprintln!("{launch:?}");
-    launch
+    env.run_isolated_on(root, "microvm", flags, cmd)
 }
 
 fn qemu_img(args: &[&str]) -> String {

@@ -10,18 +10,10 @@
 
 use std::path::Path;
 
-use tests::{Env, Launch, assert_nothing_left, env};
-
-fn lab_env() -> Env {
-    env().expect("the lab provides capsule, the rootfs and the guest")
-}
+use tests::{Env, Launch, assert_nothing_left, lab_env};
 
 fn microvm(env: &Env, flags: &[&str], script: &str) -> Launch {
-    let mut all = vec!["--isolation", "microvm"];
-    all.extend_from_slice(flags);
-    let launch = env.run(&all, &["sh", "-c", script]);
-    eprintln!("{launch:?}");
-    launch
+    env.run_isolated_on(&env.rootfs, "microvm", flags, &["sh", "-c", script])
 }
 
 fn volume(dir: &Path, destination: &str, readonly: bool) -> String {
