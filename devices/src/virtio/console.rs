@@ -349,22 +349,11 @@ impl VirtioDevice for Console {
         data.fill(0);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [receiveq, transmitq] = activation.take_queues(NAME, "receiveq, transmitq")?;
         let Activation {
-            memory,
-            queues,
-            interrupt,
-            acked_features,
+            memory, interrupt, ..
         } = activation;
-        let Ok([mut receiveq, mut transmitq]) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError {
-                device: NAME.into(),
-                reason: "expected two queues (receiveq, transmitq)".into(),
-            });
-        };
-        let event_idx = acked_features & EVENT_IDX != 0;
-        receiveq.set_event_idx(event_idx);
-        transmitq.set_event_idx(event_idx);
         self.active = Some(Active {
             memory,
             receiveq,

@@ -195,6 +195,34 @@ pub struct Activation {
 }
 
 #[cfg(feature = "std")]
+impl Activation {
+    /// Takes the device's `N` queues, in index order, each using VIRTIO_RING_F_EVENT_IDX
+    /// (virtio 1.2 §2.7.10) as the driver acked it.
+    ///
+    /// Errors: the transport handed over another number of queues; `names` lists them for the
+    /// message, as the device's section of the spec does (`"rx, tx, event"`).
+    pub fn take_queues<const N: usize>(
+        &mut self,
+        device: &str,
+        names: &str,
+    ) -> Result<[Queue; N], ActivateError> {
+        let event_idx =
+            self.acked_features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
+        let mut queues =
+            <[Queue; N]>::try_from(std::mem::take(&mut self.queues)).map_err(|queues| {
+                ActivateError {
+                    device: device.into(),
+                    reason: format!("expected {N} queue(s) ({names}), got {}", queues.len()),
+                }
+            })?;
+        for queue in &mut queues {
+            virtio_queue::QueueT::set_event_idx(queue, event_idx);
+        }
+        Ok(queues)
+    }
+}
+
+#[cfg(feature = "std")]
 /// A device's interrupt line and its InterruptStatus register (virtio 1.2 §4.2.2), shared
 /// between the device (which sets bits and triggers) and the transport (where the driver
 /// reads and acknowledges them).
@@ -270,4 +298,35 @@ pub struct QueueError {
     pub queue: usize,
     /// What the guest got wrong, with the value (`avail index 513 past the queue's 256`).
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::QueueT;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestAddress;
+
+    use super::test_utils::{activation, memory};
+
+    const EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+    #[test]
+    fn take_queues_hands_over_each_queue_with_event_idx_as_acked_or_names_them() {
+        let memory = memory();
+        let (a, b) = (
+            MockSplitQueue::create(&memory, GuestAddress(0), 16),
+            MockSplitQueue::create(&memory, GuestAddress(0x1_0000), 16),
+        );
+        for acked in [0, EVENT_IDX] {
+            let (mut activation, _) = activation(&memory, &[&a, &b], acked);
+            let queues: [_; 2] = activation.take_queues("dev", "x, y").expect("two");
+            assert!(queues.iter().all(|q| q.event_idx_enabled() == (acked != 0)));
+        }
+        let (mut activation, _) = activation(&memory, &[&a], 0);
+        let error = activation
+            .take_queues::<2>("virtio-dev", "x, y")
+            .expect_err("one queue is not two");
+        assert_eq!(error.device, "virtio-dev");
+        assert_eq!(error.reason, "expected 2 queue(s) (x, y), got 1");
+    }
 }

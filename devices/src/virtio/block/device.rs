@@ -154,20 +154,14 @@ impl VirtioDevice for Block {
         crate::virtio::read_config_bytes(&self.config, offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [queue] = activation.take_queues(&self.backend.name, "requestq")?;
         let Activation {
             memory,
-            queues,
             interrupt,
             acked_features,
+            ..
         } = activation;
-        let Ok([mut queue]) = <[Queue; 1]>::try_from(queues) else {
-            return Err(ActivateError {
-                device: self.backend.name.clone(),
-                reason: "expected exactly one queue".into(),
-            });
-        };
-        queue.set_event_idx(acked_features & (1 << feature::EVENT_IDX) != 0);
         let sectors = self.backend.image.capacity() / SECTOR_SIZE;
         self.active = Some(Active {
             memory,

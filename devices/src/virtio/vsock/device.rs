@@ -221,28 +221,17 @@ impl VirtioDevice for Vsock {
         read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [rxq, txq, _evq] = activation.take_queues(NAME, "rx, tx, event")?;
         let Activation {
-            memory,
-            queues,
-            interrupt,
-            acked_features,
+            memory, interrupt, ..
         } = activation;
-        let Ok([mut rxq, mut txq, _evq]) = <[Queue; 3]>::try_from(queues) else {
-            return Err(ActivateError {
-                device: NAME.into(),
-                reason: "expected three queues (rx, tx, event)".into(),
-            });
-        };
         if !rxq.ready() || !txq.ready() {
             return Err(ActivateError {
                 device: NAME.into(),
                 reason: "the driver did not set up the rx and tx queues".into(),
             });
         }
-        let event_idx = acked_features & EVENT_IDX != 0;
-        rxq.set_event_idx(event_idx);
-        txq.set_event_idx(event_idx);
         self.active = Some(Active {
             memory,
             rxq,
