@@ -552,8 +552,8 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
 
 /// Whether a failed case's output shows an L2 guest that the emulator broke rather than a
 /// fault of capsule's: under TCG's emulated SVM, L2 kernels triple-fault or stop during boot
-/// or while streaming now and then (in one lab boot on 2026-12-01, 4 of 14 launches of the
-/// 200 MB agent test: 3 triple faults, two of them during the guest's boot, and one guest
+/// or while streaming now and then (in one `lab --exec` on 2026-12-01, 5 of 14 launches of
+/// the 200 MB agent test: 4 triple faults, two of them during the guest's boot, and one guest
 /// that never reached its init in 120 s), as L1's own kernel panics now and then. Such a
 /// case runs once more on a fresh boot; a real fault of ours fails there again.
 fn shows_an_emulator_fault(output: &str) -> bool {
