@@ -32,7 +32,9 @@ use serde_json::Value;
 
 const MARKER: &str = "CAPSULE-BENCH";
 
-/// Left behind by a failed run; later rounds refuse to start.
+/// Left behind by a failed run, holding its error and output; later rounds refuse to start
+/// and print both, so that a round after a guest the lab's emulator lost shows that loss too
+/// and the lab runs it again on a fresh boot (`shows_an_emulator_fault` in `lab.rs`).
 const FAILED_FLAG: &str = "/tmp/bench-failed";
 
 /// One tool of the plan xtask writes.
@@ -62,8 +64,8 @@ fn run() -> Result<()> {
         bail!("usage: bench_driver PLAN.json ROUND");
     };
     let round: usize = round.parse().context("ROUND must be a number")?;
-    if Path::new(FAILED_FLAG).exists() {
-        bail!("an earlier round failed; not running round {round}");
+    if let Ok(earlier) = fs::read_to_string(FAILED_FLAG) {
+        bail!("an earlier round failed, so round {round} does not run: {earlier}");
     }
     let plan: Value = serde_json::from_slice(
         &fs::read(plan_path).with_context(|| format!("reading {plan_path}"))?,
@@ -78,7 +80,7 @@ fn run() -> Result<()> {
     tools.rotate_left(turn);
     for tool in &tools {
         if let Err(e) = run_once(tool, round, Path::new(output)) {
-            let _ = File::create(FAILED_FLAG);
+            let _ = fs::write(FAILED_FLAG, format!("{e:#}"));
             return Err(e);
         }
     }
@@ -141,12 +143,12 @@ fn run_once(tool: &Tool, round: usize, output: &Path) -> Result<()> {
             None => format!("wait status {status:#x}"),
         };
         let text = fs::read_to_string(output).unwrap_or_default();
-        println!("{MARKER} output of the failed run:\n{}", text.trim_end());
         bail!(
-            "tool {} round {round}: `{}` ended with {how}, expected exit status {} (after {ms:.1} ms)",
+            "tool {} round {round}: `{}` ended with {how}, expected exit status {} (after {ms:.1} ms); its output:\n{}",
             tool.name,
             tool.argv.join(" "),
-            tool.status
+            tool.status,
+            text.trim_end()
         );
     }
 

@@ -180,14 +180,14 @@ fn driver_plan() -> serde_json::Value {
     })
 }
 
-/// The idle sandbox case: kata sleeps; meanwhile the resident memory of every `capsule` and
-/// `virtiofsd` process in L1 (only this launch's run now) is summed, in KiB.
 /// The container needs L1's cgroup2, which the lab's init does not mount. Every round mounts
 /// it if it is not there: after a boot QEMU froze in, the next boot starts at the round that
 /// froze, not at a setup case (a ten-round run on 2026-12-01 failed so). The lab's busybox
 /// has no `mountpoint`.
 const MOUNT_CGROUP2: &str = "{ grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; } &&";
 
+/// The idle sandbox case: kata sleeps; meanwhile the resident memory of every `capsule` and
+/// `virtiofsd` process in L1 (only this launch's run now) is summed, in KiB.
 fn idle_command() -> String {
     let argv = capsule_argv(KATA, &["/bin/sleep", &IDLE_SLEEP_S.to_string()]).join(" ");
     format!(
