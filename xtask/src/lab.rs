@@ -35,8 +35,8 @@ const SILENCE_TIMEOUT: Duration = Duration::from_secs(150);
 const MAX_BOOTS: u32 = 8;
 
 /// Boots that run again the cases the emulator broke ([`shows_an_emulator_fault`]): with a
-/// guest lost in about a third of the 200 MB agent test's launches, one rerun still left
-/// CI red in about one run of ten.
+/// guest lost in a third of the 200 MB agent test's launches or more, one rerun left CI red
+/// on 2026-12-01 (that test lost its guest on the first boot and on the rerun).
 const MAX_RERUNS: u32 = 2;
 
 /// One case may take this long; a hung case then fails instead of hanging the whole boot.
@@ -573,10 +573,11 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
 /// during boot or while streaming now and then, as L1's own kernel panics now and then. In
 /// one `lab --exec` on 2026-12-01, 5 of 14 launches of the 200 MB agent test: 4 triple
 /// faults, two of them during the guest's boot, and one guest that never reached its init
-/// in 120 s; in another, with `--kernel-log`, 2 of 10 triple-faulted at the same point of
-/// the guest's boot (its kernel's own log, before any device of ours had a buffer) and L1
-/// panicked twice ("TASK stack guard page was hit" in capsule's vCPU thread). One TCG
-/// thread (`-accel tcg,thread=single`) made it worse: 4 of 4 guests stalled in boot.
+/// in 120 s; in another, with `--kernel-log`, 4 of 10 triple-faulted, two of them in the
+/// guest's boot before its virtio drivers loaded (so before any device of ours had a
+/// buffer), and L1 panicked in 4 of 5 boots ("TASK stack guard page was hit" in capsule's
+/// vCPU thread, "Fatal exception in interrupt"). One TCG thread (`-accel tcg,thread=single`)
+/// made it worse: 4 of 4 guests stalled in boot.
 /// Such a case runs again on a fresh boot, up to [`MAX_RERUNS`] times; a real fault of
 /// ours fails there again.
 fn shows_an_emulator_fault(output: &str) -> bool {
