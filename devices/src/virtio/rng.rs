@@ -53,13 +53,14 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Some(queue) = activation.queues.into_iter().next().filter(Queue::ready) else {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [queue] = activation.take_queues("virtio-rng", "requestq")?;
+        if !queue.ready() {
             return Err(ActivateError {
                 device: "virtio-rng".into(),
                 reason: "the driver did not set up the request queue".into(),
             });
-        };
+        }
         self.active = Some(Active {
             memory: activation.memory,
             queue,
