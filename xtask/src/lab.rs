@@ -340,22 +340,27 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         util::describe(&qemu_command(&qemu, &guest.kernel, &initramfs, &append)),
         guest.kernel_version
     );
+    // Boot `attempt` with the command line `append`, its console in `console-{attempt}.log`.
+    let boot_once = |append: &str, attempt: u32| -> Result<(PathBuf, Vec<CaseResult>, bool)> {
+        let log = lab_dir.join(format!("console-{attempt}.log"));
+        let start = Instant::now();
+        let (results, done) = boot(
+            &mut qemu_command(&qemu, &guest.kernel, &initramfs, append),
+            &log,
+        )?;
+        progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
+        Ok((log, results, done))
+    };
     let mut results = Vec::new();
     let mut consoles = Vec::new();
     let mut attempt = 1;
     let done = loop {
-        let log = lab_dir.join(format!("console-{attempt}.log"));
         // A boot after a freeze skips the cases that already have a result.
         let append = match results.len() {
             0 => append.clone(),
             skip => format!("{append} capsule.skip={skip}"),
         };
-        let start = Instant::now();
-        let (boot_results, done) = boot(
-            &mut qemu_command(&qemu, &guest.kernel, &initramfs, &append),
-            &log,
-        )?;
-        progress!("lab boot took {:.1} s", start.elapsed().as_secs_f64());
+        let (log, boot_results, done) = boot_once(&append, attempt)?;
         results.extend(boot_results);
         consoles.push(log.clone());
         if done {
@@ -394,7 +399,6 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
         );
         reruns += 1;
         attempt += 1;
-        let log = lab_dir.join(format!("console-{attempt}.log"));
         let mut rerun = format!("{append} capsule.only={}", names.join(","));
         for suspect in suspects.iter().filter(|s| !s.tests.is_empty()) {
             rerun.push_str(&format!(
@@ -403,10 +407,7 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
                 suspect.tests.join(",")
             ));
         }
-        let (again, _) = boot(
-            &mut qemu_command(&qemu, &guest.kernel, &initramfs, &rerun),
-            &log,
-        )?;
+        let (log, again, _) = boot_once(&rerun, attempt)?;
         consoles.push(log.clone());
         let console = read_consoles(&[log])?;
         let faulted_again = emulator_faults(&again, &console);
