@@ -189,6 +189,8 @@ struct Daemon {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
+    /// The host directory it serves.
+    source: PathBuf,
     share: guest_init::Share,
 }
 
@@ -292,6 +294,44 @@ impl Daemons {
     }
 }
 
+impl Daemons {
+    /// Why `device` (as [`Fs`] names it) lost its backend mid-run, for the launch's error:
+    /// which directory, how its virtiofsd ended and what it said last; none when no daemon
+    /// of these serves that device.
+    pub fn explain_loss(&mut self, device: &str) -> Option<String> {
+        let daemon = self
+            .root
+            .iter_mut()
+            .chain(&mut self.daemons)
+            .find(|daemon| Fs::device_name(&daemon.share.tag) == device)?;
+        // Its socket hangs up as it exits: give the exit a moment to be seen.
+        let started = Instant::now();
+        let status = loop {
+            match daemon.child.try_wait() {
+                Ok(None) if started.elapsed() < LOSS_EXIT_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(status) => break status,
+                Err(_) => break None,
+            }
+        };
+        let how = status.map_or_else(
+            || "closed its socket".to_owned(),
+            |status| format!("ended ({status})"),
+        );
+        Some(format!(
+            "the virtiofsd serving {} at {} {how} while the guest ran{}: the guest cannot \
+             reach that directory any more, so capsule stopped the VM",
+            daemon.source.display(),
+            daemon.share.destination,
+            daemon.last_words()
+        ))
+    }
+}
+
+/// How long [`Daemons::explain_loss`] waits for a daemon that hung up to exit.
+const LOSS_EXIT_WAIT: Duration = Duration::from_secs(1);
+
 impl Drop for Daemons {
     fn drop(&mut self) {
         for daemon in self.root.iter_mut().chain(&mut self.daemons) {
@@ -352,19 +392,17 @@ impl Daemon {
         let mut daemon = Daemon {
             child,
             socket,
-            log: log_path.clone(),
+            log: log_path,
+            source: source.to_owned(),
             share,
         };
         let failed = |daemon: &mut Daemon, what: String| {
-            daemon.stop();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last: Vec<&str> = log.lines().rev().take(3).collect();
-            let reason = if last.is_empty() {
-                what
-            } else {
-                let last: Vec<&str> = last.into_iter().rev().collect();
-                format!("{what}: {}", last.join(" / "))
+            // Read before `stop` removes the log.
+            let reason = match daemon.last_lines() {
+                Some(last) => format!("{what}: {last}"),
+                None => what,
             };
+            daemon.stop();
             VirtiofsdError::Start {
                 share: source.to_owned(),
                 reason,
@@ -392,13 +430,17 @@ impl Daemon {
     /// The end of the daemon's log, as `(virtiofsd said: ...)`, or nothing when it said
     /// nothing: why a daemon that started went away.
     fn last_words(&self) -> String {
+        self.last_lines()
+            .map(|last| format!(" (virtiofsd said: {last})"))
+            .unwrap_or_default()
+    }
+
+    /// The log's last three lines, joined by ` / `; none when it is empty.
+    fn last_lines(&self) -> Option<String> {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let last: Vec<&str> = log.lines().rev().take(3).collect();
-        if last.is_empty() {
-            return String::new();
-        }
-        let last: Vec<&str> = last.into_iter().rev().collect();
-        format!(" (virtiofsd said: {})", last.join(" / "))
+        let mut last: Vec<&str> = log.lines().rev().take(3).collect();
+        last.reverse();
+        (!last.is_empty()).then(|| last.join(" / "))
     }
 
     /// Kills the daemon and its sandboxed child by their process group (not once reaped), reaps

@@ -13,9 +13,10 @@
 //! [`QueueError`](crate::virtio::QueueError) puts the device in DEVICE_NEEDS_RESET.
 //!
 //! The loop stops when its stop eventfd is written ([`RunningEventLoop::stop`], and on drop);
-//! it also ends if a device panics, and then calls the `on_exit` hook given to
-//! [`EventLoop::start`] so the VMM ends the run instead of waiting on a dead device, and
-//! [`RunningEventLoop::stop`] reports the panic.
+//! it also ends if a device panics or loses its backend
+//! ([`BackendLost`](crate::virtio::BackendLost): virtiofsd exited), and then calls the
+//! `on_exit` hook given to [`EventLoop::start`] so the VMM ends the run instead of waiting
+//! on a dead device, and [`RunningEventLoop::stop`] reports why.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ use event_manager::{
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::virtio::mmio::{DeviceSlot, MmioTransport};
+use crate::virtio::{BackendLost, HostError};
 
 /// What the loop holds: any subscriber that can move to the loop's thread.
 pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
@@ -47,13 +49,36 @@ pub enum EventLoopError {
     /// A device model (or the loop) panicked on the loop's thread, with this message.
     #[error("event loop: a device panicked: {0}")]
     Panicked(String),
+    /// A device's host side went away for good, which ended the loop.
+    #[error("event loop: {0}")]
+    BackendLost(BackendLost),
 }
 
 /// The event loop before its thread starts: add the subscribers, then [`EventLoop::start`].
 pub struct EventLoop {
     manager: EventManager<Subscriber>,
     stop: EventFd,
-    stopped: Arc<AtomicBool>,
+    ending: Arc<Ending>,
+}
+
+/// What ends the loop, shared by its thread and its subscribers.
+#[derive(Debug, Default)]
+struct Ending {
+    /// Checked after each batch of events.
+    stopped: AtomicBool,
+    /// The first device that lost its backend: the loop's result.
+    lost: Mutex<Option<BackendLost>>,
+}
+
+impl Ending {
+    /// Ends the loop after the current batch of events with `lost` as its result (the
+    /// first such loss wins).
+    fn lose(&self, lost: BackendLost) {
+        if let Ok(mut slot) = self.lost.lock() {
+            slot.get_or_insert(lost);
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
 }
 
 impl EventLoop {
@@ -63,15 +88,15 @@ impl EventLoop {
     pub fn new() -> Result<Self, EventLoopError> {
         let mut manager = EventManager::<Subscriber>::new()?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(EventLoopError::EventFd)?;
-        let stopped = Arc::new(AtomicBool::new(false));
+        let ending = Arc::new(Ending::default());
         manager.add_subscriber(Box::new(StopSubscriber {
             event: stop.try_clone().map_err(EventLoopError::EventFd)?,
-            stopped: Arc::clone(&stopped),
+            ending: Arc::clone(&ending),
         }));
         Ok(Self {
             manager,
             stop,
-            stopped,
+            ending,
         })
     }
 
@@ -80,14 +105,16 @@ impl EventLoop {
         self.manager.add_subscriber(subscriber);
     }
 
-    /// Adds the virtio device behind `transport`: its queue eventfds and host fds.
+    /// Adds the virtio device behind `transport`: its queue eventfds and host fds. A loss of
+    /// its backend ends this loop.
     ///
     /// Errors: cloning a queue eventfd failed ([`EventLoopError::EventFd`]).
     pub fn add_virtio(
         &mut self,
         transport: &Arc<Mutex<MmioTransport>>,
     ) -> Result<(), EventLoopError> {
-        let subscriber = VirtioSubscriber::new(transport).map_err(EventLoopError::EventFd)?;
+        let mut subscriber = VirtioSubscriber::new(transport).map_err(EventLoopError::EventFd)?;
+        subscriber.ending = Arc::clone(&self.ending);
         self.add_subscriber(Box::new(subscriber));
         Ok(())
     }
@@ -104,17 +131,20 @@ impl EventLoop {
         let Self {
             mut manager,
             stop,
-            stopped,
+            ending,
         } = self;
         let remote = manager.remote_endpoint();
         let thread = std::thread::Builder::new()
             .name("capsule-devices".into())
             .spawn(move || {
                 let _on_exit = OnExit(Some(on_exit));
-                while !stopped.load(Ordering::SeqCst) {
-                    manager.run()?;
+                while !ending.stopped.load(Ordering::SeqCst) {
+                    manager.run().map_err(EventLoopError::Manager)?;
                 }
-                Ok(())
+                match ending.lost.lock().ok().and_then(|mut lost| lost.take()) {
+                    Some(lost) => Err(EventLoopError::BackendLost(lost)),
+                    None => Ok(()),
+                }
             })
             .map_err(EventLoopError::Spawn)?;
         Ok(RunningEventLoop {
@@ -144,7 +174,7 @@ impl<F: FnOnce()> Drop for OnExit<F> {
 
 /// The event loop's thread, running. Dropping it stops and joins the thread too.
 pub struct RunningEventLoop {
-    thread: Option<JoinHandle<Result<(), event_manager::Error>>>,
+    thread: Option<JoinHandle<Result<(), EventLoopError>>>,
     stop: EventFd,
     remote: RemoteEndpoint<Subscriber>,
 }
@@ -173,8 +203,8 @@ impl RunningEventLoop {
 
     /// Stops the loop and joins its thread.
     ///
-    /// Errors: the loop had failed ([`EventLoopError::Manager`]) or a device had panicked
-    /// ([`EventLoopError::Panicked`]).
+    /// Errors: the loop had failed ([`EventLoopError::Manager`]), a device had panicked
+    /// ([`EventLoopError::Panicked`]) or lost its backend ([`EventLoopError::BackendLost`]).
     pub fn stop(mut self) -> Result<(), EventLoopError> {
         self.finish()
     }
@@ -186,7 +216,7 @@ impl RunningEventLoop {
         // A full counter (it cannot be, with one write) still wakes the loop.
         let _ = self.stop.write(1);
         match thread.join() {
-            Ok(result) => Ok(result?),
+            Ok(result) => result,
             Err(panic) => Err(EventLoopError::Panicked(panic_message(panic.as_ref()))),
         }
     }
@@ -212,13 +242,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug)]
 struct StopSubscriber {
     event: EventFd,
-    stopped: Arc<AtomicBool>,
+    ending: Arc<Ending>,
 }
 
 impl MutEventSubscriber for StopSubscriber {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.event.read();
-        self.stopped.store(true, Ordering::SeqCst);
+        self.ending.stopped.store(true, Ordering::SeqCst);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
@@ -241,6 +271,9 @@ pub struct VirtioSubscriber {
     device_type: u32,
     queue_events: Vec<EventFd>,
     host_fds: Vec<RawFd>,
+    /// Ended when the device loses its backend: the loop's, once [`EventLoop::add_virtio`]
+    /// adds it (a subscriber made alone ends only itself).
+    ending: Arc<Ending>,
 }
 
 impl VirtioSubscriber {
@@ -273,6 +306,7 @@ impl VirtioSubscriber {
             },
             device,
             host_fds,
+            ending: Arc::default(),
         })
     }
 
@@ -332,10 +366,13 @@ impl VirtioSubscriber {
             );
             let _ = ops.remove(Events::empty_raw(fd));
         }
-        if let Err(error) = result {
-            if live {
-                self.needs_reset(&error);
+        match result {
+            Err(HostError::Queue(error)) if live => self.needs_reset(&error),
+            Err(HostError::BackendLost(lost)) => {
+                tracing::debug!(device = self.device_type, %lost, "ending the event loop");
+                self.ending.lose(lost);
             }
+            _ => {}
         }
     }
 
@@ -470,6 +507,31 @@ mod tests {
         );
         // The vCPU side still answers.
         assert_eq!(driver.read(0), crate::virtio::mmio::state::MAGIC_VALUE);
+    }
+
+    #[test]
+    fn a_lost_backend_ends_the_loop_calls_the_hook_and_is_reported() {
+        let backend = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+        let driver = Driver::new(Behaviour {
+            backend: Some(std::os::fd::AsRawFd::as_raw_fd(&backend)),
+            ..Behaviour::default()
+        });
+        driver.bring_up();
+        let (running, ended) = serve(&driver);
+        assert!(
+            ended.recv_timeout(Duration::from_millis(100)).is_err(),
+            "runs until the backend goes"
+        );
+        backend.write(1).expect("backend goes");
+        ended
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the hook runs when the backend is lost");
+        let error = running.stop().expect_err("the loss is reported");
+        assert!(
+            matches!(error, EventLoopError::BackendLost(ref lost) if lost.device == "test"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("its backend"), "{error}");
     }
 
     #[test]

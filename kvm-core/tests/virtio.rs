@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use devices::event_loop::EventLoopError;
 use devices::virtio::rng::Rng;
-use devices::virtio::{ActivateError, Activation, QueueError, VirtioDevice};
+use devices::virtio::{ActivateError, Activation, HostError, QueueError, VirtioDevice};
 use kvm_core::x86_64::layout::{ACPI_END, ACPI_START, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
 use kvm_core::{Error, InitrdPart, Machine, MachineConfig, MachineExit};
 use vm_memory::{Bytes, GuestAddress};
@@ -142,7 +142,7 @@ impl VirtioDevice for Panics {
     fn host_fds(&self) -> Vec<RawFd> {
         vec![self.0.as_raw_fd()]
     }
-    fn host_ready(&mut self, _fd: RawFd) -> Result<(), QueueError> {
+    fn host_ready(&mut self, _fd: RawFd) -> Result<(), HostError> {
         panic!("device bug");
     }
     fn reset(&mut self) {}

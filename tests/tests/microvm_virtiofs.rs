@@ -198,3 +198,84 @@ fn shares_nest_under_a_tmpfs_and_mount_read_only_where_asked() {
         "/a virtiofs rw\n/mnt tmpfs rw\n/mnt/b virtiofs ro\nb"
     );
 }
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn a_virtiofsd_that_dies_mid_run_ends_the_launch_naming_its_directory() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let env = lab_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = env
+        .command()
+        .args(["run", "--isolation", "microvm", "--rootfs"])
+        .arg(&env.rootfs)
+        .args([
+            "-v",
+            &volume(dir.path(), "/data", false),
+            "--timeout",
+            "120s",
+        ])
+        .args(["--", "sh", "-c", "ls /data && echo up && sleep 100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("capsule starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "up\n", "the guest mounted /data and runs");
+    let virtiofsd = descendants(child.id())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "virtiofsd\n")
+        })
+        .expect("the launch's virtiofsd");
+    // SAFETY: kill(2) on a process this test's launch started, found just above.
+    assert_eq!(unsafe { libc::kill(virtiofsd, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the launch went on a minute after its virtiofsd died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    let named = format!("the virtiofsd serving {} at /data", dir.path().display());
+    assert!(stderr.contains(&named), "{stderr}");
+    assert_nothing_left();
+}
+
+/// Every process below `pid`, from `/proc/PID/task/*/children`.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut pending = vec![pid.to_string()];
+    while let Some(parent) = pending.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                found.extend(child.parse::<i32>());
+                pending.push(child.to_owned());
+            }
+        }
+    }
+    found
+}

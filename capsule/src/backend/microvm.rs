@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use devices::event_loop::EventLoopError;
 use devices::output::{self, OutputSink};
 use devices::virtio::VirtioDevice;
 use devices::virtio::block::Block;
@@ -368,7 +369,7 @@ pub(super) fn run(
     };
     // The shared directories' daemons, stopped when this goes (after the machine, before
     // the launch directory that holds their sockets).
-    let virtiofsd =
+    let mut virtiofsd =
         crate::virtiofsd::Daemons::start(plan, &launch_dir.0.dir, root_share.as_deref())?;
     virtiofsd.add_to(&mut guest, shares_at);
     let mut archive = Vec::new();
@@ -482,7 +483,18 @@ pub(super) fn run(
     // What the guest wrote last is on its way out; a reader that stopped reading gets no
     // more time than this.
     output.flush_for(Instant::now() + OUTPUT_FLUSH_TIME);
-    let exit = exit?;
+    // A virtiofsd that exited mid-run ended the machine (the guest would wait on it forever,
+    // as Kata stops a sandbox whose virtiofsd quits): the launch fails saying which directory.
+    let lost_share = match &exit {
+        Err(kvm_core::Error::EventLoop(EventLoopError::BackendLost(lost))) => {
+            virtiofsd.explain_loss(&lost.device)
+        }
+        _ => None,
+    };
+    let exit = match lost_share {
+        Some(_) => MachineExit::Stopped,
+        None => exit?,
+    };
     drop(virtiofsd);
     drop(launch_dir);
     let finished = start.elapsed();
@@ -491,6 +503,7 @@ pub(super) fn run(
     let mut agent_ms = None;
     let mut oom_killed = false;
     let (exit_code, signal, error) = match (exit, session) {
+        _ if lost_share.is_some() => (125, None, lost_share),
         (MachineExit::Timeout, _) => (
             TIMED_OUT,
             None,

@@ -28,7 +28,8 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::chain;
 use super::{
-    ActivateError, Activation, GuestMemory, Queue, QueueError, VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, GuestMemory, HostError, Queue, QueueError, VirtioDevice,
+    VirtioInterrupt,
 };
 use crate::output::OutputSink;
 
@@ -389,16 +390,16 @@ impl VirtioDevice for Console {
         fds
     }
 
-    fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
+    fn host_ready(&mut self, fd: RawFd) -> Result<(), HostError> {
         if fd == self.output.room_fd() {
             self.output.clear_room();
-            return self.transmit();
+            return Ok(self.transmit()?);
         }
         if let Some(input) = &self.input {
             if fd == input.shared.ready.as_raw_fd() {
                 // Non-blocking: EAGAIN when already cleared.
                 let _ = input.shared.ready.read();
-                return self.receive();
+                return Ok(self.receive()?);
             }
         }
         Ok(())

@@ -14,7 +14,9 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::vhost_user::{VhostUserConnection, VhostUserError};
-use super::{ActivateError, Activation, QueueError, VirtioDevice, VirtioInterrupt};
+use super::{
+    ActivateError, Activation, BackendLost, HostError, QueueError, VirtioDevice, VirtioInterrupt,
+};
 
 /// The tag's field in the configuration space (virtio 1.2 §5.11.4): UTF-8, NUL-padded, not
 /// NUL-terminated when it takes all 36 bytes.
@@ -118,15 +120,19 @@ impl Fs {
         &self.tag
     }
 
+    /// How the device with `tag` names itself in its errors ([`BackendLost::device`]).
+    pub fn device_name(tag: &str) -> String {
+        format!("virtio-fs {tag}")
+    }
+
     fn name(&self) -> String {
-        format!("virtio-fs {}", self.tag)
+        Self::device_name(&self.tag)
     }
 
     /// The backend hung up: the device can do nothing more.
-    fn backend_gone(&self) -> QueueError {
-        QueueError {
+    fn backend_gone(&self) -> BackendLost {
+        BackendLost {
             device: self.name(),
-            queue: 0,
             reason: format!(
                 "the vhost-user backend at {} hung up",
                 self.backend.socket().display()
@@ -195,13 +201,13 @@ impl VirtioDevice for Fs {
             .collect()
     }
 
-    fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
+    fn host_ready(&mut self, fd: RawFd) -> Result<(), HostError> {
         use std::os::fd::AsRawFd;
         if fd == self.backend.socket_fd() {
             // Readable outside a request: the backend hung up (it sends nothing unasked), or
             // the reply an activation has just read (its readiness seen before it did).
             return if self.backend.hung_up() {
-                Err(self.backend_gone())
+                Err(self.backend_gone().into())
             } else {
                 Ok(())
             };

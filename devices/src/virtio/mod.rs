@@ -11,7 +11,9 @@
 //! Everything the guest controls (descriptor addresses and lengths, indexes, request
 //! headers) is untrusted: a bad request fails (VIRTIO_BLK_S_IOERR, say), a broken queue puts
 //! the device in DEVICE_NEEDS_RESET ([`VirtioDevice::queue_notified`] returns
-//! [`QueueError`]), and neither panics or hangs the VMM.
+//! [`QueueError`]), and neither panics or hangs the VMM. What the host side stands on going
+//! away for good (a vhost-user backend that exited) is [`BackendLost`]: no reset by the guest
+//! brings it back, so the event loop ends the run with it.
 //!
 //! - [`mmio`]: the virtio-mmio transport (its register state machine builds without std);
 //! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
@@ -135,8 +137,11 @@ pub trait VirtioDevice: Send + Debug {
     /// reset): the device must consume the readiness (read the fd, drop what it cannot use
     /// yet), else the level-triggered loop reports the fd again at once. An fd that hung up
     /// with nothing left to read, or hung up and made this call fail, is no longer watched
-    /// after it. An error puts a live device in DEVICE_NEEDS_RESET.
-    fn host_ready(&mut self, fd: RawFd) -> Result<(), QueueError> {
+    /// after it.
+    ///
+    /// Errors: [`HostError::Queue`] puts a live device in DEVICE_NEEDS_RESET;
+    /// [`HostError::BackendLost`] ends the event loop, and with it the run.
+    fn host_ready(&mut self, fd: RawFd) -> Result<(), HostError> {
         let _ = fd;
         Ok(())
     }
@@ -298,6 +303,30 @@ pub struct QueueError {
     pub queue: usize,
     /// What the guest got wrong, with the value (`avail index 513 past the queue's 256`).
     pub reason: String,
+}
+
+#[cfg(feature = "std")]
+/// The device's host side is gone for good: a vhost-user backend hung up (virtiofsd exited).
+/// The guest's requests to it would wait forever, and no reset brings it back.
+#[derive(Debug, thiserror::Error)]
+#[error("{device}: {reason}")]
+pub struct BackendLost {
+    /// The device, e.g. `virtio-fs share0`.
+    pub device: String,
+    /// What went, with where (`the vhost-user backend at /run/capsule/1/share0.sock hung up`).
+    pub reason: String,
+}
+
+#[cfg(feature = "std")]
+/// Why [`VirtioDevice::host_ready`] failed: the guest's doing, or the host's.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A queue the device can no longer use: DEVICE_NEEDS_RESET.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The host side is gone: the run ends.
+    #[error(transparent)]
+    BackendLost(#[from] BackendLost),
 }
 
 #[cfg(test)]

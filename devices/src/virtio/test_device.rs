@@ -1,6 +1,7 @@
 //! A virtio device for the transport's and the event loop's tests: it records what it is
 //! asked, and fails or panics on demand.
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -8,7 +9,9 @@ use std::thread::ThreadId;
 use virtio_queue::QueueT;
 
 use super::mmio::state::VIRTIO_F_VERSION_1;
-use super::{ActivateError, Activation, QueueError, VirtioDevice, VirtioInterrupt};
+use super::{
+    ActivateError, Activation, BackendLost, HostError, QueueError, VirtioDevice, VirtioInterrupt,
+};
 use crate::Interrupt;
 
 /// A queue as the device got it on activation: ready, size, and the three ring addresses.
@@ -29,6 +32,8 @@ pub(crate) struct Behaviour {
     pub(crate) fail_activate: bool,
     pub(crate) fail_queue: bool,
     pub(crate) panic_on_queue: bool,
+    /// A host fd whose readiness means the device's backend is gone.
+    pub(crate) backend: Option<RawFd>,
 }
 
 #[derive(Debug)]
@@ -118,6 +123,18 @@ impl VirtioDevice for TestDevice {
             });
         }
         Ok(())
+    }
+
+    fn host_fds(&self) -> Vec<RawFd> {
+        self.behaviour.backend.into_iter().collect()
+    }
+
+    fn host_ready(&mut self, fd: RawFd) -> Result<(), HostError> {
+        Err(BackendLost {
+            device: "test".into(),
+            reason: format!("its backend (fd {fd}) went"),
+        }
+        .into())
     }
 
     fn reset(&mut self) {

@@ -307,9 +307,10 @@ fn a_backend_that_goes_away_fails_activation_and_shows_as_hung_up() {
     daemon.child.kill().expect("kill");
     daemon.child.wait().expect("reaped");
     let socket_fd = device.backend.socket_fd();
+    let lost = device.host_ready(socket_fd);
     assert!(
-        device.host_ready(socket_fd).is_err(),
-        "the hang-up is an error"
+        matches!(lost, Err(HostError::BackendLost(ref lost)) if lost.reason.contains("hung up")),
+        "the hang-up ends the run, not just the device: {lost:?}"
     );
     let memory = shared_memory();
     let activation = activation_on(&memory);

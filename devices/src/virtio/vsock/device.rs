@@ -12,7 +12,8 @@ use super::muxer::Muxer;
 use super::packet::HOST_CID;
 use super::{EVQ, MAX_PKT_DATA, NAME, QUEUE_SIZE, RXQ, TXQ, VsockError};
 use crate::virtio::{
-    ActivateError, Activation, GuestMemory, Queue, QueueError, VirtioDevice, VirtioInterrupt,
+    ActivateError, Activation, GuestMemory, HostError, Queue, QueueError, VirtioDevice,
+    VirtioInterrupt,
 };
 use crate::virtio::{chain, read_config_bytes};
 
@@ -264,12 +265,12 @@ impl VirtioDevice for Vsock {
         vec![self.muxer.epoll_fd()]
     }
 
-    fn host_ready(&mut self, fd: std::os::fd::RawFd) -> Result<(), QueueError> {
+    fn host_ready(&mut self, fd: std::os::fd::RawFd) -> Result<(), HostError> {
         if fd != self.muxer.epoll_fd() {
             return Ok(());
         }
         self.muxer.handle_host_events(self.active.is_some());
-        self.process()
+        Ok(self.process()?)
     }
 
     /// Every connection ends (its host socket closed); the listener stays for the next
