@@ -107,6 +107,8 @@ struct Prepared {
     /// The parent's close-on-exec copies of the descriptors that become the command's stdin,
     /// stdout and stderr; -1 each to keep the caller's.
     stdio: [RawFd; 3],
+    /// `spec.terminal`: stdin becomes the controlling terminal of a new session.
+    terminal: bool,
 }
 
 /// How the child executes the init: its descriptor (or -1 until it arrives on `socket`, the
@@ -138,6 +140,7 @@ enum Stage {
     Seccomp,
     Init,
     Stdin,
+    Terminal,
 }
 
 impl From<CredentialStep> for Stage {
@@ -177,6 +180,10 @@ const STAGES: &[(Stage, &str)] = &[
     (Stage::Seccomp, "install the seccomp filter"),
     (Stage::Init, "execute the init program"),
     (Stage::Stdin, "put in place the standard stream number"),
+    (
+        Stage::Terminal,
+        "make stdin the controlling terminal of a new session",
+    ),
 ];
 
 /// Creates the container and starts its command. With `spec.init`, `init` is the program
@@ -554,6 +561,7 @@ fn prepare(
         idmap_socket: -1,
         null_stdin: -1,
         stdio: [-1; 3],
+        terminal: spec.terminal,
     };
     Ok((prepared, explain))
 }
@@ -648,6 +656,9 @@ fn child_main(p: &Prepared, go_read: i32, go_write: i32, report_read: i32, repor
         }
         if p.null_stdin >= 0 && libc::dup2(p.null_stdin, 0) < 0 {
             fail(Stage::Stdin, 0, errno());
+        }
+        if p.terminal && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0) {
+            fail(Stage::Terminal, 0, errno());
         }
         // No descriptor of the caller's but stdio (and the init's report pipe) reaches the
         // container.

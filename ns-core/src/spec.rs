@@ -40,6 +40,13 @@ pub struct ContainerSpec {
     /// The command's stdin is `/dev/null` rather than the caller's (as `docker run` without
     /// `-i`); for launches that run at once, none of which may own a terminal's input.
     pub null_stdin: bool,
+    /// The command's stdin is a terminal (a pseudo-terminal's slave) for the container's PID 1
+    /// to make its controlling terminal in a session of its own (setsid(2), `TIOCSCTTY`), as
+    /// OCI's `process.terminal`: the terminal's `^C` and job control reach the container. It
+    /// must be a terminal no other session controls (a launcher's own terminal is one): the
+    /// set-up fails on it with EPERM.
+    #[serde(default)]
+    pub terminal: bool,
     /// Run an init as PID 1 that reaps zombies and forwards signals, with the command as its
     /// child (as `docker run --init`); the caller passes the program to [`spawn`](crate::spawn)
     /// as an [`Init`](crate::Init). When false the command itself is PID 1.
@@ -124,6 +131,7 @@ impl ContainerSpec {
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             user_namespace: None,
             null_stdin: false,
+            terminal: false,
             init: false,
         }
     }

@@ -125,3 +125,71 @@ fn spawn_with_stdio_gives_the_command_the_caller_s_streams() {
     err_read.read_to_string(&mut err).unwrap();
     assert_eq!((out.as_str(), err.as_str()), ("out hi\n", "err\n"));
 }
+
+/// Runs `cat /proc/self/stat` as the container's PID 1 with `stdin` and `terminal`; returns
+/// its stat line, or the spawn's error.
+fn stat_of_pid_1(stdin: std::os::fd::BorrowedFd<'_>, terminal: bool) -> Result<String, Error> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    let rootfs = rootfs().expect("checked by the caller");
+    let (mut spec, _state) = spec(&rootfs, &["cat", "/proc/self/stat"]);
+    spec.terminal = terminal;
+    let (out_read, out_write) = nix::unistd::pipe().unwrap();
+    let running = ns_core::spawn_with_stdio(
+        &spec,
+        None,
+        [stdin, out_write.as_fd(), out_write.as_fd()],
+        |_| Ok(()),
+    )?;
+    drop(out_write);
+    let status = running.wait()?;
+    let mut out = String::new();
+    std::fs::File::from(out_read)
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0), "{out}");
+    Ok(out)
+}
+
+#[test]
+fn a_terminal_becomes_the_controlling_terminal_of_the_container_s_own_session() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    if rootfs().is_none() {
+        return;
+    }
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let stat = stat_of_pid_1(pty.slave.as_fd(), true).expect("spawned");
+    // proc(5): pid (comm) state ppid pgrp session tty_nr ...
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let (pgrp, session, tty_nr) = (fields[2], fields[3], fields[4]);
+    assert_eq!((pgrp, session), ("1", "1"), "PID 1 leads a session: {stat}");
+    let rdev = std::fs::File::from(pty.slave).metadata().unwrap().rdev();
+    let (major, minor) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let expected = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+    assert_eq!(tty_nr, expected.to_string(), "the pty controls it: {stat}");
+}
+
+#[test]
+fn a_terminal_that_is_no_terminal_is_refused_with_the_step() {
+    use std::os::fd::AsFd;
+
+    if rootfs().is_none() {
+        return;
+    }
+    let (read, _write) = nix::unistd::pipe().unwrap();
+    let err = stat_of_pid_1(read.as_fd(), true).expect_err("a pipe cannot control a session");
+    let message = err.to_string();
+    assert!(
+        message.contains("make stdin the controlling terminal of a new session")
+            && message.contains("ENOTTY"),
+        "{message}"
+    );
+}

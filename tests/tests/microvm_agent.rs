@@ -21,8 +21,20 @@ fn microvm(env: &Env, flags: &[&str], cmd: &[&str]) -> Launch {
 
 /// `capsule run --isolation microvm FLAGS -- CMD` with its stdio as given, not waited for.
 fn spawn(env: &Env, flags: &[&str], cmd: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
+    spawn_as(env, "microvm", flags, cmd, stdin, stdout)
+}
+
+/// [`spawn`] under `isolation`.
+fn spawn_as(
+    env: &Env,
+    isolation: &str,
+    flags: &[&str],
+    cmd: &[&str],
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Child {
     env.command()
-        .args(["run", "--isolation", "microvm", "--rootfs"])
+        .args(["run", "--isolation", isolation, "--rootfs"])
         .arg(&env.rootfs)
         .args(flags)
         .arg("--")
@@ -293,6 +305,51 @@ fn an_interactive_terminal_takes_keys_and_restores_the_host_terminal() {
     drop(slave);
     let text = String::from_utf8_lossy(&seen).into_owned() + &read_all(&mut master);
     assert!(text.contains("got:hello"), "{text:?}");
+    assert_nothing_left();
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn ctrl_c_on_the_terminal_interrupts_the_command_in_a_microvm_and_under_kata() {
+    let env = lab_env();
+    for isolation in ["microvm", "kata"] {
+        let (mut master, slave) = pty(24, 80);
+        // The guest's terminal controls the command's session only if it leads one with it
+        // as its controlling terminal: then ^C is SIGINT to the foreground `sleep` (130);
+        // else the key is nobody's and `sleep` runs its 60 s out (0).
+        let child = spawn_as(
+            &env,
+            isolation,
+            &["-i", "-t"],
+            // The trap keeps the shell (PID 1 under kata, whom the kernel spares anyway).
+            &[
+                "sh",
+                "-c",
+                "trap 'echo trapped' INT; echo ready; sleep 60; echo status:$?",
+            ],
+            Stdio::from(slave.try_clone().expect("dup")),
+            Stdio::from(slave.try_clone().expect("dup")),
+        );
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            assert!(
+                Instant::now() < deadline,
+                "{isolation}: no prompt: {seen:?}"
+            );
+            let n = master.read(&mut buf).expect("read the terminal");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        // Past `echo`, into `sleep`: the shell forks it at once.
+        std::thread::sleep(Duration::from_secs(1));
+        master.write_all(b"\x03").expect("type ^C");
+        let output = child.wait_with_output().expect("capsule ends");
+        assert_eq!(output.status.code(), Some(0), "{isolation}: {output:?}");
+        drop(slave);
+        let text = String::from_utf8_lossy(&seen).into_owned() + &read_all(&mut master);
+        assert!(text.contains("status:130"), "{isolation}: {text:?}");
+    }
     assert_nothing_left();
 }
 

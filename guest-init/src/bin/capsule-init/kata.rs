@@ -51,14 +51,16 @@ pub struct Container {
 }
 
 impl Container {
-    /// Starts `container` on the agent's `stdio`. A terminal (`-t`) is the container's stdio,
-    /// but not yet its controlling terminal (ns-core starts no session), so a shell there runs
-    /// without job control.
+    /// Starts `container` on the agent's `stdio`. A terminal (`-t`) is the container's stdio
+    /// and its PID 1's controlling terminal, in a session of its own (`^C` and job control
+    /// reach it, as with `docker run -t`).
     pub fn spawn(container: &GuestContainer, stdio: ChildStdio) -> Result<Container, Failure> {
         let stderr = stdio.stderr.try_clone().map_err(|e| {
             Failure::message(format!("kata: duplicating the command's stderr: {e}"))
         })?;
-        let child = spawn(container, [stdio.stdin, stdio.stdout, stdio.stderr])?;
+        let mut container = container.clone();
+        container.spec.terminal = stdio.terminal;
+        let child = spawn(&container, [stdio.stdin, stdio.stdout, stdio.stderr])?;
         Ok(Container {
             child,
             stderr: Some(File::from(stderr)),
