@@ -80,6 +80,8 @@ pub const BASE_MODULES: &[&str] = &[
     "virtio_net.ko",
     "virtio_console.ko",
     "virtio_rng.ko",
+    // Free page reporting (virtio-balloon).
+    "virtio_balloon.ko",
     // The overlay over a disk root; Debian builds ext4 in, overlayfs as a module.
     "overlay.ko",
     // Host directories over virtio-fs (FUSE's transport in the guest).
@@ -107,6 +109,10 @@ pub const DISK_ROOT_MODULES: &[&str] = &[
     "virtio_rng.ko",
     "overlay.ko",
 ];
+
+/// The module that reports the guest's free memory to the VMM (virtio-balloon's free page
+/// reporting), loaded after [`DISK_ROOT_MODULES`].
+pub const FREE_PAGE_REPORTING_MODULES: &[&str] = &["virtio_balloon.ko"];
 
 /// The modules the guest agent needs beyond [`DISK_ROOT_MODULES`] (AF_VSOCK and its virtio
 /// transport), in [`BASE_MODULES`]' order.

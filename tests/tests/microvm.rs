@@ -298,3 +298,67 @@ fn the_untrusted_code_example_launches_a_microvm() {
         .expect("MemTotal in kB");
     assert!((200_000..=262_144).contains(&kib), "{}", launch.stdout);
 }
+
+/// The resident KiB of process `pid` (its VmRSS: for capsule, the VMM and every guest page
+/// the guest holds on the host).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn memory_the_guest_frees_goes_back_to_the_host() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    const MIB: u64 = 1024;
+    let env = lab_env();
+    let mut child = env
+        .command()
+        .args(["run", "--isolation", "microvm", "-i", "--memory", "256M"])
+        .args(["--tmpfs", "/scratch"])
+        .arg("--rootfs")
+        .arg(&env.rootfs)
+        .args(["--", "sh", "-c"])
+        .arg("dd if=/dev/zero of=/scratch/fill bs=1M count=100 2>/dev/null && echo full && read _ && rm /scratch/fill && echo freed && read _")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("capsule starts");
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "full\n");
+    let full = rss_kib(child.id());
+    assert!(
+        full > 100 * MIB,
+        "the guest's 100 MiB are resident: {full} KiB"
+    );
+    std::io::Write::write_all(&mut stdin, b"\n").expect("go on");
+    line.clear();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "freed\n");
+    // The guest reports a freed block some 2 s after it became free (Linux's
+    // PAGE_REPORTING_DELAY); the lab's emulated CPU takes longer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut now = rss_kib(child.id());
+    while full - now.min(full) < 80 * MIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        now = rss_kib(child.id());
+    }
+    std::io::Write::write_all(&mut stdin, b"\n").expect("finish");
+    let status = child.wait().expect("capsule ends");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        full - now.min(full) >= 80 * MIB,
+        "of 100 MiB freed, the host got back {} KiB ({full} KiB resident before, {now} after)",
+        full - now.min(full)
+    );
+}

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use devices::event_loop::EventLoopError;
 use devices::output::{self, OutputSink};
 use devices::virtio::VirtioDevice;
+use devices::virtio::balloon::Balloon;
 use devices::virtio::block::Block;
 use devices::virtio::console::Console;
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::Vsock;
 use guest_init::agent::RunRequest;
 use guest_init::{
-    AGENT_MODULES, DISK_ROOT_MODULES, GuestConfig, GuestConsole, GuestRoot, KERNEL_CMDLINE,
-    KERNEL_CMDLINE_QUIET, ROOT_DEVICE, Workload,
+    AGENT_MODULES, DISK_ROOT_MODULES, FREE_PAGE_REPORTING_MODULES, GuestConfig, GuestConsole,
+    GuestRoot, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET, ROOT_DEVICE, Workload,
 };
 use kvm_core::{InitrdPart, Machine, MachineConfig, MachineExit};
 
@@ -700,6 +701,9 @@ fn virtio_devices(
         source: source.into(),
     })?;
     devices.push(Box::new(vsock));
+    // The guest hands back the memory it frees (its boot's, a workload's peak), which would
+    // otherwise stay resident on the host for the VM's life.
+    devices.push(Box::new(Balloon::new()));
     Ok(devices)
 }
 
@@ -734,6 +738,7 @@ fn guest_config(plan: &Plan, vm: &VmSpec) -> GuestConfig {
     GuestConfig {
         modules: DISK_ROOT_MODULES
             .iter()
+            .chain(FREE_PAGE_REPORTING_MODULES)
             .chain(AGENT_MODULES)
             .map(|m| m.to_string())
             .collect(),

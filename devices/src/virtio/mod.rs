@@ -16,6 +16,7 @@
 //! brings it back, so the event loop ends the run with it.
 //!
 //! - [`mmio`]: the virtio-mmio transport (its register state machine builds without std);
+//! - [`balloon`]: virtio-balloon, only for the guest's free page reporting;
 //! - [`block`]: virtio-blk over a disk image (its request parser builds without std);
 //! - [`console`]: virtio-console, the guest's `hvc0`;
 //! - [`rng`]: virtio-rng, the entropy device;
@@ -25,6 +26,8 @@
 //!
 //! Without the `std` feature only the no_std parts of the modules are here.
 
+#[cfg(feature = "std")]
+pub mod balloon;
 pub mod block;
 #[cfg(feature = "std")]
 mod chain;
