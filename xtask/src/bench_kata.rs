@@ -14,8 +14,10 @@
 //! less the median of the same VM running `/bin/true` is the time the bytes took.
 //!
 //! The idle sandbox: kata runs `sleep`; while it sleeps, the lab sums the resident memory of
-//! capsule (the VMM: its own pages and every guest page the guest touched) and of any
-//! virtiofsd it started.
+//! capsule (the VMM: its own pages and every guest page the guest touched and has not handed
+//! back through free page reporting) and of any virtiofsd it started, and how much of that
+//! is the sandbox's own: the rest is page cache every sandbox shares (the guest kernel's
+//! pages, mapped from its file until the guest writes them).
 
 use std::fs;
 
@@ -48,9 +50,11 @@ const MICROVM_MEMORY: &str = "256M";
 const AGENT_BYTES: u64 = 64 << 20;
 const SERIAL_BYTES: u64 = 64 << 10;
 
-/// How long the idle sandbox's workload sleeps, and when (into it) its memory is read.
-const IDLE_SLEEP_S: u32 = 6;
-const IDLE_READ_AFTER_S: u32 = 4;
+/// How long the idle sandbox's workload sleeps, and when (into it) its memory is read: late
+/// enough for the guest's first free page reports (Linux sends them 2 s after the pages
+/// became free; the lab's boot takes about 3 s).
+const IDLE_SLEEP_S: u32 = 15;
+const IDLE_READ_AFTER_S: u32 = 12;
 const IDLE_MARKER: &str = "CAPSULE-BENCH-IDLE";
 
 /// The issue's goals, printed next to the figures (not checked).
@@ -187,29 +191,50 @@ fn driver_plan() -> serde_json::Value {
 const MOUNT_CGROUP2: &str = "{ grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; } &&";
 
 /// The idle sandbox case: kata sleeps; meanwhile the resident memory of every `capsule` and
-/// `virtiofsd` process in L1 (only this launch's run now) is summed, in KiB.
+/// `virtiofsd` process in L1 (only this launch's run now) is summed, in KiB, all of it and
+/// the pages only that process maps (`smaps_rollup`'s Private_Clean and Private_Dirty).
 fn idle_command() -> String {
     let argv = capsule_argv(KATA, &["/bin/sleep", &IDLE_SLEEP_S.to_string()]).join(" ");
+    let field =
+        |name: &str| format!("$(sed -n 's/^{name}:[^0-9]*\\([0-9]*\\) kB/\\1/p' $p/smaps_rollup)");
     format!(
-        "{argv} > /dev/null & pid=$!; sleep {IDLE_READ_AFTER_S}; kib=0; \
+        "{argv} > /dev/null & pid=$!; sleep {IDLE_READ_AFTER_S}; rss=0; own=0; \
          for p in /proc/[0-9]*; do case $(cat $p/comm 2>/dev/null) in capsule|virtiofsd) \
-         k=$(sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\) kB/\\1/p' $p/status); kib=$((kib + ${{k:-0}}));; esac; done; \
-         echo \"{IDLE_MARKER} rss_kib=$kib\"; wait $pid"
+         r={rss}; c={clean}; d={dirty}; \
+         rss=$((rss + ${{r:-0}})); own=$((own + ${{c:-0}} + ${{d:-0}}));; esac; done; \
+         echo \"{IDLE_MARKER} rss_kib=$rss private_kib=$own\"; wait $pid",
+        rss = field("Rss"),
+        clean = field("Private_Clean"),
+        dirty = field("Private_Dirty"),
     )
 }
 
-/// The idle sandbox's resident KiB from the console; none when no process was found (0).
-fn parse_idle(console: &str) -> Option<u64> {
+/// One idle sandbox's memory, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Idle {
+    /// Resident: its own pages and the shared page cache it maps.
+    rss_kib: u64,
+    /// Its own pages: what one more sandbox costs.
+    private_kib: u64,
+}
+
+/// The idle sandbox's figures from the console; none when no process was found (0).
+fn parse_idle(console: &str) -> Option<Idle> {
+    let value = |line: &str, key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(key))?
+            .parse()
+            .ok()
+    };
     console
         .lines()
-        .filter(|l| !l.contains("CAPSULE-LAB "))
+        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(IDLE_MARKER))
         .find_map(|l| {
-            l.split_once(&format!("{IDLE_MARKER} rss_kib="))?
-                .1
-                .trim()
-                .parse()
-                .ok()
-                .filter(|kib| *kib > 0)
+            let idle = Idle {
+                rss_kib: value(l, "rss_kib=")?,
+                private_kib: value(l, "private_kib=")?,
+            };
+            (idle.rss_kib > 0).then_some(idle)
         })
 }
 
@@ -217,7 +242,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn report(
     samples: &[Sample],
-    idle_kib: u64,
+    idle: Idle,
     runs: usize,
     kernel: &str,
     json_path: &std::path::Path,
@@ -238,7 +263,8 @@ fn report(
     let agent_rate = rate(AGENT_BYTES, agent);
     let serial_rate = rate(SERIAL_BYTES, serial);
     let throughput_ratio = agent_rate / serial_rate;
-    let idle_mib = idle_kib as f64 / 1024.0;
+    let idle_mib = idle.rss_kib as f64 / 1024.0;
+    let idle_private_mib = idle.private_kib as f64 / 1024.0;
     let vmm_overhead_mib = median_of(
         samples
             .iter()
@@ -267,7 +293,7 @@ fn report(
         kata_virtiofs / kata
     );
     println!(
-        "one idle kata sandbox: {idle_mib:.1} MiB resident (VMM + guest pages touched + virtiofsd; goal: under {GOAL_SANDBOX_MIB} MiB)"
+        "one idle kata sandbox: {idle_mib:.1} MiB resident (VMM + guest pages touched + virtiofsd; goal: under {GOAL_SANDBOX_MIB} MiB), {idle_private_mib:.1} MiB of it its own (the rest is page cache every sandbox shares)"
     );
     println!(
         "guest stdout: agent over vsock {agent_rate:.2} MiB/s, serial console {serial_rate:.3} MiB/s: {throughput_ratio:.0}x (goal: at least {GOAL_THROUGHPUT_RATIO}x)"
@@ -288,6 +314,7 @@ fn report(
         "kata_microvm_ratio": kata_ratio,
         "kata_vmm_overhead_mib": vmm_overhead_mib,
         "idle_sandbox_mib": idle_mib,
+        "idle_sandbox_private_mib": idle_private_mib,
         "agent_mib_per_s": agent_rate,
         "serial_mib_per_s": serial_rate,
         "agent_serial_ratio": throughput_ratio,
@@ -338,12 +365,23 @@ mod tests {
     #[test]
     fn the_idle_figure_is_read_from_its_own_line_only() {
         let console = format!(
-            "CAPSULE-LAB result bench-kata-idle pass {IDLE_MARKER} rss_kib=1\n{IDLE_MARKER} rss_kib=40960\n"
+            "CAPSULE-LAB result bench-kata-idle pass {IDLE_MARKER} rss_kib=1 private_kib=1\n\
+             {IDLE_MARKER} rss_kib=40960 private_kib=30000\n"
         );
-        assert_eq!(parse_idle(&console), Some(40960));
+        assert_eq!(
+            parse_idle(&console),
+            Some(Idle {
+                rss_kib: 40960,
+                private_kib: 30000
+            })
+        );
         assert_eq!(parse_idle("nothing"), None);
-        assert_eq!(parse_idle(&format!("{IDLE_MARKER} rss_kib=0")), None);
-        // /proc/PID/status separates the field from its value with a tab.
-        assert!(idle_command().contains("VmRSS:[^0-9]*"));
+        assert_eq!(
+            parse_idle(&format!("{IDLE_MARKER} rss_kib=0 private_kib=0")),
+            None
+        );
+        assert_eq!(parse_idle(&format!("{IDLE_MARKER} rss_kib=5")), None);
+        // smaps_rollup separates a field from its value with spaces.
+        assert!(idle_command().contains("Private_Dirty:[^0-9]*"));
     }
 }

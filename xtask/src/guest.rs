@@ -20,10 +20,9 @@ use crate::util::{self, progress};
 /// The metapackage that follows Debian's current cloud kernel.
 const KERNEL_META: &str = "linux-image-cloud-amd64";
 
-/// Bump when the artifacts written below change, so existing ones are rebuilt (5: the vsock
-/// modules joined the guest's, for the guest agent, and fuse and virtiofs, for shared
-/// directories).
-const LAYOUT: u32 = 5;
+/// Bump when the artifacts written below change, so existing ones are rebuilt (6:
+/// virtio_balloon joined the guest's modules, for free page reporting).
+const LAYOUT: u32 = 6;
 
 /// Modules the lab's L1 kernel loads to offer KVM, in load order. The guest's own modules are
 /// [`guest_init::BASE_MODULES`].
