@@ -292,9 +292,7 @@ impl Daemons {
             })
             .collect()
     }
-}
 
-impl Daemons {
     /// Why `device` (as [`Fs`] names it) lost its backend mid-run, for the launch's error:
     /// which directory, how its virtiofsd ended and what it said last; none when no daemon
     /// of these serves that device.

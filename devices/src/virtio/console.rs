@@ -182,7 +182,7 @@ impl Console {
             tracing::trace!(device = NAME, "output full: transmit buffers wait");
         }
         if completed && queue.needs_notification(memory).map_err(queue_error)? {
-            signal(interrupt);
+            interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(())
     }
@@ -237,15 +237,9 @@ impl Console {
         drop(state);
         input.shared.room.notify_all();
         if completed && queue.needs_notification(memory).map_err(queue_error)? {
-            signal(interrupt);
+            interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(())
-    }
-}
-
-fn signal(interrupt: &VirtioInterrupt) {
-    if let Err(e) = interrupt.signal_used_queue() {
-        tracing::warn!(device = NAME, error = %e, "cannot signal the used queue");
     }
 }
 

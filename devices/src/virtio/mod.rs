@@ -266,6 +266,15 @@ impl VirtioInterrupt {
         self.line.trigger()
     }
 
+    /// [`signal_used_queue`](Self::signal_used_queue) for a device that goes on when it fails:
+    /// the failure (a write to the irqfd) is the host's, not the queue's, so it is logged as
+    /// `device`'s.
+    pub fn signal_used_queue_or_log(&self, device: &str) {
+        if let Err(e) = self.signal_used_queue() {
+            tracing::warn!(device, error = %e, "cannot signal the used queue");
+        }
+    }
+
     /// "Configuration Change Notification" (and how DEVICE_NEEDS_RESET is announced).
     pub fn signal_config_change(&self) -> std::io::Result<()> {
         self.status

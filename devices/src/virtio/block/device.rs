@@ -222,9 +222,7 @@ fn serve(active: &mut Active, backend: &mut Backend) -> Result<(), String> {
         }
     }
     if completed && queue.needs_notification(memory).map_err(queue_error)? {
-        if let Err(e) = interrupt.signal_used_queue() {
-            tracing::warn!(device = %backend.name, error = %e, "cannot signal the used queue");
-        }
+        interrupt.signal_used_queue_or_log(&backend.name);
     }
     Ok(())
 }

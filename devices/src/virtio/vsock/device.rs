@@ -115,7 +115,7 @@ impl Vsock {
             }
         };
         if completed && queue.needs_notification(memory).map_err(queue_error)? {
-            signal(interrupt);
+            interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(waits)
     }
@@ -184,7 +184,7 @@ impl Vsock {
             }
         }
         if completed && queue.needs_notification(memory).map_err(queue_error)? {
-            signal(interrupt);
+            interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(())
     }
@@ -195,12 +195,6 @@ fn queue_error(queue: usize, reason: String) -> QueueError {
         device: NAME.into(),
         queue,
         reason,
-    }
-}
-
-fn signal(interrupt: &VirtioInterrupt) {
-    if let Err(e) = interrupt.signal_used_queue() {
-        tracing::warn!(device = NAME, error = %e, "cannot signal the used queue");
     }
 }
 
