@@ -230,6 +230,20 @@ fn lflag(fd: &OwnedFd) -> libc::tcflag_t {
     t.c_lflag
 }
 
+/// Reads the terminal's master until the guest's `ready` prompt, for at most 120 s; returns
+/// what it read. `what` names the launch in the failure.
+fn read_until_ready(master: &mut std::fs::File, what: &str) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        assert!(Instant::now() < deadline, "{what}: no prompt: {seen:?}");
+        let n = master.read(&mut buf).expect("read the terminal");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
 /// Reads the master until the child ends (EIO once the last slave closes).
 fn read_all(master: &mut std::fs::File) -> String {
     let mut out = Vec::new();
@@ -289,14 +303,7 @@ fn an_interactive_terminal_takes_keys_and_restores_the_host_terminal() {
     );
     // Wait for the guest's prompt, then type a line as a user would (raw mode: the Enter
     // key's \r goes to the guest's terminal, which makes it \n).
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("ready") {
-        assert!(Instant::now() < deadline, "no prompt: {seen:?}");
-        let n = master.read(&mut buf).expect("read the terminal");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let seen = read_until_ready(&mut master, "");
     master.write_all(b"hello\r").expect("type");
     let output = child.wait_with_output().expect("capsule ends");
     assert_eq!(output.status.code(), Some(4), "{output:?}");
@@ -330,17 +337,7 @@ fn ctrl_c_on_the_terminal_interrupts_the_command_in_a_microvm_and_under_kata() {
             Stdio::from(slave.try_clone().expect("dup")),
             Stdio::from(slave.try_clone().expect("dup")),
         );
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("ready") {
-            assert!(
-                Instant::now() < deadline,
-                "{isolation}: no prompt: {seen:?}"
-            );
-            let n = master.read(&mut buf).expect("read the terminal");
-            seen.extend_from_slice(&buf[..n]);
-        }
+        let seen = read_until_ready(&mut master, isolation);
         // Past `echo`, into `sleep`: the shell forks it at once.
         std::thread::sleep(Duration::from_secs(1));
         master.write_all(b"\x03").expect("type ^C");
