@@ -16,6 +16,12 @@
 //! capsule measured itself follow: `total_ms`, `boot_ms`, `memory_bytes`,
 //! `vmm_overhead_bytes`, each only if the Outcome has it.
 //!
+//! A run whose guest the lab's emulator lost (`shows_an_emulator_fault`: under TCG's nested
+//! SVM a fifth to a third of L2 guests triple-fault on some days) runs again, up to
+//! [`ATTEMPTS`] times in all, and says so on a `CAPSULE-BENCH-RETRY` line: a round holds about
+//! 60 launches, so without it one lost guest would cost the whole boot. Its time is not
+//! counted; the run that completes is timed as any other.
+//!
 //! A run that ends with another exit status than the plan expects prints its command and
 //! output and fails the round; it also leaves a flag that fails every later round at once, so
 //! a broken VMM costs one run, not the lab's per-case timeout for each round.
@@ -30,7 +36,14 @@ use anyhow::{Context, Result, bail};
 use nix::libc;
 use serde_json::Value;
 
+#[path = "../src/emulator_fault.rs"]
+mod emulator_fault;
+
 const MARKER: &str = "CAPSULE-BENCH";
+const RETRY_MARKER: &str = "CAPSULE-BENCH-RETRY";
+
+/// Launches of one run at most: the first and up to three after an emulator fault.
+const ATTEMPTS: usize = 4;
 
 /// Left behind by a failed run, holding its error and output; later rounds refuse to start
 /// and print both, so that a round after a guest the lab's emulator lost shows that loss too
@@ -79,12 +92,31 @@ fn run() -> Result<()> {
     let turn = round % tools.len();
     tools.rotate_left(turn);
     for tool in &tools {
-        if let Err(e) = run_once(tool, round, Path::new(output)) {
+        if let Err(e) = run_until_the_guest_survives(tool, round, Path::new(output)) {
             let _ = fs::write(FAILED_FLAG, format!("{e:#}"));
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// [`run_once`], again after a run the emulator broke, up to [`ATTEMPTS`] launches.
+fn run_until_the_guest_survives(tool: &Tool, round: usize, output: &Path) -> Result<()> {
+    for attempt in 1.. {
+        let Err(e) = run_once(tool, round, output) else {
+            return Ok(());
+        };
+        let message = format!("{e:#}");
+        if attempt == ATTEMPTS || !emulator_fault::shows_an_emulator_fault(&message) {
+            return Err(e);
+        }
+        let sign = message.lines().last().unwrap_or_default();
+        println!(
+            "{RETRY_MARKER} tool={} round={round} attempt={attempt}: {sign}",
+            tool.name
+        );
+    }
+    unreachable!("the attempts are counted up to ATTEMPTS")
 }
 
 fn parse_tools(plan: &Value) -> Result<Vec<Tool>> {

@@ -25,7 +25,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use crate::bench::{quantile, write_results};
-use crate::bench_microvm::{LAB_DRIVER, Sample, build_driver, median_of, parse_samples};
+use crate::bench_microvm::{
+    LAB_DRIVER, Sample, build_driver, median_of, parse_samples, report_relaunches,
+};
 use crate::lab::{self, BUSYBOX_ROOTFS, Extra};
 use crate::util::{self, progress};
 use crate::{guest, rootfs};
@@ -115,6 +117,7 @@ pub fn kata(options: &Options) -> Result<()> {
     let lab = lab::run_extra(&Extra { files, cases })?;
     let console = lab.passed_output()?;
     let samples = parse_samples(&console)?;
+    report_relaunches(&console);
     for tool in TOOLS {
         let n = samples.iter().filter(|s| s.tool == tool).count();
         if n != runs {
@@ -275,14 +278,14 @@ fn report(
     println!(
         "start-to-exit of /bin/true in the nested lab, {runs} runs each after 1 warm-up (ms; {kernel})"
     );
-    println!("{:<16} {:>10} {:>14}", "isolation", "median", "vs microvm");
+    println!("{:<20} {:>10} {:>14}", "isolation", "median", "vs microvm");
     for (tool, ms) in [
         (CONTAINER, container),
         (MICROVM, microvm),
         (KATA, kata),
         (KATA_VIRTIOFS_ROOT, kata_virtiofs),
     ] {
-        println!("{tool:<16} {ms:>10.1} {:>13.2}x", ms / microvm);
+        println!("{tool:<20} {ms:>10.1} {:>13.2}x", ms / microvm);
     }
     println!(
         "kata/microvm: {kata_ratio:.2}x (goal: at most {GOAL_KATA_RATIO}x); kata's VMM overhead {}",

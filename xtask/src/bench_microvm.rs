@@ -214,6 +214,7 @@ pub fn microvm(options: &Options) -> Result<()> {
     }
 
     let samples = parse_samples(&console)?;
+    report_relaunches(&console);
     for tool in &tools {
         let n = samples.iter().filter(|s| s.tool == *tool).count();
         if n != runs {
@@ -502,6 +503,25 @@ pub(crate) fn parse_samples(console: &str) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
+/// How many launches the driver ran again after the lab's emulator lost their guest
+/// (`CAPSULE-BENCH-RETRY` lines; the lab's result lines that echo them do not count).
+pub(crate) fn count_relaunches(console: &str) -> usize {
+    console
+        .lines()
+        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(&format!("{MARKER}-RETRY ")))
+        .count()
+}
+
+/// Says how many launches ran again after an emulator fault, if any did.
+pub(crate) fn report_relaunches(console: &str) {
+    let relaunches = count_relaunches(console);
+    if relaunches > 0 {
+        progress!(
+            "{relaunches} launch(es) ran again after the lab's emulator lost their guest (not timed)"
+        );
+    }
+}
+
 /// `CAPSULE-BENCH tool=NAME round=N ms=F maxrss_kib=N [prepare_ms=F create_ms=F]
 /// [total_ms=F] [boot_ms=F] [memory_bytes=N] [vmm_overhead_bytes=N]`, anywhere on the line.
 fn parse_sample(line: &str) -> Option<Sample> {
@@ -706,6 +726,15 @@ mod tests {
         assert_eq!(samples[1].tool, "qemu-rtc-on");
         let twice = "CAPSULE-BENCH tool=a round=1 ms=1 maxrss_kib=1\n".repeat(2);
         assert!(parse_samples(&twice).is_err());
+    }
+
+    #[test]
+    fn relaunches_are_counted_from_the_driver_s_own_lines() {
+        let console = "CAPSULE-BENCH-RETRY tool=kata round=1 attempt=1: capsule: the guest kernel triple-faulted\n\
+                       CAPSULE-BENCH tool=kata round=1 ms=1 maxrss_kib=1\n\
+                       CAPSULE-LAB result r pass CAPSULE-BENCH-RETRY tool=kata round=1 attempt=1: x\n";
+        assert_eq!(count_relaunches(console), 1);
+        assert_eq!(parse_samples(console).unwrap().len(), 1);
     }
 
     #[test]

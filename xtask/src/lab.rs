@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use guest_init::newc::{Meta, NewcWriter};
 
+use crate::emulator_fault::shows_an_emulator_fault;
 use crate::guest::{self, Guest};
 use crate::rootfs;
 use crate::util::{self, progress};
@@ -567,28 +568,6 @@ fn boot(cmd: &mut Command, log: &Path) -> Result<(Vec<CaseResult>, bool)> {
         );
     }
     Ok((results, done))
-}
-
-/// Whether a failed case's output shows an L2 guest that the emulator broke rather than a
-/// fault of capsule's: under TCG's emulated SVM, L2 kernels triple-fault, reset or stop
-/// during boot or while streaming now and then, as L1's own kernel panics now and then. In
-/// one `lab --exec` on 2026-12-01, 5 of 14 launches of the 200 MB agent test: 4 triple
-/// faults, two of them during the guest's boot, and one guest that never reached its init
-/// in 120 s; in another, with `--kernel-log`, 4 of 10 triple-faulted, two of them in the
-/// guest's boot before its virtio drivers loaded (so before any device of ours had a
-/// buffer), and L1 panicked in 4 of 5 boots ("TASK stack guard page was hit" in capsule's
-/// vCPU thread, "Fatal exception in interrupt"). One TCG thread (`-accel tcg,thread=single`)
-/// made it worse: 4 of 4 guests stalled in boot.
-/// Such a case runs again on a fresh boot, up to [`MAX_RERUNS`] times; a real fault of
-/// ours fails there again.
-fn shows_an_emulator_fault(output: &str) -> bool {
-    [
-        "the guest kernel triple-faulted",
-        "the guest kernel reset",
-        "the guest agent did not accept a connection",
-    ]
-    .iter()
-    .any(|sign| output.contains(sign))
 }
 
 /// A failed case to run again, and the tests of its binary that failed (none: the whole

@@ -8,6 +8,7 @@ mod bench_kata;
 mod bench_microvm;
 mod ci;
 mod demo;
+mod emulator_fault;
 mod fuzz;
 mod guest;
 mod lab;
