@@ -162,10 +162,7 @@ impl VirtioDevice for Balloon {
                 .needs_notification(memory)
                 .map_err(|e| error(e.to_string()))?
         {
-            active
-                .interrupt
-                .signal_used_queue()
-                .map_err(|e| error(format!("cannot raise the interrupt: {e}")))?;
+            active.interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(())
     }

@@ -212,22 +212,13 @@ impl VirtioDevice for Fs {
                 Ok(())
             };
         }
-        let Some((queue, call)) = self
-            .calls
-            .iter()
-            .enumerate()
-            .find(|(_, call)| call.as_raw_fd() == fd)
-        else {
+        let Some(call) = self.calls.iter().find(|call| call.as_raw_fd() == fd) else {
             return Ok(());
         };
         // Non-blocking: EAGAIN when there was nothing after all.
         let _ = call.read();
         if let Some(interrupt) = &self.interrupt {
-            interrupt.signal_used_queue().map_err(|error| QueueError {
-                device: self.name(),
-                queue,
-                reason: format!("cannot raise the interrupt: {error}"),
-            })?;
+            interrupt.signal_used_queue_or_log(&self.name());
         }
         Ok(())
     }

@@ -23,6 +23,9 @@ struct Active {
     interrupt: VirtioInterrupt,
 }
 
+/// The device's name in errors and logs.
+const NAME: &str = "virtio-rng";
+
 /// The entropy device: no configuration space, no device features.
 #[derive(Debug, Default)]
 pub struct Rng {
@@ -54,10 +57,10 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
-        let [queue] = activation.take_queues("virtio-rng", "requestq")?;
+        let [queue] = activation.take_queues(NAME, "requestq")?;
         if !queue.ready() {
             return Err(ActivateError {
-                device: "virtio-rng".into(),
+                device: NAME.into(),
                 reason: "the driver did not set up the request queue".into(),
             });
         }
@@ -74,7 +77,7 @@ impl VirtioDevice for Rng {
             return Ok(());
         };
         let error = |reason: String| QueueError {
-            device: "virtio-rng".into(),
+            device: NAME.into(),
             queue: index,
             reason,
         };
@@ -102,10 +105,7 @@ impl VirtioDevice for Rng {
                 .needs_notification(&active.memory)
                 .map_err(|e| error(e.to_string()))?;
         if notify {
-            active
-                .interrupt
-                .signal_used_queue()
-                .map_err(|e| error(format!("cannot raise the interrupt: {e}")))?;
+            active.interrupt.signal_used_queue_or_log(NAME);
         }
         Ok(())
     }
