@@ -37,8 +37,12 @@ use crate::output::OutputSink;
 pub const RECEIVEQ: usize = 0;
 /// transmitq: guest to host.
 pub const TRANSMITQ: usize = 1;
-/// Both queues' size.
+/// transmitq's size.
 pub const QUEUE_SIZE: u16 = 256;
+/// receiveq's size: Linux fills it with a page for each entry as the port opens, so each
+/// entry is 4 KiB of guest RAM for the VM's life; 32 pages hold more input than anything
+/// types, and a pipe's input waits in `INPUT_CAPACITY` meanwhile.
+pub const RECEIVEQ_SIZE: u16 = 32;
 
 /// How much input waits for the guest's receive buffers before the input thread stops
 /// reading.
@@ -335,7 +339,7 @@ impl VirtioDevice for Console {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+        &[RECEIVEQ_SIZE, QUEUE_SIZE]
     }
 
     /// No VIRTIO_CONSOLE_F_SIZE, MULTIPORT or EMERG_WRITE: `cols`, `rows`, `max_nr_ports`

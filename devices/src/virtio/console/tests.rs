@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::mock::MockSplitQueue;
 
-use super::{Console, QUEUE_SIZE, RECEIVEQ, TRANSMITQ};
+use super::{Console, QUEUE_SIZE, RECEIVEQ, RECEIVEQ_SIZE, TRANSMITQ};
 use crate::output::OutputSink;
 use crate::output::tests::pipe;
 use crate::virtio::test_utils::{
@@ -59,7 +59,7 @@ fn console<'m>(
     MockSplitQueue<'m, GuestMemory>,
 ) {
     let mut console = Console::new(output, input).unwrap();
-    let receiveq = MockSplitQueue::create(memory, vm_memory::GuestAddress(0), QUEUE_SIZE);
+    let receiveq = MockSplitQueue::create(memory, vm_memory::GuestAddress(0), RECEIVEQ_SIZE);
     let transmitq = MockSplitQueue::create(memory, vm_memory::GuestAddress(0x8000), QUEUE_SIZE);
     let (act, _) = activation(memory, &[&receiveq, &transmitq], console.device_features());
     console.activate(act).unwrap();

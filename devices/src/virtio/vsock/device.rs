@@ -10,7 +10,7 @@ use virtio_vsock::packet::{PKT_HEADER_SIZE, VsockPacket};
 
 use super::muxer::Muxer;
 use super::packet::HOST_CID;
-use super::{EVQ, MAX_PKT_DATA, NAME, QUEUE_SIZE, RXQ, TXQ, VsockError};
+use super::{EVQ, MAX_PKT_DATA, NAME, QUEUE_SIZE, RX_QUEUE_SIZE, RXQ, TXQ, VsockError};
 use crate::virtio::{
     ActivateError, Activation, GuestMemory, HostError, Queue, QueueError, VirtioDevice,
     VirtioInterrupt,
@@ -208,7 +208,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; 3]
+        &[RX_QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
     }
 
     /// §5.10.4: `guest_cid`, le64 at offset 0; past it reads as 0.

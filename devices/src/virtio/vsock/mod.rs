@@ -36,8 +36,12 @@ pub const RXQ: usize = 0;
 pub const TXQ: usize = 1;
 /// event: transport events (the device sends none: it is never migrated).
 pub const EVQ: usize = 2;
-/// Every queue's size.
+/// tx's and event's size.
 pub const QUEUE_SIZE: u16 = 256;
+/// rx's size: Linux fills it with a 4 KiB buffer for each entry as the driver probes, guest
+/// RAM held for the VM's life; 64 buffers (256 KiB) in flight keep the host's writes to the
+/// guest (stdin) as fast as the guest reads them.
+pub const RX_QUEUE_SIZE: u16 = 64;
 
 /// The most data one packet carries, either way: Linux's `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`
 /// (64 KiB), the largest its driver sends; a tx packet claiming more is dropped.

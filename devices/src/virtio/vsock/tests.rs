@@ -17,7 +17,7 @@ use super::packet::{
     OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
     SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
-use super::{BUF_ALLOC, MAX_PKT_DATA, QUEUE_SIZE, RXQ, TXQ, Vsock, VsockError};
+use super::{BUF_ALLOC, MAX_PKT_DATA, QUEUE_SIZE, RX_QUEUE_SIZE, RXQ, TXQ, Vsock, VsockError};
 use crate::virtio::test_utils::Counter;
 use crate::virtio::{Activation, GuestMemory, Queue, VirtioDevice, VirtioInterrupt};
 
@@ -486,7 +486,10 @@ fn config_space_is_the_guest_cid_le64_and_the_socket_goes_with_the_device() {
     guest.device.read_config(4, &mut high);
     assert_eq!(high, [0; 4]);
     assert_eq!(guest.device.device_type(), 19);
-    assert_eq!(guest.device.queue_max_sizes(), &[QUEUE_SIZE; 3]);
+    assert_eq!(
+        guest.device.queue_max_sizes(),
+        &[RX_QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
+    );
     let uds = guest.uds.clone();
     assert_eq!(guest.device.uds_path(), uds);
     assert!(uds.exists());
