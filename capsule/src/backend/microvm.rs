@@ -195,6 +195,9 @@ pub(super) struct Guest {
     /// The root directory, shared over virtio-fs as `virtiofsd::ROOT_TAG` instead of an
     /// ext4 image of it on the root disk (`None`: the disk).
     pub root_share: Option<std::path::PathBuf>,
+    /// Kernel parameters this kind of guest adds to [`KERNEL_CMDLINE`], before the Plan's
+    /// own (`vm.cmdline`); empty for none.
+    pub kernel_params: &'static str,
 }
 
 impl Guest {
@@ -212,6 +215,7 @@ impl Guest {
             memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
             shares_at: None,
             root_share: None,
+            kernel_params: "",
         })
     }
 }
@@ -355,6 +359,7 @@ pub(super) fn run(
         memory,
         shares_at,
         root_share,
+        kernel_params,
     } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
@@ -381,17 +386,21 @@ pub(super) fn run(
         }
     })?;
     let disks = attached_disks(plan)?;
-    let mut cmdline = format!(
-        "{KERNEL_CMDLINE} {}",
-        if vm.kernel_log {
-            ""
-        } else {
-            KERNEL_CMDLINE_QUIET
-        }
-    );
-    if let Some(extra) = &vm.cmdline {
-        cmdline = format!("{cmdline} {extra}");
-    }
+    let quiet = if vm.kernel_log {
+        ""
+    } else {
+        KERNEL_CMDLINE_QUIET
+    };
+    let cmdline = [
+        KERNEL_CMDLINE,
+        kernel_params,
+        quiet,
+        vm.cmdline.as_deref().unwrap_or_default(),
+    ]
+    .into_iter()
+    .filter(|params| !params.is_empty())
+    .collect::<Vec<_>>()
+    .join(" ");
     let config = MachineConfig {
         memory: usize::try_from(memory).map_err(|_| {
             plan::Error::Unsupported(format!("{memory} bytes of guest RAM do not fit this host"))

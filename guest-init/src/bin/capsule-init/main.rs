@@ -3,7 +3,8 @@
 //! 1. Tells the VMM that user space started (a byte to `STARTED_PORT`, if it may).
 //! 2. Mounts devtmpfs on /dev, proc and sysfs in the initramfs; puts the console on stdin,
 //!    stdout and stderr where the kernel could not, and stops it turning `\n` into `\r\n`.
-//! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH` and loads its kernel modules; with a
+//! 3. Reads the launch's `GuestConfig` at `CONFIG_PATH`, loads its kernel modules (then
+//!    deletes their files) and has free page reporting hand back blocks from 128 KiB; with a
 //!    virtio console, moves its own stdio (which the command inherits) to `/dev/hvc0`.
 //! 4. Enters the root filesystem, with its own /dev, /proc and /sys: on a disk
 //!    (`disk_root.rs`: the ext4 file system on `/dev/vda`, read-only, under an overlay in RAM
@@ -83,6 +84,7 @@ fn init() -> Result<u8, Failure> {
         let _ = std::fs::write("/proc/sys/kernel/printk", "1");
     }
     setup::load_modules(&config)?;
+    setup::report_smaller_free_blocks();
     if config.console == GuestConsole::Virtio {
         setup::attach_virtio_console()?;
     }

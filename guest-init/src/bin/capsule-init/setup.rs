@@ -170,7 +170,29 @@ pub fn load_modules(config: &GuestConfig) -> Result<(), Failure> {
             Err(e) => return Err(Failure::new("loading module", &path, e)),
         }
     }
+    // The initramfs is a tmpfs in guest RAM: its module files (1.6 MiB) would stay resident
+    // for the guest's life, and nothing loads a module later. Not fatal: they only cost RAM.
+    let _ = std::fs::remove_dir_all(MODULES_DIR);
     Ok(())
+}
+
+/// Linux's smallest free block (a page order) that free page reporting hands to the VMM
+/// (`mm/page_reporting.c`; the parameter exists once a driver such as virtio_balloon uses
+/// page reporting).
+const PAGE_REPORTING_ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
+
+/// 128 KiB, where Linux reports only whole 2 MiB pageblocks on x86: the blocks a guest frees
+/// after its boot are smaller and scattered over the 2 MiB huge pages that back its RAM on
+/// the host, each of which stays resident while any page in it is in use. In the lab (Debian
+/// 6.1, an idle microVM of 256 MiB with kata's lockdown, 2026-12-01) the VMM's resident memory
+/// was 80.3 MiB at the default order, 69.7 MiB at order 5 and 69.4 MiB at order 0: 5 gets
+/// nearly all of it in reports of 32 pages or more.
+const FREE_PAGE_REPORTING_ORDER: &str = "5";
+
+/// Sets [`PAGE_REPORTING_ORDER`] to [`FREE_PAGE_REPORTING_ORDER`], after the modules loaded.
+/// Not fatal: a kernel without the parameter keeps reporting as it chooses.
+pub fn report_smaller_free_blocks() {
+    let _ = std::fs::write(PAGE_REPORTING_ORDER, FREE_PAGE_REPORTING_ORDER);
 }
 
 /// Puts the virtio console's first port on the init's stdin, stdout and stderr, which the
