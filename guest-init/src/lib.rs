@@ -138,9 +138,14 @@ pub use devices::{EXIT_PORT, STARTED_PORT};
 /// microVM guests: the TSC is KVM's and needs no watchdog or timer check, boot-time RCU grace
 /// periods are expedited, and the crypto self-tests (a third of a second of the lab's boot)
 /// are skipped, as the kernel's own tests, not the guest's safety, are what they check.
+/// `percpu_alloc=page` maps per-CPU memory in pages rather than 2 MiB units: with 2 MiB units
+/// the first cgroup-accounted per-CPU allocation (a memory cgroup's statistics) makes a chunk
+/// whose `obj_cgroups` array is 4 MiB of zeroed guest RAM; an idle kata sandbox in the lab
+/// went from 67.8 to 62.4 MiB resident with it (Debian 6.1, 2026-12-01).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=acpi panic=-1 pci=off \
                                   i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init \
-                                  tsc=reliable no_timer_check rcupdate.rcu_expedited=1 cryptomgr.notests";
+                                  tsc=reliable no_timer_check rcupdate.rcu_expedited=1 cryptomgr.notests \
+                                  percpu_alloc=page";
 
 /// Added to [`KERNEL_CMDLINE`] unless the kernel log is wanted.
 pub const KERNEL_CMDLINE_QUIET: &str = "quiet loglevel=1";
