@@ -13,11 +13,12 @@
 //! or to `/dev/ttyS0` (the serial console: one trapped port write per byte); each run's time
 //! less the median of the same VM running `/bin/true` is the time the bytes took.
 //!
-//! The idle sandbox: kata runs `sleep`; while it sleeps, the lab sums the resident memory of
-//! capsule (the VMM: its own pages and every guest page the guest touched and has not handed
-//! back through free page reporting) and of any virtiofsd it started, and how much of that
-//! is the sandbox's own: the rest is page cache every sandbox shares (the guest kernel's
-//! pages, mapped from its file until the guest writes them).
+//! The idle sandbox: kata runs a shell that sleeps; meanwhile the lab sums the resident memory
+//! of capsule (the VMM: its own pages and every guest page the guest touched and has not
+//! handed back through free page reporting) and of any virtiofsd it started, and the workload
+//! reads what its container's cgroup holds (`memory.current`: its processes, the page cache
+//! of the files they read, their kernel objects). The sandbox's cost beyond its workload is
+//! the difference.
 
 use std::fs;
 
@@ -52,11 +53,11 @@ const MICROVM_MEMORY: &str = "256M";
 const AGENT_BYTES: u64 = 64 << 20;
 const SERIAL_BYTES: u64 = 64 << 10;
 
-/// How long the idle sandbox's workload sleeps, and when (into it) its memory is read: late
-/// enough for the guest's first free page reports (Linux sends them 2 s after the pages
-/// became free; the lab's boot takes about 3 s).
-const IDLE_SLEEP_S: u32 = 15;
+/// When (into the idle sandbox's run) its memory is read, late enough for the guest's first
+/// free page reports (Linux sends them 2 s after the pages became free; the lab's boot takes
+/// about 3 s), and how long its workload sleeps after that.
 const IDLE_READ_AFTER_S: u32 = 12;
+const IDLE_LINGER_S: u32 = 3;
 const IDLE_MARKER: &str = "CAPSULE-BENCH-IDLE";
 
 /// The issue's goals, printed next to the figures (not checked).
@@ -193,32 +194,34 @@ fn driver_plan() -> serde_json::Value {
 /// has no `mountpoint`.
 const MOUNT_CGROUP2: &str = "{ grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; } &&";
 
-/// The idle sandbox case: kata sleeps; meanwhile the resident memory of every `capsule` and
-/// `virtiofsd` process in L1 (only this launch's run now) is summed, in KiB, all of it and
-/// the pages only that process maps (`smaps_rollup`'s Private_Clean and Private_Dirty).
+/// The idle sandbox case: kata's workload sleeps, reads its cgroup's `memory.current` (bytes)
+/// and sleeps on; meanwhile the resident memory of every `capsule` and `virtiofsd` process in
+/// L1 (only this launch's run now) is summed, in KiB.
 fn idle_command() -> String {
-    let argv = capsule_argv(KATA, &["/bin/sleep", &IDLE_SLEEP_S.to_string()]).join(" ");
-    let field =
-        |name: &str| format!("$(sed -n 's/^{name}:[^0-9]*\\([0-9]*\\) kB/\\1/p' $p/smaps_rollup)");
+    let workload = format!(
+        "sleep {IDLE_READ_AFTER_S}; cat /sys/fs/cgroup/memory.current; sleep {IDLE_LINGER_S}"
+    );
+    let argv: Vec<String> = capsule_argv(KATA, &["/bin/sh", "-c", &workload])
+        .iter()
+        .map(|arg| format!("'{arg}'"))
+        .collect();
     format!(
-        "{argv} > /dev/null & pid=$!; sleep {IDLE_READ_AFTER_S}; rss=0; own=0; \
+        "{argv} > /tmp/idle-workload & pid=$!; sleep {IDLE_READ_AFTER_S}; rss=0; \
          for p in /proc/[0-9]*; do case $(cat $p/comm 2>/dev/null) in capsule|virtiofsd) \
-         r={rss}; c={clean}; d={dirty}; \
-         rss=$((rss + ${{r:-0}})); own=$((own + ${{c:-0}} + ${{d:-0}}));; esac; done; \
-         echo \"{IDLE_MARKER} rss_kib=$rss private_kib=$own\"; wait $pid",
-        rss = field("Rss"),
-        clean = field("Private_Clean"),
-        dirty = field("Private_Dirty"),
+         r=$(sed -n 's/^Rss:[^0-9]*\\([0-9]*\\) kB/\\1/p' $p/smaps_rollup); \
+         rss=$((rss + ${{r:-0}}));; esac; done; wait $pid; \
+         echo \"{IDLE_MARKER} rss_kib=$rss workload_kib=$(($(cat /tmp/idle-workload) / 1024))\"",
+        argv = argv.join(" "),
     )
 }
 
 /// One idle sandbox's memory, in KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Idle {
-    /// Resident: its own pages and the shared page cache it maps.
+    /// Resident: the VMM, the guest pages the guest touched, virtiofsd.
     rss_kib: u64,
-    /// Its own pages: what one more sandbox costs.
-    private_kib: u64,
+    /// What its workload's cgroup in the guest holds, part of the above.
+    workload_kib: u64,
 }
 
 /// The idle sandbox's figures from the console; none when no process was found (0).
@@ -235,7 +238,7 @@ fn parse_idle(console: &str) -> Option<Idle> {
         .find_map(|l| {
             let idle = Idle {
                 rss_kib: value(l, "rss_kib=")?,
-                private_kib: value(l, "private_kib=")?,
+                workload_kib: value(l, "workload_kib=")?,
             };
             (idle.rss_kib > 0).then_some(idle)
         })
@@ -267,7 +270,8 @@ fn report(
     let serial_rate = rate(SERIAL_BYTES, serial);
     let throughput_ratio = agent_rate / serial_rate;
     let idle_mib = idle.rss_kib as f64 / 1024.0;
-    let idle_private_mib = idle.private_kib as f64 / 1024.0;
+    let workload_mib = idle.workload_kib as f64 / 1024.0;
+    let beyond_workload_mib = idle_mib - workload_mib;
     let vmm_overhead_mib = median_of(
         samples
             .iter()
@@ -296,7 +300,7 @@ fn report(
         kata_virtiofs / kata
     );
     println!(
-        "one idle kata sandbox: {idle_mib:.1} MiB resident (VMM + guest pages touched + virtiofsd; goal: under {GOAL_SANDBOX_MIB} MiB), {idle_private_mib:.1} MiB of it its own (the rest is page cache every sandbox shares)"
+        "one idle kata sandbox: {idle_mib:.1} MiB resident (VMM + guest pages touched + virtiofsd), of which its workload's cgroup {workload_mib:.1} MiB: {beyond_workload_mib:.1} MiB beyond its workload (goal: under {GOAL_SANDBOX_MIB} MiB)"
     );
     println!(
         "guest stdout: agent over vsock {agent_rate:.2} MiB/s, serial console {serial_rate:.3} MiB/s: {throughput_ratio:.0}x (goal: at least {GOAL_THROUGHPUT_RATIO}x)"
@@ -317,7 +321,8 @@ fn report(
         "kata_microvm_ratio": kata_ratio,
         "kata_vmm_overhead_mib": vmm_overhead_mib,
         "idle_sandbox_mib": idle_mib,
-        "idle_sandbox_private_mib": idle_private_mib,
+        "idle_sandbox_workload_mib": workload_mib,
+        "idle_sandbox_beyond_workload_mib": beyond_workload_mib,
         "agent_mib_per_s": agent_rate,
         "serial_mib_per_s": serial_rate,
         "agent_serial_ratio": throughput_ratio,
@@ -368,23 +373,28 @@ mod tests {
     #[test]
     fn the_idle_figure_is_read_from_its_own_line_only() {
         let console = format!(
-            "CAPSULE-LAB result bench-kata-idle pass {IDLE_MARKER} rss_kib=1 private_kib=1\n\
-             {IDLE_MARKER} rss_kib=40960 private_kib=30000\n"
+            "CAPSULE-LAB result bench-kata-idle pass {IDLE_MARKER} rss_kib=1 workload_kib=1\n\
+             {IDLE_MARKER} rss_kib=40960 workload_kib=2048\n"
         );
         assert_eq!(
             parse_idle(&console),
             Some(Idle {
                 rss_kib: 40960,
-                private_kib: 30000
+                workload_kib: 2048
             })
         );
         assert_eq!(parse_idle("nothing"), None);
         assert_eq!(
-            parse_idle(&format!("{IDLE_MARKER} rss_kib=0 private_kib=0")),
+            parse_idle(&format!("{IDLE_MARKER} rss_kib=0 workload_kib=0")),
             None
         );
         assert_eq!(parse_idle(&format!("{IDLE_MARKER} rss_kib=5")), None);
         // smaps_rollup separates a field from its value with spaces.
-        assert!(idle_command().contains("Private_Dirty:[^0-9]*"));
+        assert!(idle_command().contains("Rss:[^0-9]*"));
+        // The workload's command reaches the shell as one argument.
+        assert!(
+            idle_command()
+                .contains("'/bin/sh' '-c' 'sleep 12; cat /sys/fs/cgroup/memory.current; sleep 3'")
+        );
     }
 }
