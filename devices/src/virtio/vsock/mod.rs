@@ -39,8 +39,10 @@ pub const EVQ: usize = 2;
 /// tx's and event's size.
 pub const QUEUE_SIZE: u16 = 256;
 /// rx's size: Linux fills it with a 4 KiB buffer for each entry as the driver probes, guest
-/// RAM held for the VM's life; 64 buffers (256 KiB) in flight keep the host's writes to the
-/// guest (stdin) as fast as the guest reads them.
+/// RAM held for the VM's life. Most of what the host sends is small (credit updates, the
+/// agent's signals and window sizes); a stream into the guest (stdin, a host program on a
+/// `CONNECT`ed socket) has 64 buffers, 256 KiB, in flight and goes as fast as the guest
+/// refills them.
 pub const RX_QUEUE_SIZE: u16 = 64;
 
 /// The most data one packet carries, either way: Linux's `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`
