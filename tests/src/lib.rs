@@ -158,6 +158,16 @@ impl Env {
         Command::new(&self.capsule)
     }
 
+    /// `capsule run --isolation ISOLATION --rootfs ROOTFS`, for a test to add its flags, `--`,
+    /// command and stdio to.
+    pub fn run_command(&self, isolation: &str) -> Command {
+        let mut command = self.command();
+        command
+            .args(["run", "--isolation", isolation, "--rootfs"])
+            .arg(&self.rootfs);
+        command
+    }
+
     /// A private copy of the busybox rootfs (`cp -a`), for a test that changes the image.
     pub fn copy_rootfs(&self) -> RootfsCopy {
         let dir = tempfile::tempdir().expect("tempdir");

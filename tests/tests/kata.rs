@@ -296,9 +296,7 @@ fn uid_and_gid_maps_put_root_inside_on_a_guest_range() {
 fn sigterm_to_capsule_ends_the_launch_with_143() {
     let env = lab_env();
     let mut child = env
-        .command()
-        .args(["run", "--isolation", "kata", "--rootfs"])
-        .arg(&env.rootfs)
+        .run_command("kata")
         .args(["--", "sleep", "600"])
         .stdin(std::process::Stdio::null())
         .spawn()

@@ -248,9 +248,7 @@ fn the_plan_s_privileges_limits_and_seccomp_hold_in_the_guest_too() {
 fn sigterm_to_capsule_stops_the_vm_and_exits_143() {
     let env = lab_env();
     let mut child = env
-        .command()
-        .args(["run", "--isolation", "microvm", "--rootfs"])
-        .arg(&env.rootfs)
+        .run_command("microvm")
         .args(["--", "sleep", "600"])
         .stdin(std::process::Stdio::null())
         .spawn()
@@ -320,11 +318,8 @@ fn memory_the_guest_frees_goes_back_to_the_host() {
     const MIB: u64 = 1024;
     let env = lab_env();
     let mut child = env
-        .command()
-        .args(["run", "--isolation", "microvm", "-i", "--memory", "256M"])
-        .args(["--tmpfs", "/scratch"])
-        .arg("--rootfs")
-        .arg(&env.rootfs)
+        .run_command("microvm")
+        .args(["-i", "--memory", "256M", "--tmpfs", "/scratch"])
         .args(["--", "sh", "-c"])
         .arg("dd if=/dev/zero of=/scratch/fill bs=1M count=100 2>/dev/null && echo full && read _ && rm /scratch/fill && echo freed && read _")
         .stdin(Stdio::piped())

@@ -33,9 +33,7 @@ fn spawn_as(
     stdin: Stdio,
     stdout: Stdio,
 ) -> Child {
-    env.command()
-        .args(["run", "--isolation", isolation, "--rootfs"])
-        .arg(&env.rootfs)
+    env.run_command(isolation)
         .args(flags)
         .arg("--")
         .args(cmd)

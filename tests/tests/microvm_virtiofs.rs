@@ -114,9 +114,7 @@ fn a_missing_virtiofsd_is_refused_before_boot_with_the_fix() {
     let env = lab_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let output = env
-        .command()
-        .args(["run", "--isolation", "microvm", "--rootfs"])
-        .arg(&env.rootfs)
+        .run_command("microvm")
         .args(["-v", &volume(dir.path(), "/data", false), "--", "true"])
         .env("CAPSULE_VIRTIOFSD", "/nonexistent/virtiofsd")
         .output()
@@ -209,9 +207,7 @@ fn a_virtiofsd_that_dies_mid_run_ends_the_launch_naming_its_directory() {
     let env = lab_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = env
-        .command()
-        .args(["run", "--isolation", "microvm", "--rootfs"])
-        .arg(&env.rootfs)
+        .run_command("microvm")
         .args([
             "-v",
             &volume(dir.path(), "/data", false),
