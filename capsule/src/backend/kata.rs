@@ -32,14 +32,6 @@ use crate::{Error, state, virtiofsd};
 /// never touches costs the host nothing.
 pub const GUEST_OVERHEAD: u64 = 128 << 20;
 
-/// The sandbox kernel's parameters beyond a microVM's: kernel lockdown in its confidentiality
-/// mode (`kernel_lockdown(7)`). The container cannot use what it closes (tracefs, kprobes,
-/// BPF reads of kernel memory, `/dev/mem`, unsigned modules), and without tracefs Debian's
-/// 6.1 kernel skips the files of its ~1,500 trace events: 8.1 MiB less resident per idle
-/// sandbox in the lab (slab 17.3 -> 8.0 MiB; 2026-12-01). capsule-init's modules must then be
-/// signed, as Debian's are; a kernel built without the lockdown LSM ignores the parameter.
-pub const KERNEL_PARAMS: &str = "lockdown=confidentiality";
-
 /// The kata backend: the Plan's container inside a microVM of its own.
 #[derive(Debug)]
 pub struct Kata;
@@ -94,7 +86,6 @@ impl Backend for Kata {
             guest.root_share = Some(plan.root.path.clone());
         }
         guest.memory = guest_memory(plan);
-        guest.kernel_params = KERNEL_PARAMS;
         microvm::run(plan, stop, stdin, &id, guest)
     }
 }
