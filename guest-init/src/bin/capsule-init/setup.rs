@@ -184,9 +184,9 @@ const PAGE_REPORTING_ORDER: &str = "/sys/module/page_reporting/parameters/page_r
 /// 128 KiB, where Linux reports only whole 2 MiB pageblocks on x86: the blocks a guest frees
 /// after its boot are smaller and scattered over the 2 MiB huge pages that back its RAM on
 /// the host, each of which stays resident while any page in it is in use. In the lab (Debian
-/// 6.1, an idle microVM of 256 MiB with kata's lockdown, 2026-12-01) the VMM's resident memory
-/// was 80.3 MiB at the default order, 69.7 MiB at order 5 and 69.4 MiB at order 0: 5 gets
-/// nearly all of it in reports of 32 pages or more.
+/// 6.1, an idle microVM of 256 MiB booted with `lockdown=confidentiality`, 2026-12-01) the
+/// VMM's resident memory was 80.3 MiB at the default order, 69.7 MiB at order 5 and 69.4 MiB
+/// at order 0: 5 gets nearly all of it in reports of 32 pages or more.
 const FREE_PAGE_REPORTING_ORDER: &str = "5";
 
 /// Sets [`PAGE_REPORTING_ORDER`] to [`FREE_PAGE_REPORTING_ORDER`], after the modules loaded.
