@@ -267,6 +267,28 @@ fn the_vm_is_sized_from_the_plan_and_runs_its_own_kernel() {
 
 #[test]
 #[ignore = "boots a stock kernel: cargo xtask lab runs it"]
+fn the_sandbox_kernel_creates_no_trace_event_files() {
+    let env = lab_env();
+    let list = "mkdir -p /tmp/t && mount -t tracefs tracefs /tmp/t && ls /tmp/t";
+    let flags = ["--cap-add", "SYS_ADMIN", "--seccomp", "unconfined"];
+    let has_events = |launch: &Launch| {
+        assert_eq!(launch.code, 0, "{launch:?}");
+        // tracefs itself is there either way (kprobes' files, say).
+        assert!(launch.stdout.contains("kprobe_events"), "{launch:?}");
+        launch
+            .stdout
+            .split_whitespace()
+            .any(|file| file == "events")
+    };
+    let sandbox = kata_on(&env, &env.rootfs, &flags, &["sh", "-c", list]);
+    assert!(!has_events(&sandbox), "{sandbox:?}");
+    // The same kernel in a plain microVM has them: the sandbox's parameter makes the difference.
+    let microvm = env.run_isolated_on(&env.rootfs, "microvm", &flags, &["sh", "-c", list]);
+    assert!(has_events(&microvm), "{microvm:?}");
+}
+
+#[test]
+#[ignore = "boots a stock kernel: cargo xtask lab runs it"]
 fn uid_and_gid_maps_put_root_inside_on_a_guest_range() {
     let launch = kata(
         &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],

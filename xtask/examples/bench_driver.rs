@@ -18,9 +18,9 @@
 //!
 //! A run whose guest the lab's emulator lost (`shows_an_emulator_fault`: under TCG's nested
 //! SVM a fifth to a third of L2 guests triple-fault on some days) runs again, up to
-//! [`ATTEMPTS`] times in all, and says so on a `CAPSULE-BENCH-RETRY` line: a round holds about
-//! 60 launches, so without it one lost guest would cost the whole boot. Its time is not
-//! counted; the run that completes is timed as any other.
+//! [`ATTEMPTS`] times in all, and says so on a line that starts with `RELAUNCH_MARKER`: a
+//! round holds about 60 launches, so without it one lost guest would cost the whole boot. Its
+//! time is not counted; the run that completes is timed as any other.
 //!
 //! A run that ends with another exit status than the plan expects prints its command and
 //! output and fails the round; it also leaves a flag that fails every later round at once, so
@@ -40,7 +40,6 @@ use serde_json::Value;
 mod emulator_fault;
 
 const MARKER: &str = "CAPSULE-BENCH";
-const RETRY_MARKER: &str = "CAPSULE-BENCH-RETRY";
 
 /// Launches of one run at most: the first and up to three after an emulator fault.
 const ATTEMPTS: usize = 4;
@@ -112,7 +111,8 @@ fn run_until_the_guest_survives(tool: &Tool, round: usize, output: &Path) -> Res
         }
         let sign = message.lines().last().unwrap_or_default();
         println!(
-            "{RETRY_MARKER} tool={} round={round} attempt={attempt}: {sign}",
+            "{} tool={} round={round} attempt={attempt}: {sign}",
+            emulator_fault::RELAUNCH_MARKER,
             tool.name
         );
     }

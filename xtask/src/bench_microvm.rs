@@ -32,6 +32,7 @@ use guest_init::{GuestConfig, KERNEL_CMDLINE, KERNEL_CMDLINE_QUIET};
 use serde_json::json;
 
 use crate::bench::{quantile, write_results};
+use crate::emulator_fault::RELAUNCH_MARKER;
 use crate::guest;
 use crate::lab::{self, BUSYBOX_ROOTFS, Extra, GUEST_DIR, case_output};
 use crate::rootfs;
@@ -504,11 +505,11 @@ pub(crate) fn parse_samples(console: &str) -> Result<Vec<Sample>> {
 }
 
 /// How many launches the driver ran again after the lab's emulator lost their guest
-/// (`CAPSULE-BENCH-RETRY` lines; the lab's result lines that echo them do not count).
+/// ([`RELAUNCH_MARKER`] lines; the lab's result lines that echo them do not count).
 pub(crate) fn count_relaunches(console: &str) -> usize {
     console
         .lines()
-        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(&format!("{MARKER}-RETRY ")))
+        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(&format!("{RELAUNCH_MARKER} ")))
         .count()
 }
 

@@ -2,6 +2,10 @@
 //! cases on a fresh boot) and the benchmark driver (which reruns such a launch); the driver
 //! includes this file by path, as it is built apart from xtask.
 
+/// Starts the line on which the benchmark driver says it launches a run again after an
+/// emulator fault; xtask counts these lines in its report.
+pub const RELAUNCH_MARKER: &str = "CAPSULE-BENCH-RETRY";
+
 /// Whether a failed case's output shows an L2 guest that the emulator broke rather than a
 /// fault of capsule's: under TCG's emulated SVM, L2 kernels triple-fault, reset or stop
 /// during boot or while streaming now and then, as L1's own kernel panics now and then. In

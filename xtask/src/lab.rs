@@ -424,6 +424,7 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
     // The lab's own cases print here; extra cases are their callers' to show (the demo's
     // JSON Outcome, say, is no line for a person).
     if extra.is_none() {
+        let console = read_consoles(&consoles)?;
         for r in &results {
             println!(
                 "{} {} {}",
@@ -431,6 +432,12 @@ fn boot_lab(filter: Option<&str>, extra: Option<&Extra>) -> Result<LabRun> {
                 r.name,
                 r.detail
             );
+            // The tail in the detail is the test harness's; why capsule failed is further up.
+            if !r.passed {
+                for line in capsule_errors(&case_output(&console, &r.name)) {
+                    println!("    {line}");
+                }
+            }
         }
         let failed = results.iter().filter(|r| !r.passed).count();
         println!("{} passed, {failed} failed", results.len() - failed);
@@ -1012,6 +1019,23 @@ pub fn case_output(console: &str, case: &str) -> String {
         .join("\n")
 }
 
+/// The most of capsule's error lines shown under a failed case.
+const MAX_CAPSULE_ERRORS: usize = 8;
+
+/// The last lines of a case's output in which capsule said why a launch failed
+/// (`capsule: ...`, alone or inside a test's printed Launch), each cut to a readable length.
+fn capsule_errors(output: &str) -> Vec<String> {
+    const MAX_LINE: usize = 400;
+    let errors: Vec<String> = output
+        .lines()
+        .filter_map(|line| line.find("capsule: ").map(|at| &line[at..]))
+        // In a Launch printed with `{:?}`, the stderr's lines end in an escaped newline.
+        .map(|error| error.split("\\n").next().unwrap_or(error))
+        .map(|error| error.chars().take(MAX_LINE).collect())
+        .collect();
+    errors[errors.len().saturating_sub(MAX_CAPSULE_ERRORS)..].to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1167,6 +1191,27 @@ mod tests {
         assert_eq!(failed_tests(output), ["two_hundred", "m::c"]);
         // Killed before libtest's summary: the whole case runs again.
         assert!(failed_tests("running 3 tests\ntest a ... ok\nTerminated").is_empty());
+    }
+
+    #[test]
+    fn a_failed_case_shows_why_capsule_failed() {
+        let output = "running 1 test\n\
+            Launch { code: 125, stdout: \"\", stderr: \"capsule: the guest agent sent junk\\nmore\", outcome: Null }\n\
+            capsule: cannot read the rootfs\n\
+            thread 'x' panicked at tests/a.rs:1:1: left: 125 right: 3";
+        assert_eq!(
+            capsule_errors(output),
+            [
+                "capsule: the guest agent sent junk",
+                "capsule: cannot read the rootfs"
+            ]
+        );
+        let many: String = (0..20).map(|i| format!("capsule: e{i}\n")).collect();
+        assert_eq!(capsule_errors(&many).len(), MAX_CAPSULE_ERRORS);
+        assert_eq!(
+            capsule_errors(&many)[MAX_CAPSULE_ERRORS - 1],
+            "capsule: e19"
+        );
     }
 
     #[test]

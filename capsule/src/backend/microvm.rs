@@ -195,6 +195,9 @@ pub(super) struct Guest {
     /// The root directory, shared over virtio-fs as `virtiofsd::ROOT_TAG` instead of an
     /// ext4 image of it on the root disk (`None`: the disk).
     pub root_share: Option<std::path::PathBuf>,
+    /// Kernel parameters this kind of guest adds to [`KERNEL_CMDLINE`], before the Plan's
+    /// own (`vm.cmdline`); empty for none.
+    pub kernel_params: &'static str,
 }
 
 impl Guest {
@@ -212,6 +215,7 @@ impl Guest {
             memory: plan.resources.memory.unwrap_or(DEFAULT_MEMORY),
             shares_at: None,
             root_share: None,
+            kernel_params: "",
         })
     }
 }
@@ -355,6 +359,7 @@ pub(super) fn run(
         memory,
         shares_at,
         root_share,
+        kernel_params,
     } = guest;
     let vm = plan.vm.clone().unwrap_or_default();
     let artifacts = GuestArtifacts::of(&vm);
@@ -389,6 +394,9 @@ pub(super) fn run(
             KERNEL_CMDLINE_QUIET
         }
     );
+    if !kernel_params.is_empty() {
+        cmdline = format!("{cmdline} {kernel_params}");
+    }
     if let Some(extra) = &vm.cmdline {
         cmdline = format!("{cmdline} {extra}");
     }
