@@ -27,7 +27,7 @@ use crate::{Error, state, virtiofsd};
 /// capsule-init. The container's own page cache and its overlay's upper layer (a tmpfs) are
 /// charged to its cgroup, inside its limit. Measured in the lab (Debian 6.1, an idle sandbox
 /// of 256 MiB, 2026-12-01): the kernel keeps 37.5 MiB for itself and the idle sandbox uses
-/// 27.1 MiB more (slab, modules, the initramfs), 64.6 MiB in all. 128 MiB, which is
+/// 17.8 MiB more (slab, modules, the initramfs), 55.3 MiB in all. 128 MiB, which is
 /// [`plan::MICROVM_MIN_MEMORY`], leaves the rest for the guest's own page cache; RAM the guest
 /// never touches costs the host nothing.
 pub const GUEST_OVERHEAD: u64 = 128 << 20;
