@@ -55,8 +55,10 @@ const SERIAL_BYTES: u64 = 64 << 10;
 
 /// When (into the idle sandbox's run) its memory is read, late enough for the guest's first
 /// free page reports (Linux sends them 2 s after the pages became free; the lab's boot takes
-/// about 3 s), and how long its workload sleeps after that.
+/// about 3 s).
 const IDLE_READ_AFTER_S: u32 = 12;
+/// How long the idle sandbox's workload sleeps on after it read its cgroup, so that the
+/// sandbox is still there while the lab reads its memory.
 const IDLE_LINGER_S: u32 = 3;
 const IDLE_MARKER: &str = "CAPSULE-BENCH-IDLE";
 

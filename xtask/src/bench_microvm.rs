@@ -507,9 +507,10 @@ pub(crate) fn parse_samples(console: &str) -> Result<Vec<Sample>> {
 /// How many launches the driver ran again after the lab's emulator lost their guest
 /// ([`RELAUNCH_MARKER`] lines; the lab's result lines that echo them do not count).
 pub(crate) fn count_relaunches(console: &str) -> usize {
+    let marker = format!("{RELAUNCH_MARKER} ");
     console
         .lines()
-        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(&format!("{RELAUNCH_MARKER} ")))
+        .filter(|l| !l.contains("CAPSULE-LAB ") && l.contains(&marker))
         .count()
 }
 
